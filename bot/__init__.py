@@ -1,0 +1,3 @@
+"""clearml-chatops: a Slack bot that watches a ClearML server."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,3 @@
+"""The check library, one module per troubleshooting area. Importing this package registers every check."""
+
+from bot.checks import agents, datasets, queues, repro, server, storage  # noqa: F401

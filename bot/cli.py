@@ -1,0 +1,326 @@
+"""`clearml-chatops`: the terminal front end. Thin: parse, call the engine, render.
+
+Exit codes: 0 nothing warning or worse, 1 something is, 2 usage or configuration error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from bot import __version__
+from bot.config import ConfigError, ServerSettings, Settings, load_settings, resolve_server
+from bot.durations import parse_duration
+from bot.engine.playbook import Playbook, PlaybookError, find_playbooks, load_playbook, resolve_playbook
+from bot.engine.registry import load_builtin_checks
+
+EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    """A user error that ends the command with exit code 2 and one clear line."""
+
+
+def _err(message: str) -> None:
+    print(f"clearml-chatops: {message}", file=sys.stderr)
+
+
+def _playbooks_dir(args: argparse.Namespace, settings: Settings) -> Path:
+    return Path(getattr(args, "playbooks_dir", None) or settings.playbooks or "playbooks")
+
+
+def _load_playbooks(refs: list[str], directory: Path) -> list[Playbook]:
+    return [load_playbook(resolve_playbook(ref, directory)) for ref in refs]
+
+
+def _open_store(settings: Settings) -> Any:
+    from bot.store import Store
+
+    return Store(settings.store_path)
+
+
+# ------------------------------------------------------------------------------------------------ run
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    settings = load_settings(args.config)
+    playbooks = _load_playbooks(args.playbooks, _playbooks_dir(args, settings))
+    server_name = args.server
+    if server_name is None:
+        named = {pb.server for pb in playbooks if pb.server}
+        if len(named) > 1:
+            raise UsageError(
+                f"the playbooks name different servers ({', '.join(sorted(named))}): "
+                "run them separately or pass --server"
+            )
+        server_name = named.pop() if named else None
+    server = resolve_server(settings, server_name)
+    return execute_run(playbooks, settings, server, output=args.format, verbose=args.verbose, store=not args.no_store)
+
+
+def execute_run(
+    playbooks: list[Playbook],
+    settings: Settings,
+    server: ServerSettings,
+    *,
+    output: str = "text",
+    verbose: bool = False,
+    store: bool = True,
+) -> int:
+    from bot.engine.runner import run_playbooks
+    from bot.report import render_text
+
+    result = asyncio.run(run_playbooks(playbooks, settings, server, trigger="cli"))
+    if store:
+        try:
+            db = _open_store(settings)
+            db.record_run(result)
+            db.close()
+        except Exception as exc:  # the report matters more than the history: say so, do not fail the run
+            _err(f"warning: run not saved to the store: {exc}")
+    if output == "json":
+        json.dump(result.to_json(), sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        render_text(result, verbose=verbose)
+    unreachable = [f for f in result.findings if f.check in ("server.reachable", "server.credentials")
+                   and f.severity == "critical"]
+    if unreachable:
+        _err(f"{unreachable[0].title}: {unreachable[0].remediation}")
+    return result.exit_code
+
+
+# ------------------------------------------------------------------------------------------- validate
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    bad = 0
+    for ref in args.playbooks:
+        try:
+            pb = load_playbook(resolve_playbook(ref, Path(args.playbooks_dir or "playbooks")))
+        except PlaybookError as exc:
+            print(f"FAIL {exc}")
+            bad += 1
+            continue
+        schedule = f", schedule {pb.schedule}" if pb.schedule else ""
+        print(f"ok   {pb.path}: playbook `{pb.name}` with {len(pb.checks)} checks{schedule}")
+    return EXIT_USAGE if bad else EXIT_OK
+
+
+# --------------------------------------------------------------------------------------------- checks
+
+
+def _describe_default(field: Any) -> str:
+    from pydantic_core import PydanticUndefined
+
+    if field.default is PydanticUndefined and field.default_factory is None:
+        return "required"
+    value = field.default_factory() if field.default_factory is not None else field.default
+    return json.dumps(value, default=str)
+
+
+def cmd_checks(args: argparse.Namespace) -> int:
+    registry = load_builtin_checks()
+    if args.format == "json":
+        out = []
+        for spec in sorted(registry.values(), key=lambda s: s.id):
+            out.append(
+                {
+                    "id": spec.id,
+                    "summary": spec.summary,
+                    "description": spec.description,
+                    "params": {
+                        name: {"default": _describe_default(f), "description": f.description or ""}
+                        for name, f in spec.params_model.model_fields.items()
+                    },
+                }
+            )
+        json.dump(out, sys.stdout, indent=2)
+        print()
+        return EXIT_OK
+    area = None
+    for spec in sorted(registry.values(), key=lambda s: s.id):
+        if spec.area != area:
+            area = spec.area
+            print(f"\n## {area}")
+        print(f"\n{spec.id}\n  {spec.summary}")
+        if spec.description:
+            for line in spec.description.splitlines():
+                print(f"  {line}")
+        params = spec.params_model.model_fields
+        if params:
+            print("  parameters:")
+            for name, field in params.items():
+                desc = f" — {field.description}" if field.description else ""
+                print(f"    {name} (default {_describe_default(field)}){desc}")
+    return EXIT_OK
+
+
+# -------------------------------------------------------------------------------------------- history
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    settings = load_settings(args.config)
+    since = None
+    if args.since:
+        try:
+            since = datetime.now(UTC) - timedelta(seconds=parse_duration(args.since))
+        except ValueError as exc:
+            raise UsageError(f"--since: {exc}") from None
+    store = _open_store(settings)
+    rows = store.history(check=args.check, since=since, limit=args.limit)
+    store.close()
+    if args.format == "json":
+        json.dump(rows, sys.stdout, indent=2)
+        print()
+        return EXIT_OK
+    if not rows:
+        scope = (f" for {args.check}" if args.check else "") + (f" in the last {args.since}" if args.since else "")
+        print(f"No findings recorded{scope}.")
+        return EXIT_OK
+    for row in rows:
+        subject = row["subject_name"] or row["subject_id"]
+        print(
+            f"{row['at'][:19]}  {row['severity']:<8} {row['check_id']:<26} "
+            f"{row['subject_kind']} {subject}: {row['title']}"
+        )
+    return EXIT_OK
+
+
+# ----------------------------------------------------------------------------------------------- demo
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from bot.sim.server import SimServer
+
+    settings = load_settings(args.config) if args.config else Settings()
+    directory = _playbooks_dir(args, settings)
+    paths = find_playbooks(directory)
+    if not paths:
+        raise UsageError(f"no playbooks found in {directory}: run from the repository root or pass --playbooks DIR")
+    playbooks = [load_playbook(p) for p in paths]
+    with SimServer(scenario=args.scenario) as sim:
+        key, secret = sim.keys[0]
+        from pydantic import SecretStr
+
+        server = ServerSettings(
+            name=f"simulator ({args.scenario})",
+            api_url=sim.api_url,
+            web_url=sim.web_url,
+            files_url=sim.files_url,
+            access_key=SecretStr(key),
+            secret_key=SecretStr(secret),
+        )
+        # The simulator's own file server is the demo's storage target.
+        demo_settings = settings.model_copy(update={"storage": [*settings.storage, sim.files_url]})
+        print(f"Simulator with scenario `{args.scenario}` at {sim.api_url}; running {len(playbooks)} playbooks…\n",
+              file=sys.stderr)
+        code = execute_run(playbooks, demo_settings, server, output=args.format, verbose=args.verbose,
+                           store=False)
+    return code
+
+
+# ---------------------------------------------------------------------------------------------- main
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="the bot's YAML config file (default: $CLEARML_CHATOPS_CONFIG)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="clearml-chatops",
+        description="Diagnose a ClearML server with playbooks of checks, from the terminal or Slack.",
+    )
+    parser.add_argument("--version", action="version", version=f"clearml-chatops {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("run", help="run playbooks against a ClearML server and print the findings")
+    p.add_argument("playbooks", nargs="+", metavar="PLAYBOOK", help="a playbook file, or a name in --playbooks")
+    p.add_argument("--server", help="server name from the config file (default: the playbook's or the only one)")
+    p.add_argument("--format", choices=["text", "json"], default="text")
+    p.add_argument("--playbooks-dir", dest="playbooks_dir", help="where bare playbook names are looked up")
+    p.add_argument("--verbose", "-v", action="store_true", help="list every finding, passed checks included")
+    p.add_argument("--no-store", action="store_true", help="do not record the run in the store")
+    _add_common(p)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("validate", help="check playbook files without running them")
+    p.add_argument("playbooks", nargs="+", metavar="PLAYBOOK")
+    p.add_argument("--playbooks-dir", dest="playbooks_dir", help="where bare playbook names are looked up")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("checks", help="list every check with its parameters, defaults and what it detects")
+    p.add_argument("--format", choices=["text", "json"], default="text")
+    p.set_defaults(func=cmd_checks)
+
+    p = sub.add_parser("history", help="findings recorded by earlier runs")
+    p.add_argument("--check", help="a check id (glob allowed, e.g. 'agents.*')")
+    p.add_argument("--since", help="how far back, e.g. 24h, 7d")
+    p.add_argument("--limit", type=int, default=200)
+    p.add_argument("--format", choices=["text", "json"], default="text")
+    _add_common(p)
+    p.set_defaults(func=cmd_history)
+
+    p = sub.add_parser("demo", help="start the simulator with a broken fleet and run every shipped playbook")
+    p.add_argument("--scenario", default="incident-zoo", help="simulator scenario (default: incident-zoo)")
+    p.add_argument("--playbooks", dest="playbooks_dir", help="playbooks directory (default: ./playbooks)")
+    p.add_argument("--format", choices=["text", "json"], default="text")
+    p.add_argument("--verbose", "-v", action="store_true")
+    _add_common(p)
+    p.set_defaults(func=cmd_demo)
+
+    _add_optional(sub, "sim", "bot.sim.cli", "run the ClearML API simulator (a fake server from a scenario file)")
+    _add_optional(sub, "serve", "bot.slack.serve", "run the Slack bot (Socket Mode, or --http)")
+    return parser
+
+
+def _add_optional(sub: Any, name: str, module: str, help_text: str) -> None:
+    """Subcommands whose module brings heavier imports: loaded only to build their parser."""
+    import importlib
+
+    try:
+        mod = importlib.import_module(module)
+    except ImportError:
+        return
+    p = sub.add_parser(name, help=help_text)
+    mod.add_arguments(p)
+    if not any(a.dest == "config" for a in p._actions):
+        _add_common(p)
+    p.set_defaults(func=mod.main)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return int(func(args) or 0)
+    except (ConfigError, PlaybookError, UsageError) as exc:
+        _err(str(exc))
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        from bot.store import StoreError
+
+        if isinstance(exc, StoreError):
+            _err(str(exc))
+            return EXIT_USAGE
+        if os.environ.get("CLEARML_CHATOPS_DEBUG"):
+            raise
+        from bot.redact import redact
+
+        _err(
+            f"unexpected error: {type(exc).__name__}: {redact(str(exc))} "
+            "(set CLEARML_CHATOPS_DEBUG=1 for a traceback)"
+        )
+        return 3

@@ -1,0 +1,339 @@
+"""The bot's settings: pydantic schema for the YAML config file, plus ClearML connection resolution.
+
+ClearML connection settings come, in this order, from the bot's config file, the standard CLEARML_*
+environment variables, and the user's clearml.conf (read with the clearml package's own loader).
+Secrets are held as SecretStr so that they never print.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+from bot.durations import parse_duration
+
+
+class ConfigError(Exception):
+    """A missing, malformed or contradictory setting. The message names the setting and the fix."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ServerSettings(BaseModel):
+    """One resolved ClearML server: where it is and how to authenticate."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = "default"
+    api_url: str
+    web_url: str
+    files_url: str
+    access_key: SecretStr | None = None
+    secret_key: SecretStr | None = None
+    verify: bool | str = True  # True, False, or a CA bundle path
+    timeout_s: float = 10.0
+    retries: int = 2
+    source: str = ""  # where the settings came from, for error messages
+
+    @property
+    def has_credentials(self) -> bool:
+        return bool(self.access_key and self.secret_key)
+
+    def secrets(self) -> list[str]:
+        return [s.get_secret_value() for s in (self.access_key, self.secret_key) if s is not None]
+
+
+class ServerConfig(_Strict):
+    """A server as written in the bot's config file (all optional: env and clearml.conf fill gaps)."""
+
+    api: str | None = None
+    web: str | None = None
+    files: str | None = None
+    access_key_env: str | None = None
+    secret_key_env: str | None = None
+    credentials_env: list[str] | None = None  # [ACCESS_KEY_VAR, SECRET_KEY_VAR]
+    config_file: str | None = None  # a clearml.conf for this server
+    verify: bool | str | None = None
+    timeout: str | float | None = None
+    retries: int | None = None
+
+    @field_validator("credentials_env")
+    @classmethod
+    def _two_names(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and len(value) != 2:
+            raise ValueError("credentials_env takes two environment variable names: [ACCESS_KEY_VAR, SECRET_KEY_VAR]")
+        return value
+
+
+class StorageTarget(_Strict):
+    """A storage location the bot probes: s3://bucket/prefix (MinIO: s3://host:port/bucket/prefix),
+    gs://, azure://, or the file server (http(s)://)."""
+
+    url: str
+    name: str | None = None
+    endpoint_url: str | None = None  # explicit S3-compatible endpoint (MinIO, moto); else from the URL host
+    region: str | None = None
+    secure: bool | None = None
+    verify: bool | str | None = None
+    key_env: str | None = None
+    secret_env: str | None = None
+    probe_prefix: str = ".clearml-chatops-probe/"
+
+    @property
+    def label(self) -> str:
+        return self.name or self.url
+
+
+class SlackRoute(_Strict):
+    channel: str
+    severity: Literal["info", "warning", "critical", "error"] | None = None
+    check: str | None = None  # glob on check ids
+
+
+class SlackSettings(_Strict):
+    default_channel: str | None = None
+    routes: list[SlackRoute] = Field(default_factory=list)
+    command: str = "/clearml"
+    api_url: str | None = None
+    digest: dict[str, Any] | None = None
+
+
+class ActionAllow(_Strict):
+    users: list[str] = Field(default_factory=list)
+    usergroups: list[str] = Field(default_factory=list)
+
+
+class RotateBackend(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    match: str
+    type: Literal["ec2", "kubernetes", "command"]
+
+
+class RotateSettings(_Strict):
+    backends: list[RotateBackend] = Field(default_factory=list)
+    requeue_task: bool = False
+
+
+class ActionsSettings(_Strict):
+    dry_run: bool = False
+    button_ttl: str | float = "24h"
+    allow: dict[str, ActionAllow] = Field(default_factory=dict)
+    rotate: RotateSettings = Field(default_factory=RotateSettings)
+
+
+class Settings(_Strict):
+    servers: dict[str, ServerConfig] = Field(default_factory=dict)
+    default_server: str | None = None
+    storage: list[StorageTarget | str] = Field(default_factory=list)
+    slack: SlackSettings = Field(default_factory=SlackSettings)
+    actions: ActionsSettings = Field(default_factory=ActionsSettings)
+    store: str | None = None
+    playbooks: str | None = None
+    run_deadline: str | float = "60s"
+    config_path: str | None = Field(default=None, exclude=True)
+
+    @property
+    def storage_targets(self) -> list[StorageTarget]:
+        return [StorageTarget(url=t) if isinstance(t, str) else t for t in self.storage]
+
+    @property
+    def store_path(self) -> Path:
+        if self.store:
+            return Path(os.path.expanduser(self.store))
+        state = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+        return Path(state) / "clearml-chatops" / "store.db"
+
+    @property
+    def run_deadline_s(self) -> float:
+        return parse_duration(self.run_deadline)
+
+
+# ------------------------------------------------------------------------------------------------
+# Loading the bot's config file
+
+
+def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
+    """Read the bot's YAML config (`--config`, else $CLEARML_CHATOPS_CONFIG); no file -> defaults."""
+    chosen = path or os.environ.get("CLEARML_CHATOPS_CONFIG")
+    if not chosen:
+        return Settings()
+    file = Path(os.path.expanduser(str(chosen)))
+    if not file.is_file():
+        raise ConfigError(
+            f"config file {file} does not exist (set by {'--config' if path else 'CLEARML_CHATOPS_CONFIG'}): "
+            "create it or point to an existing file"
+        )
+    try:
+        raw = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"config file {file}{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {file}: the top level must be a mapping (servers:, storage:, slack:, ...)")
+    try:
+        settings = Settings.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"])
+        raise ConfigError(f"config file {file}: setting `{loc}`: {err['msg']}") from None
+    settings.config_path = str(file)
+    if settings.default_server and settings.default_server not in settings.servers:
+        raise ConfigError(
+            f"config file {file}: default_server `{settings.default_server}` is not one of servers: "
+            f"{', '.join(settings.servers) or '(none defined)'}"
+        )
+    return settings
+
+
+# ------------------------------------------------------------------------------------------------
+# Resolving one ClearML server
+
+
+def _env(name: str) -> str | None:
+    value = os.environ.get(name)
+    return value if value not in (None, "") else None
+
+
+def _read_clearml_conf(path: str | None) -> dict[str, Any]:
+    """Read clearml.conf with the clearml package's own loader (pyhocon); {} when there is none."""
+    candidates = [path] if path else [_env("CLEARML_CONFIG_FILE"), os.path.expanduser("~/clearml.conf")]
+    for candidate in candidates:
+        if not candidate:
+            continue
+        file = Path(os.path.expanduser(candidate))
+        if not file.is_file():
+            if path:
+                raise ConfigError(f"clearml.conf {file} (servers.*.config_file) does not exist")
+            continue
+        try:
+            from clearml.backend_config.config import ConfigFactory  # type: ignore[import-untyped]
+
+            tree = ConfigFactory.parse_file(str(file))
+        except Exception as exc:
+            raise ConfigError(f"clearml.conf {file} could not be parsed: {type(exc).__name__}: {exc}") from None
+        return {"path": str(file), "tree": tree}
+    return {}
+
+
+def _conf_get(conf: dict[str, Any], key: str) -> Any:
+    tree = conf.get("tree")
+    if tree is None:
+        return None
+    try:
+        return tree.get(key, None)
+    except Exception:
+        return None
+
+
+def derive_web_and_files(api_url: str) -> tuple[str, str]:
+    """What the clearml SDK does: :8008 -> :8080 / :8081, or api. -> app. / files."""
+    api = api_url.rstrip("/")
+    if re.search(r":8008\b", api):
+        return api.replace(":8008", ":8080"), api.replace(":8008", ":8081")
+    if "://api." in api:
+        return api.replace("://api.", "://app.", 1), api.replace("://api.", "://files.", 1)
+    return api, api
+
+
+def _bool(value: Any) -> bool | str:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip()
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    return text  # a CA bundle path
+
+
+def resolve_server(settings: Settings, name: str | None = None) -> ServerSettings:
+    """The effective connection for server `name` (or the default one), or one ConfigError."""
+    servers = settings.servers
+    if name is None:
+        name = settings.default_server or (next(iter(servers)) if len(servers) == 1 else None)
+        if name is None and servers:
+            raise ConfigError(
+                f"several servers are configured ({', '.join(servers)}): pass --server NAME or set default_server"
+            )
+    if name is not None and servers and name not in servers:
+        raise ConfigError(f"unknown server `{name}`: the config file defines {', '.join(servers)}")
+    if name is not None and not servers and name != "default":
+        raise ConfigError(
+            f"unknown server `{name}`: no servers are defined in the config file"
+            f"{' ' + settings.config_path if settings.config_path else ''}"
+        )
+    server = servers.get(name or "", ServerConfig())
+    conf = _read_clearml_conf(server.config_file)
+    sources: list[str] = []
+
+    def pick(setting: str, from_file: Any, env_name: str, conf_key: str) -> Any:
+        if from_file not in (None, ""):
+            sources.append(f"{setting} from config file")
+            return from_file
+        env_value = _env(env_name)
+        if env_value is not None:
+            sources.append(f"{setting} from {env_name}")
+            return env_value
+        conf_value = _conf_get(conf, conf_key)
+        if conf_value not in (None, ""):
+            sources.append(f"{setting} from {conf.get('path')}")
+            return conf_value
+        return None
+
+    api = pick("api", server.api, "CLEARML_API_HOST", "api.api_server")
+    if not api:
+        where = f"servers.{name}.api" if name and servers else "CLEARML_API_HOST"
+        raise ConfigError(
+            f"no ClearML API server configured: set {where} (e.g. http://clearml.example.com:8008), "
+            "or CLEARML_API_HOST, or api.api_server in clearml.conf"
+        )
+    api = str(api).rstrip("/")
+    if not re.match(r"^https?://[^/\s]+", api):
+        raise ConfigError(
+            f"ClearML API host `{api}` is not an http(s) URL: fix servers.{name or 'default'}.api or CLEARML_API_HOST"
+        )
+    derived_web, derived_files = derive_web_and_files(api)
+    web = str(pick("web", server.web, "CLEARML_WEB_HOST", "api.web_server") or derived_web).rstrip("/")
+    files = str(pick("files", server.files, "CLEARML_FILES_HOST", "api.files_server") or derived_files).rstrip("/")
+
+    key_env, secret_env = "CLEARML_API_ACCESS_KEY", "CLEARML_API_SECRET_KEY"
+    if server.credentials_env:
+        key_env, secret_env = server.credentials_env
+    key_env = server.access_key_env or key_env
+    secret_env = server.secret_key_env or secret_env
+    access = _env(key_env) or _conf_get(conf, "api.credentials.access_key")
+    secret = _env(secret_env) or _conf_get(conf, "api.credentials.secret_key")
+    if bool(access) != bool(secret):
+        missing = secret_env if access else key_env
+        raise ConfigError(
+            f"ClearML credentials are half set: {missing} is empty while its pair is set; "
+            "set both the access key and the secret key (or neither, for read-only unauthenticated probes)"
+        )
+    verify_raw = server.verify
+    if verify_raw is None:
+        verify_raw = _env("CLEARML_API_HOST_VERIFY_CERT")
+    if verify_raw is None:
+        verify_raw = _conf_get(conf, "api.verify_certificate")
+    verify = True if verify_raw is None else _bool(verify_raw)
+    timeout = parse_duration(server.timeout) if server.timeout is not None else 10.0
+    return ServerSettings(
+        name=name or "default",
+        api_url=api,
+        web_url=web,
+        files_url=files,
+        access_key=SecretStr(str(access)) if access else None,
+        secret_key=SecretStr(str(secret)) if secret else None,
+        verify=verify,
+        timeout_s=timeout,
+        retries=server.retries if server.retries is not None else 2,
+        source="; ".join(sources),
+    )

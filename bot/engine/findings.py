@@ -1,0 +1,73 @@
+"""The finding contract: what every check returns and every renderer consumes.
+
+Field names are a public contract (`run --format json`, the store, Slack rendering): keep them stable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, model_validator
+
+Severity = Literal["ok", "info", "warning", "critical", "error"]
+SubjectKind = Literal["server", "worker", "queue", "task", "dataset", "storage"]
+ActionId = Literal["clone", "requeue", "abort", "rotate", "reproduce", "prioritize"]
+
+# `error` means "the check itself could not run": worse than a warning (someone must look), but the
+# fleet is not known to be broken, so it ranks below critical.
+SEVERITY_RANK: dict[str, int] = {"ok": 0, "info": 1, "warning": 2, "error": 3, "critical": 4}
+SEVERITIES_WORST_FIRST: tuple[Severity, ...] = ("critical", "error", "warning", "info", "ok")
+AREAS: tuple[str, ...] = ("server", "agents", "queues", "storage", "repro", "datasets")
+
+
+def is_problem(severity: str) -> bool:
+    """Warning or worse: what makes `run` exit 1 and what opens an incident."""
+    return SEVERITY_RANK[severity] >= SEVERITY_RANK["warning"]
+
+
+class Subject(BaseModel):
+    """What a finding is about. `id` is the ClearML id (or the URL for a server or storage target)."""
+
+    kind: SubjectKind
+    id: str = Field(min_length=1)
+    name: str = ""
+
+
+def fingerprint_for(check: str, subject: Subject, key: str = "") -> str:
+    """Stable across runs for the same check and subject (and optional discriminator)."""
+    raw = f"{check}|{subject.kind}|{subject.id}|{key}"
+    return hashlib.sha256(raw.encode()).hexdigest()[:20]
+
+
+class Finding(BaseModel):
+    check: str
+    severity: Severity
+    title: str = Field(min_length=1)
+    detail: str = ""
+    subject: Subject
+    fingerprint: str = ""
+    evidence: dict[str, Any] = Field(default_factory=dict)
+    links: list[str] = Field(default_factory=list)
+    remediation: str = ""
+    actions: list[ActionId] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _default_fingerprint(self) -> Finding:
+        if not self.fingerprint:
+            self.fingerprint = fingerprint_for(self.check, self.subject)
+        return self
+
+    @property
+    def area(self) -> str:
+        return self.check.split(".", 1)[0]
+
+    @property
+    def rank(self) -> int:
+        return SEVERITY_RANK[self.severity]
+
+
+def worst_severity(findings: list[Finding]) -> Severity:
+    if not findings:
+        return "ok"
+    return max(findings, key=lambda f: f.rank).severity

@@ -1,0 +1,221 @@
+"""Playbooks: YAML files that list checks with parameters, validated with pydantic.
+
+Errors name the file, the line and the key, and suggest the closest check id or parameter name.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from bot.durations import parse_duration
+from bot.engine.registry import REGISTRY, load_builtin_checks
+
+
+class PlaybookError(Exception):
+    """A playbook that cannot be used; the message says where and what to change."""
+
+
+class IntervalSchedule(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    every: str | float
+    timezone: str | None = None
+
+    @field_validator("every")
+    @classmethod
+    def _duration(cls, value: str | float) -> str | float:
+        seconds = parse_duration(value)
+        if seconds < 1:
+            raise ValueError("`every` must be at least 1s")
+        return value
+
+    @property
+    def seconds(self) -> float:
+        return parse_duration(self.every)
+
+
+class CronSchedule(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    cron: str
+    timezone: str | None = None
+
+
+class CheckEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    check: str
+    name: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    severity: Literal["info", "warning", "critical"] | None = None  # caps the check's severity
+
+
+class Playbook(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    description: str = ""
+    server: str | None = None
+    schedule: str | IntervalSchedule | CronSchedule | None = None
+    timezone: str | None = None
+    channel: str | None = None
+    checks: list[CheckEntry] = Field(min_length=1)
+    path: str | None = Field(default=None, exclude=True)
+
+    @property
+    def cron(self) -> str | None:
+        if isinstance(self.schedule, str):
+            return self.schedule
+        if isinstance(self.schedule, CronSchedule):
+            return self.schedule.cron
+        return None
+
+
+# ------------------------------------------------------------------------------------------------
+# Loading with line numbers
+
+
+class _LineLoader(yaml.SafeLoader):
+    """A SafeLoader that remembers the line of every mapping key (for error messages)."""
+
+
+def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    mapping = loader.construct_mapping(node, deep=True)
+    lines = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        lines[key] = key_node.start_mark.line + 1
+    mapping = _Located(mapping)
+    mapping.key_lines = lines
+    mapping.line = node.start_mark.line + 1
+    return mapping
+
+
+class _Located(dict):  # type: ignore[type-arg]
+    key_lines: dict[Any, int]
+    line: int
+
+
+_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def _line_of(doc: Any, loc: tuple[Any, ...]) -> int | None:
+    """The line of the deepest key in `loc` that we can find in the located document."""
+    node, line = doc, getattr(doc, "line", None)
+    for part in loc:
+        if isinstance(node, _Located):
+            line = node.key_lines.get(part, line)
+            node = node.get(part)
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+            line = getattr(node, "line", line)
+        else:
+            break
+    return line
+
+
+def _closest(word: str, options: list[str]) -> str:
+    match = difflib.get_close_matches(word, options, n=1, cutoff=0.5)
+    return f" (did you mean `{match[0]}`?)" if match else ""
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def parse_playbook(text: str, source: str = "<playbook>") -> Playbook:
+    load_builtin_checks()
+    try:
+        doc = yaml.load(text, Loader=_LineLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise PlaybookError(f"{source}{where}: not valid YAML: {problem}") from None
+    if not isinstance(doc, dict):
+        raise PlaybookError(f"{source}: a playbook is a mapping with `name` and `checks`, got {type(doc).__name__}")
+    try:
+        playbook = Playbook.model_validate(_plain(doc))
+    except ValidationError as exc:
+        raise PlaybookError(_describe(exc, doc, source)) from None
+    for index, entry in enumerate(playbook.checks):
+        loc: tuple[Any, ...] = ("checks", index, "check")
+        spec = REGISTRY.get(entry.check)
+        if spec is None:
+            line = _line_of(doc, loc)
+            raise PlaybookError(
+                f"{source}:{line}: checks[{index}].check: unknown check `{entry.check}`"
+                f"{_closest(entry.check, sorted(REGISTRY))}; `clearml-chatops checks` lists them all"
+            )
+        try:
+            spec.params_model.model_validate(entry.params)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            key = ".".join(str(p) for p in err["loc"])
+            line = _line_of(doc, ("checks", index, "params", *err["loc"])) or _line_of(doc, loc)
+            hint = ""
+            if err["type"] == "extra_forbidden":
+                hint = _closest(str(err["loc"][-1]), sorted(spec.params_model.model_fields))
+                msg = f"unknown parameter `{key}` for {entry.check}{hint}"
+            else:
+                msg = f"parameter `{key}` of {entry.check}: {err['msg']} (got {err.get('input')!r})"
+            raise PlaybookError(f"{source}:{line}: checks[{index}].params: {msg}") from None
+    return playbook
+
+
+def _describe(exc: ValidationError, doc: Any, source: str) -> str:
+    err = exc.errors()[0]
+    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p in ("str", "IntervalSchedule", "CronSchedule")))
+    key = ".".join(str(p) for p in loc) or "(top level)"
+    line = _line_of(doc, loc)
+    where = f"{source}:{line}" if line else source
+    if err["type"] == "extra_forbidden":
+        allowed = sorted(Playbook.model_fields) if len(loc) == 1 else sorted(CheckEntry.model_fields)
+        allowed = [a for a in allowed if a != "path"]
+        return f"{where}: unknown key `{key}`{_closest(str(loc[-1]), allowed)}; allowed: {', '.join(allowed)}"
+    if err["type"] == "missing":
+        return f"{where}: missing required key `{key}`"
+    return f"{where}: `{key}`: {err['msg']}"
+
+
+def load_playbook(path: str | Path) -> Playbook:
+    file = Path(path)
+    if not file.is_file():
+        raise PlaybookError(f"{file}: no such playbook file")
+    try:
+        text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PlaybookError(f"{file}: cannot read: {exc}") from None
+    playbook = parse_playbook(text, str(file))
+    playbook.path = str(file)
+    return playbook
+
+
+def find_playbooks(directory: str | Path) -> list[Path]:
+    folder = Path(directory)
+    return sorted(p for p in folder.glob("*.y*ml") if p.suffix in (".yaml", ".yml"))
+
+
+def resolve_playbook(ref: str, directory: str | Path = "playbooks") -> Path:
+    """A playbook argument: a path, or a bare name looked up in the playbooks directory."""
+    candidate = Path(ref)
+    if candidate.is_file():
+        return candidate
+    for suffix in (".yaml", ".yml"):
+        named = Path(directory) / f"{ref}{suffix}"
+        if named.is_file():
+            return named
+    names = [p.stem for p in find_playbooks(directory)] if Path(directory).is_dir() else []
+    raise PlaybookError(
+        f"no playbook `{ref}`: not a file, and not in {directory}/{_closest(ref, names)}"
+        + (f"; available: {', '.join(names)}" if names else "")
+    )

@@ -1,0 +1,74 @@
+"""Checks register here by id: `@check("agents.stale", params=StaleParams)`.
+
+A check is `async def fn(snapshot, params) -> list[Finding]`. It reads ClearML state only through the
+snapshot (which fetches each collection once per run, shared by all checks) and never touches Slack.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict
+
+from bot.engine.findings import AREAS, Finding
+
+if TYPE_CHECKING:
+    from bot.engine.snapshot import Snapshot
+
+CheckFunc = Callable[["Snapshot", Any], Awaitable[list[Finding]]]
+
+
+class CheckParams(BaseModel):
+    """Base for every check's parameters: unknown keys are an error (typos must not pass silently)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_findings: int = 100
+
+
+class NoParams(CheckParams):
+    pass
+
+
+@dataclass(frozen=True)
+class CheckSpec:
+    id: str
+    func: CheckFunc
+    params_model: type[CheckParams]
+    summary: str
+    description: str
+
+    @property
+    def area(self) -> str:
+        return self.id.split(".", 1)[0]
+
+
+REGISTRY: dict[str, CheckSpec] = {}
+
+
+def check(check_id: str, params: type[CheckParams] = NoParams) -> Callable[[CheckFunc], CheckFunc]:
+    area = check_id.split(".", 1)[0]
+    if area not in AREAS or "." not in check_id:
+        raise ValueError(f"check id {check_id!r} must start with one of {', '.join(a + '.' for a in AREAS)}")
+
+    def register(func: CheckFunc) -> CheckFunc:
+        if not inspect.iscoroutinefunction(func):
+            raise TypeError(f"check {check_id} must be an async function")
+        if check_id in REGISTRY and REGISTRY[check_id].func is not func:
+            raise ValueError(f"check id {check_id!r} registered twice")
+        doc = inspect.cleandoc(func.__doc__ or "").strip()
+        summary, _, rest = doc.partition("\n")
+        REGISTRY[check_id] = CheckSpec(check_id, func, params, summary.strip(), rest.strip())
+        return func
+
+    return register
+
+
+def load_builtin_checks() -> dict[str, CheckSpec]:
+    """Import the check library so every built-in check is registered."""
+    import bot.checks  # noqa: F401  (import registers the checks)
+
+    return REGISTRY

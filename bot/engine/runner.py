@@ -1,0 +1,226 @@
+"""Runs playbooks against one ClearML server: every check concurrently over one shared snapshot.
+
+A check that raises becomes an `error` finding and the run goes on; the run has a deadline, and checks
+still running at the deadline are reported as `timeout`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import traceback
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError
+
+from bot.clearml.errors import ClearMLError, ServerUnavailableError
+from bot.engine.findings import SEVERITY_RANK, Finding, Subject, is_problem
+from bot.engine.registry import REGISTRY, load_builtin_checks
+from bot.engine.snapshot import Snapshot
+from bot.redact import redact
+
+if TYPE_CHECKING:
+    from bot.config import ServerSettings, Settings
+    from bot.engine.playbook import CheckEntry, Playbook
+
+
+@dataclass
+class CheckRun:
+    id: str
+    name: str
+    playbook: str
+    status: str  # ok | failed | error | timeout | skipped
+    duration_s: float
+    findings: int = 0
+    error: str | None = None
+
+
+@dataclass
+class RunResult:
+    playbooks: list[str]
+    server: str
+    server_url: str
+    started_at: datetime
+    duration_s: float
+    api_calls: int
+    findings: list[Finding]
+    checks: list[CheckRun]
+    bytes_received: int = 0
+    calls_by_endpoint: dict[str, int] = field(default_factory=dict)
+    trigger: str = "cli"
+
+    @property
+    def problems(self) -> list[Finding]:
+        return [f for f in self.findings if is_problem(f.severity)]
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.problems else 0
+
+    def to_json(self) -> dict[str, Any]:
+        """The `run --format json` contract."""
+        return {
+            "playbooks": self.playbooks,
+            "server": self.server,
+            "server_url": self.server_url,
+            "started_at": self.started_at.isoformat(),
+            "duration_s": round(self.duration_s, 3),
+            "api_calls": self.api_calls,
+            "bytes_received": self.bytes_received,
+            "findings": [f.model_dump(mode="json") for f in self.findings],
+            "checks": [
+                {
+                    "id": c.id,
+                    "name": c.name,
+                    "playbook": c.playbook,
+                    "status": c.status,
+                    "duration_s": round(c.duration_s, 3),
+                    "findings": c.findings,
+                    **({"error": c.error} if c.error else {}),
+                }
+                for c in self.checks
+            ],
+        }
+
+
+def _apply_overrides(findings: list[Finding], entry: CheckEntry) -> list[Finding]:
+    """A playbook may cap a check's severity (`severity: info` turns its warnings into notes)."""
+    if not entry.severity:
+        return findings
+    cap = SEVERITY_RANK[entry.severity]
+    out = []
+    for f in findings:
+        if f.severity != "error" and f.rank > cap:
+            f = f.model_copy(update={"severity": entry.severity})
+        out.append(f)
+    return out
+
+
+def error_finding(
+    check_id: str, server: ServerSettings, message: str, *, evidence: dict[str, Any] | None = None
+) -> Finding:
+    return Finding(
+        check=check_id,
+        severity="error",
+        title=f"Check {check_id} could not run",
+        detail=message,
+        subject=Subject(kind="server", id=server.api_url, name=server.name),
+        fingerprint="",
+        evidence=evidence or {},
+        remediation="See the detail for the cause; the other checks in this run still reported.",
+    ).model_copy(update={"fingerprint": f"{check_id}|error|{server.api_url}"})
+
+
+async def run_playbooks(
+    playbooks: list[Playbook],
+    settings: Settings,
+    server: ServerSettings,
+    *,
+    deadline_s: float | None = None,
+    trigger: str = "cli",
+    snapshot: Snapshot | None = None,
+) -> RunResult:
+    """Run every check of `playbooks` against `server`; never raises for ClearML or check failures."""
+    from bot.clearml.client import ClearMLClient
+
+    load_builtin_checks()
+    started_at = datetime.now(UTC)
+    t0 = time.perf_counter()
+    deadline = deadline_s if deadline_s is not None else settings.run_deadline_s
+    own_client = snapshot is None
+    client = snapshot.client if snapshot is not None else ClearMLClient(server)
+    snap = snapshot or Snapshot(client, server, settings)
+    secrets = server.secrets()
+    calls_before = client.stats.calls
+    bytes_before = client.stats.bytes_received
+
+    entries = [(pb, entry) for pb in playbooks for entry in pb.checks]
+    runs: list[CheckRun] = []
+    findings: list[Finding] = []
+
+    async def run_one(pb: Playbook, entry: CheckEntry) -> tuple[list[Finding], CheckRun]:
+        spec = REGISTRY[entry.check]
+        start = time.perf_counter()
+        name = entry.name or entry.check
+        try:
+            params = spec.params_model.model_validate(entry.params)
+            result = await spec.func(snap, params)
+            result = _apply_overrides(list(result), entry)
+            result = _limit(result, params.max_findings, entry.check, server)
+            status = "failed" if any(is_problem(f.severity) for f in result) else "ok"
+            return result, CheckRun(entry.check, name, pb.name, status, time.perf_counter() - start, len(result))
+        except ValidationError as exc:  # validated at load time; kept for hand-built playbooks
+            msg = f"bad parameters: {exc.errors()[0]['msg']}"
+        except ServerUnavailableError as exc:
+            msg = f"ClearML server unavailable ({exc.reason}): {exc.describe()}"
+        except ClearMLError as exc:
+            msg = f"ClearML answered an error: {exc.describe()}"
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug or an unexpected response shape: report, keep going
+            tb = traceback.extract_tb(exc.__traceback__)[-1]
+            msg = f"{type(exc).__name__}: {exc} (at {tb.filename.rsplit('/', 1)[-1]}:{tb.lineno})"
+        msg = redact(msg, secrets)
+        finding = error_finding(entry.check, server, msg)
+        return [finding], CheckRun(entry.check, name, pb.name, "error", time.perf_counter() - start, 1, msg)
+
+    tasks = [asyncio.ensure_future(run_one(pb, entry)) for pb, entry in entries]
+    try:
+        if tasks:
+            done, pending = await asyncio.wait(tasks, timeout=deadline)
+        else:
+            done, pending = set(), set()
+        for (pb, entry), task in zip(entries, tasks, strict=True):
+            if task in done:
+                got, run = task.result()
+                findings.extend(got)
+                runs.append(run)
+            else:
+                task.cancel()
+                msg = f"did not finish within the run deadline of {deadline:g}s"
+                findings.append(error_finding(entry.check, server, msg))
+                runs.append(CheckRun(entry.check, entry.name or entry.check, pb.name, "timeout", deadline, 1, msg))
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+    finally:
+        if own_client:
+            await client.aclose()
+
+    findings.sort(key=lambda f: (-f.rank, f.check, f.subject.name or f.subject.id))
+    return RunResult(
+        playbooks=[pb.name for pb in playbooks],
+        server=server.name,
+        server_url=server.api_url,
+        started_at=started_at,
+        duration_s=time.perf_counter() - t0,
+        api_calls=client.stats.calls - calls_before,
+        bytes_received=client.stats.bytes_received - bytes_before,
+        calls_by_endpoint=dict(client.stats.by_endpoint),
+        findings=findings,
+        checks=runs,
+        trigger=trigger,
+    )
+
+
+def _limit(findings: list[Finding], max_findings: int, check_id: str, server: ServerSettings) -> list[Finding]:
+    """Keep the worst `max_findings` problems and add one summary finding with the total."""
+    problems = [f for f in findings if is_problem(f.severity)]
+    if len(problems) <= max_findings:
+        return findings
+    problems.sort(key=lambda f: -f.rank)
+    kept = problems[:max_findings]
+    dropped = len(problems) - len(kept)
+    worst = kept[0].severity
+    summary = Finding(
+        check=check_id,
+        severity=worst,
+        title=f"{len(problems)} findings for {check_id}; showing the worst {len(kept)}",
+        detail=f"{dropped} more matched and are left out of this report (max_findings={max_findings}).",
+        subject=Subject(kind="server", id=server.api_url, name=server.name),
+        evidence={"total": len(problems), "shown": len(kept), "omitted": dropped},
+        remediation=f"Raise `max_findings` for {check_id} in the playbook to list more.",
+    )
+    summary = summary.model_copy(update={"fingerprint": f"{check_id}|summary|{server.api_url}"})
+    return [*kept, summary]

@@ -1,0 +1,254 @@
+"""The per-run snapshot: a lazy, memoized view of one ClearML server shared by all checks of a run.
+
+Each collection is fetched at most once per run, on first use; checks that ask for the same collection at
+the same time await the same in-flight request, so concurrent checks cost one fetch. Keyed look-ups (one
+task, one task's log) are memoized per key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import quote
+
+from bot.clearml.models import Queue, Task, Worker
+
+if TYPE_CHECKING:
+    from bot.clearml.client import ClearMLClient
+    from bot.config import ServerSettings, Settings
+
+T = TypeVar("T")
+
+# Fields the bot needs from task lists; whole task documents can be hundreds of KB each.
+TASK_LIST_FIELDS: tuple[str, ...] = (
+    "id", "name", "status", "type", "project", "user", "status_reason", "status_message",
+    "status_changed", "created", "started", "completed", "last_update", "last_worker",
+    "last_worker_report", "system_tags", "tags", "execution.queue", "parent",
+)
+
+
+class Snapshot:
+    def __init__(
+        self,
+        client: ClearMLClient,
+        server: ServerSettings,
+        settings: Settings | None = None,
+        *,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        self.client = client
+        self.server = server
+        self.settings = settings
+        self._clock = clock
+        self._memo: dict[Any, asyncio.Future[Any]] = {}
+
+    # -- memoization -----------------------------------------------------------------------------
+    async def _once(self, key: Any, fetch: Callable[[], Awaitable[T]]) -> T:
+        fut = self._memo.get(key)
+        if fut is None:
+            fut = asyncio.ensure_future(fetch())
+            self._memo[key] = fut
+        # shield: one check timing out must not cancel a fetch other checks are waiting on
+        return await asyncio.shield(fut)
+
+    # -- time ------------------------------------------------------------------------------------
+    @property
+    def now(self) -> datetime:
+        """The server's clock (from the last response's Date header) so that skew cannot fake ages."""
+        if self._clock is not None:
+            return self._clock()
+        server_now = self.client.server_time()
+        return server_now or datetime.now(UTC)
+
+    def age_s(self, when: datetime | None) -> float | None:
+        if when is None:
+            return None
+        return max(0.0, (self.now - when).total_seconds())
+
+    # -- server ----------------------------------------------------------------------------------
+    async def ping(self) -> dict[str, Any]:
+        """`debug.ping` with its latency in ms (no auth needed)."""
+
+        async def fetch() -> dict[str, Any]:
+            start = time.perf_counter()
+            data = await self.client.call("debug.ping", {}, auth=False)
+            return {"latency_ms": round((time.perf_counter() - start) * 1000, 1), "data": data}
+
+        return await self._once("ping", fetch)
+
+    async def server_info(self) -> dict[str, Any]:
+        return await self._once("server.info", lambda: self.client.call("server.info", {}, auth=False))
+
+    async def current_user(self) -> dict[str, Any]:
+        return await self._once(
+            "users.get_current_user", lambda: self.client.call("users.get_current_user", {})
+        )
+
+    # -- fleet -----------------------------------------------------------------------------------
+    async def workers(self) -> list[Worker]:
+        async def fetch() -> list[Worker]:
+            data = await self.client.call("workers.get_all", {"last_seen": 0})
+            return [Worker.from_api(w) for w in data.get("workers") or [] if isinstance(w, dict)]
+
+        return await self._once("workers", fetch)
+
+    async def queues(self) -> list[Queue]:
+        async def fetch() -> list[Queue]:
+            docs = await self.client.get_all(
+                "queues.get_all",
+                {"only_fields": ["id", "name", "display_name", "entries", "tags", "system_tags"]},
+                key="queues",
+            )
+            return [Queue.from_api(q) for q in docs]
+
+        return await self._once("queues", fetch)
+
+    async def tasks(
+        self,
+        *,
+        status: Iterable[str] | None = None,
+        changed_within: timedelta | None = None,
+        type: Iterable[str] | None = None,
+        system_tags: Iterable[str] | None = None,
+        search_hidden: bool = False,
+        projects: Iterable[str] | None = None,
+        extra_fields: Iterable[str] = (),
+    ) -> list[Task]:
+        """Tasks matching the filters, all pages, only the list fields (plus `extra_fields`)."""
+        fields = tuple(sorted(set(TASK_LIST_FIELDS) | set(extra_fields)))
+        key = (
+            "tasks",
+            tuple(sorted(status or ())),
+            changed_within.total_seconds() if changed_within else None,
+            tuple(sorted(type or ())),
+            tuple(system_tags or ()),
+            search_hidden,
+            tuple(sorted(projects or ())),
+            fields,
+        )
+
+        async def fetch() -> list[Task]:
+            payload: dict[str, Any] = {"only_fields": list(fields), "order_by": ["-last_update"]}
+            if status:
+                payload["status"] = list(status)
+            if type:
+                payload["type"] = list(type)
+            if system_tags:
+                payload["system_tags"] = list(system_tags)
+            if search_hidden:
+                payload["search_hidden"] = True
+            if projects:
+                payload["project"] = list(projects)
+            if changed_within is not None:
+                since = self.now - changed_within
+                payload["status_changed"] = [">=" + since.strftime("%Y-%m-%dT%H:%M:%S")]
+            docs = await self.client.get_all("tasks.get_all", payload, key="tasks")
+            return [Task.from_api(t) for t in docs]
+
+        return await self._once(key, fetch)
+
+    async def task(self, task_id: str) -> Task:
+        """One full task document (raises NotFoundError for an unknown id)."""
+
+        async def fetch() -> Task:
+            data = await self.client.call("tasks.get_by_id", {"task": task_id})
+            return Task.from_api(data.get("task") or {})
+
+        return await self._once(("task", task_id), fetch)
+
+    async def tasks_by_id(self, task_ids: Iterable[str], extra_fields: Iterable[str] = ()) -> dict[str, Task]:
+        ids = sorted(set(task_ids))
+        if not ids:
+            return {}
+        fields = tuple(sorted(set(TASK_LIST_FIELDS) | set(extra_fields)))
+
+        async def fetch() -> dict[str, Task]:
+            out: dict[str, Task] = {}
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                docs = await self.client.get_all(
+                    "tasks.get_all",
+                    {"id": chunk, "only_fields": list(fields), "search_hidden": True},
+                    key="tasks",
+                )
+                out.update({d["id"]: Task.from_api(d) for d in docs if d.get("id")})
+            return out
+
+        return await self._once(("tasks_by_id", tuple(ids), fields), fetch)
+
+    async def task_log(self, task_id: str, lines: int = 100) -> list[str]:
+        """The last `lines` console lines of a task, oldest first."""
+
+        async def fetch() -> list[str]:
+            data = await self.client.call(
+                "events.get_task_log", {"task": task_id, "batch_size": lines, "navigate_earlier": True}
+            )
+            events = [e for e in data.get("events") or [] if isinstance(e, dict)]
+            events.sort(key=lambda e: e.get("timestamp") or 0)
+            return [str(e.get("msg", "")) for e in events]
+
+        return await self._once(("log", task_id, lines), fetch)
+
+    async def queue_metrics(
+        self, window: timedelta, interval_s: int, queue_ids: Iterable[str]
+    ) -> list[dict[str, Any]]:
+        ids = sorted(queue_ids)
+
+        async def fetch() -> list[dict[str, Any]]:
+            to_date = self.now.timestamp()
+            data = await self.client.call(
+                "queues.get_queue_metrics",
+                {
+                    "from_date": to_date - window.total_seconds(),
+                    "to_date": to_date,
+                    "interval": interval_s,
+                    "queue_ids": ids,
+                },
+            )
+            return [q for q in data.get("queues") or [] if isinstance(q, dict)]
+
+        return await self._once(("queue_metrics", window.total_seconds(), interval_s, tuple(ids)), fetch)
+
+    async def projects(self) -> dict[str, str]:
+        """Project id -> name, hidden (dataset) projects included."""
+
+        async def fetch() -> dict[str, str]:
+            docs = await self.client.get_all(
+                "projects.get_all", {"only_fields": ["id", "name"], "search_hidden": True}, key="projects"
+            )
+            return {p["id"]: p.get("name", "") for p in docs if p.get("id")}
+
+        return await self._once("projects", fetch)
+
+    async def datasets(self) -> list[Task]:
+        """Dataset versions: data_processing tasks tagged `dataset`, in hidden projects, not archived."""
+        return await self.tasks(
+            type=["data_processing"],
+            system_tags=["__$all", "dataset", "__$not", "archived"],
+            search_hidden=True,
+            extra_fields=("runtime", "execution.artifacts", "status_changed"),
+        )
+
+    # -- links into the web UI -------------------------------------------------------------------
+    @property
+    def web(self) -> str:
+        return self.server.web_url.rstrip("/")
+
+    def task_link(self, task: Task | str, project: str | None = None) -> str:
+        if isinstance(task, Task):
+            project, task_id = task.project or project, task.id
+        else:
+            task_id = task
+        return f"{self.web}/projects/{project or '*'}/experiments/{task_id}/output/execution"
+
+    def dataset_link(self, dataset: Task) -> str:
+        return f"{self.web}/datasets/simple/{dataset.project or '*'}/experiments/{dataset.id}"
+
+    def worker_link(self, worker_id: str) -> str:
+        return f"{self.web}/workers-and-queues/workers?id={quote(worker_id, safe='')}"
+
+    def queue_link(self, queue_id: str) -> str:
+        return f"{self.web}/workers-and-queues/queues?id={quote(queue_id, safe='')}"

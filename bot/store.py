@@ -1,0 +1,153 @@
+"""The embedded store (SQLite through sqlite-utils, WAL mode): runs and their findings.
+
+One file, safe for one writer process and concurrent readers. Later tables (incidents, audit, outbox) live
+here too so that every piece of state survives restarts in one place.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import sqlite_utils
+
+if TYPE_CHECKING:
+    from bot.engine.runner import RunResult
+
+
+class StoreError(Exception):
+    """The store cannot be opened or written; the message names the path and the fix."""
+
+
+class Store:
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._lock = threading.RLock()
+        try:
+            if str(self.path) != ":memory:":
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(str(self.path), timeout=10, check_same_thread=False, isolation_level=None)
+            self.db = sqlite_utils.Database(conn)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.execute("PRAGMA busy_timeout=10000")
+            self._migrate()
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreError(
+                f"cannot open the store at {self.path}: {exc}. Set `store:` in the config file to a writable path"
+            ) from None
+
+    def _migrate(self) -> None:
+        runs = self.db["runs"]
+        if not runs.exists():
+            runs.create(  # type: ignore[union-attr]
+                {
+                    "id": int,
+                    "started_at": str,
+                    "duration_s": float,
+                    "server": str,
+                    "server_url": str,
+                    "playbooks": str,
+                    "trigger": str,
+                    "api_calls": int,
+                    "worst": str,
+                    "problems": int,
+                    "findings": int,
+                    "checks": str,
+                },
+                pk="id",
+            )
+            runs.create_index(["started_at"])  # type: ignore[union-attr]
+        findings = self.db["findings"]
+        if not findings.exists():
+            findings.create(  # type: ignore[union-attr]
+                {
+                    "id": int,
+                    "run_id": int,
+                    "at": str,
+                    "check_id": str,
+                    "severity": str,
+                    "fingerprint": str,
+                    "subject_kind": str,
+                    "subject_id": str,
+                    "subject_name": str,
+                    "title": str,
+                    "finding": str,
+                },
+                pk="id",
+                foreign_keys=[("run_id", "runs", "id")],
+            )
+            findings.create_index(["check_id", "at"])  # type: ignore[union-attr]
+            findings.create_index(["fingerprint"])  # type: ignore[union-attr]
+            findings.create_index(["at"])  # type: ignore[union-attr]
+
+    def record_run(self, result: RunResult) -> int:
+        """Persist a run and its findings atomically; returns the run id."""
+        from bot.engine.findings import worst_severity
+
+        at = result.started_at.astimezone(UTC).isoformat()
+        try:
+            with self._lock, self.db.conn:
+                run_id = self.db["runs"].insert(
+                    {
+                        "started_at": at,
+                        "duration_s": round(result.duration_s, 3),
+                        "server": result.server,
+                        "server_url": result.server_url,
+                        "playbooks": json.dumps(result.playbooks),
+                        "trigger": result.trigger,
+                        "api_calls": result.api_calls,
+                        "worst": worst_severity(result.findings),
+                        "problems": len(result.problems),
+                        "findings": len(result.findings),
+                        "checks": json.dumps([{"id": c.id, "status": c.status} for c in result.checks]),
+                    }
+                ).last_pk
+                self.db["findings"].insert_all(
+                    {
+                        "run_id": run_id,
+                        "at": at,
+                        "check_id": f.check,
+                        "severity": f.severity,
+                        "fingerprint": f.fingerprint,
+                        "subject_kind": f.subject.kind,
+                        "subject_id": f.subject.id,
+                        "subject_name": f.subject.name,
+                        "title": f.title,
+                        "finding": f.model_dump_json(),
+                    }
+                    for f in result.findings
+                )
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot write to the store at {self.path}: {exc}") from None
+        return int(run_id)  # type: ignore[arg-type]
+
+    def history(
+        self, *, check: str | None = None, since: datetime | None = None, limit: int = 200
+    ) -> list[dict[str, Any]]:
+        """Findings newest first, optionally for one check (glob allowed) and since a time."""
+        where, args = [], []
+        if check:
+            where.append("check_id GLOB ?")
+            args.append(check)
+        if since:
+            where.append("at >= ?")
+            args.append(since.astimezone(UTC).isoformat())
+        sql = "select run_id, at, check_id, severity, subject_kind, subject_id, subject_name, title from findings"
+        if where:
+            sql += " where " + " and ".join(where)
+        sql += " order by at desc, id desc limit ?"
+        args.append(limit)
+        cursor = self.db.execute(sql, args)
+        cols = [c[0] for c in cursor.description]
+        return [dict(zip(cols, row, strict=True)) for row in cursor.fetchall()]
+
+    def runs(self, limit: int = 20) -> list[dict[str, Any]]:
+        return list(self.db["runs"].rows_where(order_by="id desc", limit=limit))
+
+    def close(self) -> None:
+        self.db.conn.close()
