@@ -46,6 +46,18 @@ class CronSchedule(BaseModel):
     timezone: str | None = None
 
 
+def validate_cron(expr: str, timezone: str | None = None) -> None:
+    """Raise ValueError unless `expr` is a 5-field crontab expression APScheduler accepts."""
+    from apscheduler.triggers.cron import CronTrigger
+
+    if len(expr.split()) != 5:
+        raise ValueError(f"cron schedule {expr!r} needs 5 fields (minute hour day month weekday), e.g. '*/5 * * * *'")
+    try:
+        CronTrigger.from_crontab(expr, timezone=timezone or "UTC")
+    except Exception as exc:
+        raise ValueError(f"cron schedule {expr!r} is not valid: {exc}") from None
+
+
 class CheckEntry(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -66,6 +78,14 @@ class Playbook(BaseModel):
     channel: str | None = None
     checks: list[CheckEntry] = Field(min_length=1)
     path: str | None = Field(default=None, exclude=True)
+
+    @field_validator("schedule")
+    @classmethod
+    def _valid_cron(cls, value: Any) -> Any:
+        expr = value if isinstance(value, str) else getattr(value, "cron", None)
+        if expr is not None:
+            validate_cron(expr, getattr(value, "timezone", None))
+        return value
 
     @property
     def cron(self) -> str | None:
@@ -173,14 +193,24 @@ def parse_playbook(text: str, source: str = "<playbook>") -> Playbook:
 
 
 def _describe(exc: ValidationError, doc: Any, source: str) -> str:
-    err = exc.errors()[0]
+    errors = exc.errors()
+    # A misspelt key also shows up as "missing": name the misspelling, it is the real mistake.
+    # A validator's own complaint (a bad duration) is the most specific, whatever union branch it came from.
+    err = next(
+        (e for e in errors if e["type"] == "value_error"),
+        next((e for e in errors if e["type"] == "extra_forbidden"), errors[0]),
+    )
     loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p in ("str", "IntervalSchedule", "CronSchedule")))
     key = ".".join(str(p) for p in loc) or "(top level)"
     line = _line_of(doc, loc)
     where = f"{source}:{line}" if line else source
     if err["type"] == "extra_forbidden":
-        allowed = sorted(Playbook.model_fields) if len(loc) == 1 else sorted(CheckEntry.model_fields)
-        allowed = [a for a in allowed if a != "path"]
+        if len(loc) == 1:
+            allowed = sorted(f for f in Playbook.model_fields if f != "path")
+        elif loc[0] == "schedule":
+            allowed = ["cron", "every", "timezone"]
+        else:
+            allowed = sorted(CheckEntry.model_fields)
         return f"{where}: unknown key `{key}`{_closest(str(loc[-1]), allowed)}; allowed: {', '.join(allowed)}"
     if err["type"] == "missing":
         return f"{where}: missing required key `{key}`"

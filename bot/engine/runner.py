@@ -123,14 +123,17 @@ async def run_playbooks(
     snapshot: Snapshot | None = None,
 ) -> RunResult:
     """Run every check of `playbooks` against `server`; never raises for ClearML or check failures."""
-    from bot.clearml.client import ClearMLClient
-
     load_builtin_checks()
     started_at = datetime.now(UTC)
     t0 = time.perf_counter()
     deadline = deadline_s if deadline_s is not None else settings.run_deadline_s
     own_client = snapshot is None
-    client = snapshot.client if snapshot is not None else ClearMLClient(server)
+    if snapshot is None:
+        from bot.clearml.client import ClearMLClient
+
+        client = ClearMLClient(server)
+    else:
+        client = snapshot.client
     snap = snapshot or Snapshot(client, server, settings)
     secrets = server.secrets()
     calls_before = client.stats.calls
