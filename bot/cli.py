@@ -234,7 +234,8 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="the bot's YAML config file (default: $CLEARML_CHATOPS_CONFIG)")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(wanted: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser; `wanted` (the subcommand being run) limits which heavy modules get imported."""
     parser = argparse.ArgumentParser(
         prog="clearml-chatops",
         description="Diagnose a ClearML server with playbooks of checks, from the terminal or Slack.",
@@ -278,28 +279,38 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     p.set_defaults(func=cmd_demo)
 
-    _add_optional(sub, "sim", "bot.sim.cli", "run the ClearML API simulator (a fake server from a scenario file)")
-    _add_optional(sub, "serve", "bot.slack.serve", "run the Slack bot (Socket Mode, or --http)")
+    _add_module(sub, wanted, "sim", "bot.sim.cli", "run the ClearML API simulator (a fake server from a scenario)")
+    _add_module(sub, wanted, "serve", "bot.slack.serve", "run the Slack bot (Socket Mode, or --http)")
+    _add_module(sub, wanted, "act", "bot.actions.cli", "run a remediation action (clone, requeue, abort, rotate, …)",
+                "add_act_arguments", "act_main")
+    _add_module(sub, wanted, "audit", "bot.actions.cli", "show the audit log of actions", "add_audit_arguments",
+                "audit_main")
     return parser
 
 
-def _add_optional(sub: Any, name: str, module: str, help_text: str) -> None:
-    """Subcommands whose module brings heavier imports: loaded only to build their parser."""
+def _add_module(
+    sub: Any, wanted: str | None, name: str, module: str, help_text: str, add: str = "add_arguments",
+    run: str = "main",
+) -> None:
+    """A subcommand whose arguments and implementation live in its own package; imported only when it
+    is the command being run (Bolt, boto3 and the simulator cost start-up time every other command)."""
     import importlib
 
-    try:
-        mod = importlib.import_module(module)
-    except ImportError:
-        return
     p = sub.add_parser(name, help=help_text)
-    mod.add_arguments(p)
+    if wanted != name:
+        p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+        return
+    mod = importlib.import_module(module)
+    getattr(mod, add)(p)
     if not any(a.dest == "config" for a in p._actions):
         _add_common(p)
-    p.set_defaults(func=mod.main)
+    p.set_defaults(func=getattr(mod, run))
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    wanted = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(wanted)
     args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
     try:
