@@ -10,6 +10,8 @@ from __future__ import annotations
 class ClearMLError(Exception):
     """Any failure talking to a ClearML server."""
 
+    attempts: int = 1  # how many requests were made before giving up (reads retry)
+
     def __init__(self, endpoint: str, code: int = 0, subcode: int = 0, message: str = "") -> None:
         self.endpoint = endpoint
         self.code = code
@@ -62,3 +64,23 @@ class ServerUnavailableError(ClearMLError):
 
 
 NOT_FOUND_SUBCODES = {101, 201, 401, 701, 1001}
+STATUS_TRANSITION_SUBCODES = {110, 121}
+CREDENTIALS_SUBCODES = {10, 20, 21, 22}
+
+
+def error_from_envelope(endpoint: str, code: int, subcode: int, message: str) -> ClearMLError:
+    """The typed error for an API envelope whose result_code is not 2xx (message already redacted)."""
+    if code == 401:
+        # 401/30 (and the other 3x token subcodes: revoked, blocked) are token problems, the rest are keys
+        if 30 <= subcode < 40:
+            return InvalidTokenError(endpoint, code, subcode, message)
+        return CredentialsError(endpoint, code, subcode, message)
+    if code == 403:
+        return ForbiddenError(endpoint, code, subcode, message)
+    if code == 404 or (code == 400 and subcode in NOT_FOUND_SUBCODES):
+        return NotFoundError(endpoint, code, subcode, message)
+    if code == 400 and subcode in STATUS_TRANSITION_SUBCODES:
+        return StatusTransitionError(endpoint, code, subcode, message)
+    if code >= 500:
+        return ServerUnavailableError(endpoint, "http_5xx", message, code, subcode)
+    return BadRequestError(endpoint, code, subcode, message)
