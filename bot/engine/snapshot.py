@@ -252,3 +252,29 @@ class Snapshot:
 
     def queue_link(self, queue_id: str) -> str:
         return f"{self.web}/workers-and-queues/queues?id={quote(queue_id, safe='')}"
+
+    # -- added for the fleet checks (bot/checks/queues.py: queues.stuck_queued) ----------------------
+    async def tasks_changed_before(self, status: Iterable[str], older_than: timedelta) -> list[Task]:
+        """Tasks in `status` whose `status_changed` is older than `older_than` (filtered on the server), e.g.
+        tasks queued for more than 6 h without pulling every queued task."""
+        statuses = sorted(status)
+        key = ("tasks_changed_before", tuple(statuses), older_than.total_seconds())
+
+        async def fetch() -> list[Task]:
+            before = self.now - older_than
+            payload: dict[str, Any] = {
+                "status": statuses,
+                "status_changed": ["<" + before.strftime("%Y-%m-%dT%H:%M:%S")],
+                "only_fields": list(TASK_LIST_FIELDS),
+                "order_by": ["status_changed"],
+            }
+            docs = await self.client.get_all("tasks.get_all", payload, key="tasks")
+            return [Task.from_api(t) for t in docs]
+
+        return await self._once(key, fetch)
+
+    # -- generic memo (appended for the storage/dataset checks) -------------------------------------
+    async def memoized(self, key: tuple[Any, ...], fetch: Callable[[], Awaitable[T]]) -> T:
+        """Memoize any per-run fetch under `key` (namespace it, e.g. ("dataset_state", id)): checks that
+        need the same object (a dataset's state.json, a model listing) download it once per run."""
+        return await self._once(("memo", *key), fetch)

@@ -1,0 +1,430 @@
+"""Checks: agents.
+
+A clearml-agent reports to the server every 30 s; the server forgets a worker 10 minutes after its last report.
+A dead agent shows up first as a stale `last_activity_time`, then as a missing worker, while its task stays
+`in_progress` (orphaned) and the queues it served fill up. Each of those is one check here; the consequences
+point at their cause through `evidence.related` so incidents can group them.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from bot.checks.common import (
+    Duration,
+    OptionalDuration,
+    Patterns,
+    human,
+    is_live,
+    iso,
+    matches_any,
+    oldest_waits,
+    queue_subject,
+    related,
+    selected,
+    task_subject,
+    when,
+    worker_age_s,
+    worker_ref,
+    worker_subject,
+    workers_by_queue,
+)
+from bot.engine.findings import Finding, Severity
+from bot.engine.registry import CheckParams, check
+
+if TYPE_CHECKING:
+    from bot.clearml.models import Task, Worker
+    from bot.engine.snapshot import Snapshot
+
+
+def _host_of(worker_id: str) -> str:
+    """The host part of a worker id: "gpu-box-1:gpu0" -> "gpu-box-1"; autoscaled ids return the instance id."""
+    parts = worker_id.split(":")
+    instance = next((p for p in parts if p.startswith("i-")), None)
+    return instance or parts[0]
+
+
+def _restart_advice(worker: Worker | None, worker_id: str) -> str:
+    """How to bring this kind of agent back, judged from its id (autoscaler, k8s glue, plain host)."""
+    queues = " ".join(f"--queue {q.name}" for q in (worker.queues if worker else [])) or "--queue <queue>"
+    if worker_id.startswith("dynamic_worker:") or ":i-" in worker_id:
+        instance = _host_of(worker_id)
+        return (
+            f"This is an autoscaled instance ({instance}): check it in the cloud console (spot interruption, "
+            "failed health check) and the autoscaler task's log; rotating terminates it so the autoscaler "
+            "starts a fresh one."
+        )
+    if worker_id.startswith(("k8s", "clearml-id-")):
+        return (
+            "This is a Kubernetes agent: `kubectl describe pod` / `kubectl logs` its pod (evicted? OOMKilled?); "
+            "rotating deletes the pod so its Deployment recreates it."
+        )
+    host = _host_of(worker_id)
+    return (
+        f"On {host}: check that the agent process is alive (`ps aux | grep clearml-agent`, or its systemd unit / "
+        "container logs), that the host reaches the API server, and that its clearml.conf keys are valid; "
+        f"restart it with `clearml-agent daemon {queues} --detached`, or rotate it."
+    )
+
+
+# ------------------------------------------------------------------------------------------------
+# agents.stale
+
+
+class StaleParams(CheckParams):
+    stale_after: Duration = Field(
+        default=120.0, description="silence after which an agent is stale (agents report every 30 s: 4 missed reports)"
+    )
+    dead_after: Duration = Field(
+        default=480.0, description="silence after which an agent is presumed dead (the server drops it at 600 s)"
+    )
+    workers: Patterns = Field(default=["*"], description="worker id globs to watch")
+    ignore: Patterns = Field(default=[], description="worker id globs to skip")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> StaleParams:
+        if self.dead_after < self.stale_after:
+            raise ValueError("dead_after must not be shorter than stale_after")
+        return self
+
+
+@check("agents.stale", params=StaleParams)
+async def agents_stale(snap: Snapshot, params: StaleParams) -> list[Finding]:
+    """Agents whose last activity is older than `stale_after` (warning) or `dead_after` (critical).
+
+    Evidence: last activity and last report (time and age on the server's clock), the task the agent was
+    running, the queues it serves. Suggests `rotate`.
+    """
+    findings: list[Finding] = []
+    for worker in await snap.workers():
+        if not matches_any(worker.id, params.workers) or matches_any(worker.id, params.ignore):
+            continue
+        age = worker_age_s(snap, worker)
+        if age is None or age <= params.stale_after:
+            continue
+        severity: Severity = "critical" if age > params.dead_after else "warning"
+        running = f", was running {worker.task_name or worker.task_id}" if worker.task_id else ""
+        state = "presumed dead" if severity == "critical" else "stale"
+        links = [snap.worker_link(worker.id)]
+        if worker.task_id:
+            project = worker.raw.get("project") if isinstance(worker.raw.get("project"), dict) else {}
+            links.append(snap.task_link(worker.task_id, project.get("id") or None))
+        links.extend(snap.queue_link(q.id) for q in worker.queues if q.id)
+        consequence = (
+            f" Its task {worker.task_name or worker.task_id} is likely orphaned: requeue it once the agent is "
+            "confirmed gone."
+            if worker.task_id
+            else ""
+        )
+        findings.append(
+            Finding(
+                check="agents.stale",
+                severity=severity,
+                title=f"Agent {worker.id} silent for {human(age)} ({state}){running}",
+                detail=(
+                    f"No report from this agent for {human(age)} (stale after {human(params.stale_after)}, dead after "
+                    f"{human(params.dead_after)}). Agents report every 30 s; the server drops a worker 10 minutes "
+                    f"after its last report. It serves: {', '.join(q.name for q in worker.queues) or 'no queue'}."
+                ),
+                subject=worker_subject(worker.id),
+                evidence={
+                    "worker": worker.id,
+                    "ip": worker.ip or None,
+                    "user": worker.user or None,
+                    "last_activity": when(snap, worker.last_activity_time),
+                    "last_report": when(snap, worker.last_report_time),
+                    "silent_s": int(age),
+                    "registered": iso(worker.register_time),
+                    "running_task": {"id": worker.task_id, "name": worker.task_name} if worker.task_id else None,
+                    "queues": [{"id": q.id, "name": q.name} for q in worker.queues],
+                    "stale_after_s": params.stale_after,
+                    "dead_after_s": params.dead_after,
+                },
+                links=links,
+                remediation=_restart_advice(worker, worker.id) + consequence,
+                actions=["rotate"],
+            )
+        )
+    return findings
+
+
+# ------------------------------------------------------------------------------------------------
+# agents.missing
+
+
+class ExpectedWorkers(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    pattern: str = Field(min_length=1, description='worker id glob, e.g. "gpu-*" or "dynamic_worker:gpu-a10:*"')
+    min: int = Field(default=1, ge=1, description="how many registered workers must match")
+
+
+class MissingParams(CheckParams):
+    expected: list[ExpectedWorkers] = Field(
+        default_factory=list, description='e.g. [{pattern: "gpu-*", min: 4}]; nothing to check when empty'
+    )
+    live_within: OptionalDuration = Field(
+        default=None, description="count only workers heard from within this time (default: any registered worker)"
+    )
+
+
+@check("agents.missing", params=MissingParams)
+async def agents_missing(snap: Snapshot, params: MissingParams) -> list[Finding]:
+    """Expected agents that are not registered: per worker-id pattern with a minimum count.
+
+    `expected: [{pattern: "gpu-*", min: 4}]` reports "gpu-*" when fewer than 4 matching workers are registered
+    (critical when none is). One finding per pattern; the subject is the pattern.
+    """
+    if not params.expected:
+        return []
+    workers = await snap.workers()
+    findings: list[Finding] = []
+    for exp in params.expected:
+        matching = [w for w in workers if matches_any(w.id, [exp.pattern])]
+        counted = matching
+        if params.live_within is not None:
+            counted = [w for w in matching if is_live(snap, w, params.live_within)]
+        if len(counted) >= exp.min:
+            continue
+        short = exp.min - len(counted)
+        severity: Severity = "critical" if not counted else "warning"
+        not_live = sorted(w.id for w in matching if w not in counted)
+        findings.append(
+            Finding(
+                check="agents.missing",
+                severity=severity,
+                title=f"{len(counted)} of {exp.min} expected agents matching {exp.pattern} are registered",
+                detail=(
+                    f"{short} agent(s) matching {exp.pattern} are missing"
+                    + (f"; {len(not_live)} more are registered but silent" if not_live else "")
+                    + ". Tasks in their queues wait or run elsewhere."
+                ),
+                subject=worker_subject(exp.pattern),
+                evidence={
+                    "pattern": exp.pattern,
+                    "expected_min": exp.min,
+                    "found": len(counted),
+                    "missing": short,
+                    "workers": sorted(w.id for w in counted)[:20],
+                    "registered_but_silent": not_live[:20],
+                    "live_within_s": params.live_within,
+                },
+                links=[f"{snap.web}/workers-and-queues/workers"],
+                remediation=(
+                    f"Start {short} more agent(s) whose worker id matches {exp.pattern} (the id is `<host>:<slot>` "
+                    "unless `CLEARML_WORKER_ID` / `agent.worker_id` sets it), e.g. `clearml-agent daemon --queue "
+                    "<queue> --gpus 0 --detached`. For an autoscaled pool check the autoscaler's log and the cloud "
+                    "quota; on Kubernetes check the agent Deployment's replicas. If an agent runs but does not "
+                    "appear, its host cannot reach the API server or its keys are wrong (see server.credentials)."
+                ),
+            )
+        )
+    return findings
+
+
+# ------------------------------------------------------------------------------------------------
+# agents.orphaned_tasks
+
+
+class OrphanedParams(CheckParams):
+    max_silence: Duration = Field(
+        default=900.0, description="an in_progress task with no update for this long is orphaned, whatever its worker"
+    )
+    worker_dead_after: Duration = Field(
+        default=480.0, description="a still-registered worker silent this long counts as gone (as agents.stale)"
+    )
+    grace: Duration = Field(
+        default=120.0,
+        description="the task must also have been silent this long before its worker's state counts "
+        "(a task process can outlive its agent and still finish)",
+    )
+    include_datasets: bool = Field(
+        default=False,
+        description="also report dataset versions being uploaded (datasets.incomplete covers them better)",
+    )
+
+
+def _worker_state(snap: Snapshot, task: Task, worker: Worker | None, params: OrphanedParams) -> tuple[str, str]:
+    """(reason code or "", human description) of the task's last worker."""
+    if not task.last_worker:
+        return "", "no agent (started outside an agent, e.g. from a developer machine)"
+    if worker is None:
+        return "worker_gone", f"{task.last_worker} is no longer registered"
+    age = worker_age_s(snap, worker)
+    if age is not None and age > params.worker_dead_after:
+        return "worker_dead", f"{task.last_worker} has been silent for {human(age)}"
+    if worker.task_id != task.id:
+        doing = f"running another task ({worker.task_name or worker.task_id})" if worker.task_id else "idle"
+        return "worker_moved_on", f"{task.last_worker} is alive but {doing}"
+    return "", f"{task.last_worker} is alive and still lists this task"
+
+
+@check("agents.orphaned_tasks", params=OrphanedParams)
+async def agents_orphaned_tasks(snap: Snapshot, params: OrphanedParams) -> list[Finding]:
+    """`in_progress` tasks nobody runs any more: their `last_worker` is gone (not registered, silent longer than
+    `worker_dead_after`, or alive but running something else), or their `last_update` is older than `max_silence`.
+
+    Critical when the agent is gone (the run is lost), warning when the task is only silent. Suggests `requeue`
+    and `abort`; `evidence.related` names the worker. Dataset uploads are left to datasets.incomplete.
+    """
+    tasks = await snap.tasks(status=["in_progress"])
+    if not tasks:
+        return []
+    workers = {w.id: w for w in await snap.workers()}
+    queue_names = {q.id: q.name for q in await snap.queues()}
+    findings: list[Finding] = []
+    for task in tasks:
+        if "dataset" in task.system_tags and not params.include_datasets:
+            continue  # an upload that died is datasets.incomplete's finding; re-running it is not the fix
+        last = task.last_update or task.status_changed or task.started
+        silence = snap.age_s(last)
+        worker = workers.get(task.last_worker) if task.last_worker else None
+        reason, worker_state = _worker_state(snap, task, worker, params)
+        reasons: list[str] = []
+        if reason and silence is not None and silence > params.grace:
+            reasons.append(reason)
+        if silence is not None and silence > params.max_silence:
+            reasons.append("silent")
+        if not reasons:
+            continue
+        agent_lost = reasons[0] != "silent"
+        severity: Severity = "critical" if agent_lost else "warning"
+        queue_id = str(task.get("execution.queue") or "")
+        queue_name = queue_names.get(queue_id, "")
+        if agent_lost:
+            title = f"Task {task.name} is orphaned: {worker_state}"
+            remediation = (
+                "No agent runs this task any more, but the server still shows it running. Requeue it (stop with "
+                f"force, reset, enqueue to {queue_name or 'its queue'}) so a live agent restarts it, or abort it. "
+                "Left alone, the server's watchdog marks it aborted (\"Forced stop (non-responsive)\") after 2 h "
+                "without updates."
+            )
+        else:
+            title = f"Task {task.name} has not reported for {human(silence)}"
+            remediation = (
+                f"The task is in progress but silent ({worker_state}). The process may be hung (deadlock, stuck "
+                "I/O or data loader, a collective op waiting for a dead peer): read the end of its console log, "
+                "then abort it or requeue it."
+            )
+        links = [snap.task_link(task)]
+        if worker is not None:
+            links.append(snap.worker_link(worker.id))
+        if queue_id:
+            links.append(snap.queue_link(queue_id))
+        evidence: dict[str, Any] = {
+            "task": {"id": task.id, "name": task.name, "project": task.project, "type": task.type},
+            "status": task.status,
+            "status_message": task.status_message or None,
+            "reasons": reasons,
+            "last_worker": task.last_worker or None,
+            "worker_state": worker_state,
+            "worker_last_seen": when(snap, worker.last_seen) if worker is not None else None,
+            "last_update": when(snap, last),
+            "started": iso(task.started),
+            "queue": {"id": queue_id, "name": queue_name} if queue_id else None,
+            "related": [related("worker", task.last_worker)] if task.last_worker else [],
+        }
+        findings.append(
+            Finding(
+                check="agents.orphaned_tasks",
+                severity=severity,
+                title=title,
+                detail=(
+                    f"Status in_progress, last update {human(silence)} ago"
+                    + (f", started {iso(task.started)}" if task.started else "")
+                    + f"; {worker_state}."
+                ),
+                subject=task_subject(task.id, task),
+                evidence=evidence,
+                links=links,
+                remediation=remediation,
+                actions=["requeue", "abort"],
+            )
+        )
+    return findings
+
+
+# ------------------------------------------------------------------------------------------------
+# agents.unserved_queues
+
+
+class UnservedParams(CheckParams):
+    stale_after: Duration = Field(default=120.0, description="a worker heard from within this time is live")
+    critical_wait: Duration = Field(default=1800.0, description="oldest entry waiting longer than this is critical")
+    min_wait: Duration = Field(
+        default=0.0, description="ignore queues whose oldest entry waited less (e.g. 10m for autoscaled queues)"
+    )
+    queues: Patterns = Field(default=["*"], description="queue name (or id) globs to watch")
+
+
+@check("agents.unserved_queues", params=UnservedParams)
+async def agents_unserved_queues(snap: Snapshot, params: UnservedParams) -> list[Finding]:
+    """Queues with waiting tasks and no live agent listening (a worker is live if heard from within
+    `stale_after`).
+
+    Warning, critical when the oldest entry has waited longer than `critical_wait`; `evidence.related` lists the
+    silent agents that used to serve the queue.
+    """
+    queues = [q for q in await snap.queues() if q.entries and selected((q.name, q.id), params.queues)]
+    if not queues:
+        return []
+    listeners = workers_by_queue(await snap.workers())
+    unserved = [q for q in queues if not any(is_live(snap, w, params.stale_after) for w in listeners.get(q.id, []))]
+    if not unserved:
+        return []
+    oldest = await oldest_waits(snap, unserved)
+    names = await snap.tasks_by_id(tid for tid, _ in oldest.values())
+    findings: list[Finding] = []
+    for q in unserved:
+        task_id, added = oldest.get(q.id, ("", None))
+        waited = snap.age_s(added)
+        if waited is not None and waited < params.min_wait:
+            continue
+        severity: Severity = "critical" if waited is not None and waited > params.critical_wait else "warning"
+        silent = sorted(listeners.get(q.id, []), key=lambda w: w.id)
+        task = names.get(task_id)
+        if silent:
+            cause = f"its agents ({', '.join(w.id for w in silent)}) stopped reporting"
+            remediation = (
+                f"Bring back or rotate the silent agents ({', '.join(w.id for w in silent[:5])}; see agents.stale), "
+                f"or start another one: `clearml-agent daemon --queue {q.name} --detached`."
+            )
+        else:
+            cause = "no agent listens to it"
+            remediation = (
+                f"Start an agent for it (`clearml-agent daemon --queue {q.name} --detached`), add the queue to an "
+                "autoscaler resource or the Kubernetes glue's queues, or move the waiting tasks to a queue that "
+                "is served."
+            )
+        links = [snap.queue_link(q.id)]
+        if task_id:
+            links.append(snap.task_link(task_id, task.project if task else None))
+        findings.append(
+            Finding(
+                check="agents.unserved_queues",
+                severity=severity,
+                title=f"Queue {q.name}: {len(q.entries)} task(s) waiting and no live agent ({cause})",
+                detail=(
+                    f"The oldest entry ({task.name if task else task_id}) has waited {human(waited)}"
+                    f" (critical after {human(params.critical_wait)}). Nothing will run from this queue until an "
+                    "agent listens to it."
+                ),
+                subject=queue_subject(q),
+                evidence={
+                    "queue": {"id": q.id, "name": q.name},
+                    "length": len(q.entries),
+                    "oldest_entry": {
+                        "task": {"id": task_id, "name": task.name if task else ""},
+                        **when(snap, added),
+                    },
+                    "silent_workers": [worker_ref(snap, w) for w in silent],
+                    "related": [related("worker", w.id) for w in silent],
+                    "critical_wait_s": params.critical_wait,
+                },
+                links=links,
+                remediation=remediation,
+            )
+        )
+    return findings
