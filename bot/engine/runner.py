@@ -191,6 +191,7 @@ async def run_playbooks(
         if own_client:
             await client.aclose()
 
+    findings = _dedupe(findings)
     findings.sort(key=lambda f: (-f.rank, f.check, f.subject.name or f.subject.id))
     return RunResult(
         playbooks=[pb.name for pb in playbooks],
@@ -205,6 +206,16 @@ async def run_playbooks(
         checks=runs,
         trigger=trigger,
     )
+
+
+def _dedupe(findings: list[Finding]) -> list[Finding]:
+    """Two playbooks of one run may hold the same check: report each fingerprint once, at its worst."""
+    best: dict[str, Finding] = {}
+    for finding in findings:
+        seen = best.get(finding.fingerprint)
+        if seen is None or finding.rank > seen.rank:
+            best[finding.fingerprint] = finding
+    return list(best.values())
 
 
 def _limit(findings: list[Finding], max_findings: int, check_id: str, server: ServerSettings) -> list[Finding]:

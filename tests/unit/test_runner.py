@@ -128,3 +128,12 @@ def test_severity_cap_from_the_playbook(test_checks: None) -> None:
     result = run(playbook(CheckEntry(check="agents.unit_many", severity="info")), CountingClient())
     assert {f.severity for f in result.findings} == {"info"}
     assert result.exit_code == 0
+
+
+def test_the_same_check_in_two_playbooks_reports_each_subject_once(test_checks: None) -> None:
+    client = CountingClient()
+    snap = Snapshot(client, SERVER, Settings())  # type: ignore[arg-type]
+    pbs = [playbook(CheckEntry(check="agents.unit_many", params={"count": 2})) for _ in range(2)]
+    result = asyncio.run(run_playbooks(pbs, Settings(), SERVER, deadline_s=5, snapshot=snap))
+    assert sorted(f.subject.id for f in result.findings) == ["w1-0", "w1-1"]
+    assert len(result.checks) == 2
