@@ -281,6 +281,7 @@ def build_parser(wanted: str | None = None) -> argparse.ArgumentParser:
 
     _add_module(sub, wanted, "sim", "bot.sim.cli", "run the ClearML API simulator (a fake server from a scenario)")
     _add_module(sub, wanted, "serve", "bot.slack.serve", "run the Slack bot (Socket Mode, or --http)")
+    _add_module(sub, wanted, "schedules", "bot.schedule", "list scheduled playbooks and their next run times")
     _add_module(sub, wanted, "act", "bot.actions.cli", "run a remediation action (clone, requeue, abort, rotate, …)",
                 "add_act_arguments", "act_main")
     _add_module(sub, wanted, "audit", "bot.actions.cli", "show the audit log of actions", "add_audit_arguments",

@@ -89,7 +89,7 @@ class Store:
         """Persist a run and its findings atomically; returns the run id."""
         from bot.engine.findings import worst_severity
 
-        at = result.started_at.astimezone(UTC).isoformat()
+        at = result.started_at.astimezone(UTC).isoformat(timespec="microseconds")
         try:
             with self._lock, self.db.conn:
                 run_id = self.db["runs"].insert(
@@ -136,7 +136,8 @@ class Store:
             args.append(check)
         if since:
             where.append("at >= ?")
-            args.append(since.astimezone(UTC).isoformat())
+            # fixed-width timestamps, so that comparing them as text orders them as times
+            args.append(since.astimezone(UTC).isoformat(timespec="microseconds"))
         sql = "select run_id, at, check_id, severity, subject_kind, subject_id, subject_name, title from findings"
         if where:
             sql += " where " + " and ".join(where)

@@ -1,0 +1,384 @@
+"""Glue: a run's findings -> incidents -> rendered messages -> the outbox, in one transaction.
+
+    pipeline = IncidentPipeline(store, outbox=outbox, renderer=SlackIncidentRenderer(...), router=route)
+    pipeline.handle_run(result)                       # after every playbook run (scheduled or by hand)
+    pipeline.acknowledge(incident_id, user)           # buttons
+    pipeline.snooze(incident_id, user, seconds=3600)
+    pipeline.resolve(incident_id, user)
+    pipeline.post_digest(channel="#ml-platform")      # the digest schedule
+
+Why one transaction: the tracker's state change and the outbox rows it causes must commit together. If the bot
+dies after the incident was recorded but before its message was queued, nothing would ever post it (the tracker
+believes it announced it); the other way round, a message could be posted for an incident that does not exist.
+
+Rendering is injected (the Slack app passes Block Kit builders); `TextRenderer` is the minimal default, also
+used by the terminal demo through a `sink` instead of an outbox.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import IO, TYPE_CHECKING, Any, Protocol
+
+from bot.durations import format_duration
+from bot.incidents import digest as digest_mod
+from bot.incidents.db import transaction, utc
+from bot.incidents.tracker import IncidentTracker, IncidentView, Notification, TrackerPolicy, root_key
+
+if TYPE_CHECKING:
+    from bot.config import Settings
+    from bot.engine.playbook import Playbook
+    from bot.engine.runner import RunResult
+    from bot.outbox import Outbox
+    from bot.store import Store
+
+log = logging.getLogger(__name__)
+
+Router = Callable[[IncidentView], str | None]
+Sink = Callable[[str, str, "Rendered"], None]  # (channel, kind, message) for the terminal: print it
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """A message: `text` (always; Slack's notification and accessibility fallback) and optional Block Kit blocks
+    (slack_sdk Block objects or dicts; the outbox serialises them)."""
+
+    text: str
+    blocks: list[Any] | None = None
+
+
+class IncidentRenderer(Protocol):
+    def root(self, incident: IncidentView, now: datetime) -> Rendered:
+        """The root message: severity, subject, likely cause and consequences, evidence, remediation, buttons."""
+        ...
+
+    def reply(self, note: Notification, now: datetime) -> Rendered | None:
+        """The thread reply for a notification (`open`: the first message in the thread); None for none."""
+        ...
+
+    def digest(self, digest: digest_mod.Digest) -> Rendered: ...
+
+
+# -- keys -------------------------------------------------------------------------------------------------------
+
+
+def event_key(incident_id: int, seq: int, part: str) -> str:
+    """Dedupe key of one outbox message caused by notification `seq` of an incident (stable across retries)."""
+    return f"incident:{incident_id}:{seq}:{part}"
+
+
+# -- routing ----------------------------------------------------------------------------------------------------
+
+
+def default_router(settings: Settings | None = None, playbooks: list[Playbook] | None = None) -> Router:
+    """slack.routes (first match on severity and check glob), then the playbook's `channel`, then
+    slack.default_channel / SLACK_DEFAULT_CHANNEL. The Slack app may pass its own."""
+    by_name = {pb.name: pb for pb in playbooks or []}
+
+    def route(incident: IncidentView) -> str | None:
+        check = incident.primary.check
+        if settings is not None:
+            for r in settings.slack.routes:
+                if r.severity and r.severity != incident.severity:
+                    continue
+                if r.check and not fnmatch.fnmatchcase(check, r.check):
+                    continue
+                return r.channel
+        pb = by_name.get(incident.playbook or "")
+        if pb is not None and pb.channel:
+            return pb.channel
+        default = settings.slack.default_channel if settings is not None else None
+        return default or os.environ.get("SLACK_DEFAULT_CHANNEL") or None
+
+    return route
+
+
+# -- the default renderer -----------------------------------------------------------------------------------------
+
+_ICON = {"critical": "🔴", "error": "🟣", "warning": "🟠", "info": "🔵", "ok": "🟢"}
+
+
+def _when(dt: datetime | None) -> str:
+    return dt.strftime("%Y-%m-%d %H:%M UTC") if dt else "—"
+
+
+def _evidence(evidence: dict[str, Any], limit: int = 6) -> str:
+    parts = []
+    for key, value in evidence.items():
+        if key in ("related", "metrics") or value in (None, "", [], {}):
+            continue
+        text = str(value)
+        parts.append(f"{key}={text if len(text) <= 80 else text[:77] + '…'}")
+        if len(parts) >= limit:
+            break
+    return ", ".join(parts)
+
+
+class TextRenderer:
+    """Plain text (Slack mrkdwn-compatible) for the terminal demo and as the `text` fallback."""
+
+    def root(self, incident: IncidentView, now: datetime) -> Rendered:
+        v = incident
+        lines = []
+        if v.is_open:
+            lines.append(f"{_ICON.get(v.severity, '')} [{v.severity.upper()}] {v.title}")
+            lines.append(
+                f"Incident #{v.id} on {v.server}: open since {_when(v.opened_at)} "
+                f"({format_duration(v.duration_s(now))}), seen {v.count}×, last {_when(v.last_seen)}"
+            )
+        else:
+            who = f" by {v.resolved_by}" if v.resolved_by and v.resolved_by != "auto" else ""
+            lines.append(f"✅ [RESOLVED] {v.title}")
+            lines.append(
+                f"Incident #{v.id} on {v.server}: resolved{who} at {_when(v.resolved_at)} after "
+                f"{format_duration(v.duration_s(now))} (was {v.severity}, seen {v.count}×)"
+            )
+        if v.ack_by:
+            lines.append(f"👀 Acknowledged by {v.ack_by} at {_when(v.ack_at)}")
+        if v.is_open and v.snoozed(now):
+            lines.append(f"💤 Snoozed by {v.snoozed_by} until {_when(v.snoozed_until)}")
+        primary = v.primary
+        if v.cause_inferred:
+            lines.append(f"Likely cause: {v.anchor.kind} {v.anchor.name or v.anchor.id} (no finding of its own)")
+        else:
+            lines.append(f"Likely cause: {primary.label}: {primary.finding.title} [{primary.check}]")
+        ev = _evidence(primary.finding.evidence)
+        if ev:
+            lines.append(f"Evidence: {ev}")
+        consequences = [m for m in v.consequences if m is not primary]
+        if consequences:
+            lines.append("Consequences:")
+            for m in consequences:
+                state = "" if m.state == "firing" else f" ({m.state})"
+                lines.append(f"  • {m.label}: {m.finding.title} [{m.check}]{state}")
+        for m in v.moved:
+            lines.append(f"  • {m.label}: moved to incident #{m.moved_to}")
+        if primary.finding.remediation:
+            lines.append(f"Fix: {primary.finding.remediation}")
+        if v.is_open and v.actions:
+            lines.append("Actions: " + ", ".join(["acknowledge", "snooze 1h/4h/24h", "resolve", *v.actions]))
+        for link in v.links[:3]:
+            lines.append(link)
+        return Rendered(text="\n".join(lines))
+
+    def reply(self, note: Notification, now: datetime) -> Rendered | None:
+        if note.kind == "open":
+            v = note.incident
+            lines = [*note.lines, f"Opened {_when(v.opened_at)}. Details:"]
+            for m in v.members:
+                if m.state == "moved":
+                    continue
+                ev = _evidence(m.finding.evidence)
+                lines.append(f"• [{m.severity}] {m.label}: {m.finding.title}" + (f" ({ev})" if ev else ""))
+                if m.finding.detail:
+                    lines.append(f"  {m.finding.detail}")
+            return Rendered(text="\n".join(lines))
+        if not note.lines:
+            return None
+        return Rendered(text="\n".join(note.lines))
+
+    def digest(self, digest: digest_mod.Digest) -> Rendered:
+        d = digest
+        lines = [
+            f"{_ICON.get(d.state, '')} Digest {_when(d.period_start)} → {_when(d.period_end)}: {d.headline}",
+            f"{d.runs} runs, {d.problem_runs} with problems.",
+        ]
+        if d.counts:
+            by_area = [
+                f"{area} " + ", ".join(f"{n} {sev}" for sev, n in sorted(sevs.items()))
+                for area, sevs in d.counts.items()
+            ]
+            lines.append("Findings by area: " + "; ".join(by_area))
+        for title, items, more in (("New", d.new, d.more["new"]), ("Ongoing", d.ongoing, d.more["ongoing"]),
+                                   ("Resolved", d.resolved, d.more["resolved"])):
+            if not items:
+                continue
+            lines.append(f"{title}:")
+            for i in items:
+                link = f" {i.thread_url}" if i.thread_url else ""
+                span = format_duration(i.duration_s)
+                lines.append(f"  • #{i.id} [{i.severity}] {i.title} ({span}){link}")
+            if more:
+                lines.append(f"  …and {more} more")
+        if d.top_offenders:
+            lines.append("Top offenders: " + ", ".join(
+                f"{o.subject.kind} {o.subject.name or o.subject.id} ({o.runs} runs)" for o in d.top_offenders
+            ))
+        for t in d.trends:
+            lines.append(f"{t.label}: {t.fmt(t.current)} (before: {t.fmt(t.previous)}, {t.verdict})")
+        return Rendered(text="\n".join(lines))
+
+
+def print_sink(stream: IO[str] | None = None) -> Sink:
+    """A sink for the terminal demo: each message as it would reach Slack, with its channel and kind."""
+
+    def sink(channel: str, kind: str, message: Rendered) -> None:
+        out = stream or sys.stdout
+        label = {"post": "new message", "update": "edit of the root message", "reply": "thread reply"}.get(kind, kind)
+        out.write(f"── {channel} · {label} ──\n{message.text}\n\n")
+
+    return sink
+
+
+def describe_incidents(incidents: list[IncidentView], now: datetime | None = None) -> str:
+    """The `/clearml incidents` answer as plain text (one line each; the Slack app may render blocks)."""
+    now = utc(now)
+    if not incidents:
+        return "No open incidents."
+    lines = []
+    for v in incidents:
+        flags = []
+        if v.ack_by:
+            flags.append(f"ack {v.ack_by}")
+        if v.snoozed(now):
+            flags.append(f"snoozed until {_when(v.snoozed_until)}")
+        if v.firing and all(m.silenced for m in v.firing):
+            flags.append("silenced")
+        state = "open" if v.is_open else f"resolved {_when(v.resolved_at)}"
+        extra = f" ({', '.join(flags)})" if flags else ""
+        lines.append(f"#{v.id} [{v.severity}] {v.title}: {state}, {format_duration(v.duration_s(now))}, "
+                     f"seen {v.count}×{extra}")
+    return "\n".join(lines)
+
+
+# -- the pipeline -----------------------------------------------------------------------------------------------
+
+
+def _payload(message: Rendered) -> dict[str, Any]:
+    out: dict[str, Any] = {"text": message.text}
+    if message.blocks:
+        out["blocks"] = message.blocks
+    return out
+
+
+class IncidentPipeline:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        tracker: IncidentTracker | None = None,
+        policy: TrackerPolicy | None = None,
+        outbox: Outbox | None = None,
+        renderer: IncidentRenderer | None = None,
+        router: Router | None = None,
+        sink: Sink | None = None,
+        settings: Settings | None = None,
+        playbooks: list[Playbook] | None = None,
+    ) -> None:
+        """With an `outbox`, messages are queued for Slack; without one, they go to `sink` (e.g. print)."""
+        self.store = store
+        self.tracker = tracker or IncidentTracker(store, policy)
+        self.outbox = outbox
+        self.renderer: IncidentRenderer = renderer or TextRenderer()
+        self.router = router or default_router(settings, playbooks)
+        self.sink = sink
+        self.settings = settings
+        digest_mod.ensure_schema(store)
+
+    # -- inputs -------------------------------------------------------------------------------------------------
+
+    def handle_run(self, result: RunResult, now: datetime | None = None, *, run_id: int | None = None
+                   ) -> list[Notification]:
+        """After a run: record its metrics, fold it into the incidents, queue what to say. Atomic."""
+        now = utc(now)
+        with transaction(self.store):
+            digest_mod.record_run_metrics(self.store, result, run_id)
+            notes = self.tracker.process(result, now)
+            self._deliver(notes, now)
+        return notes
+
+    def acknowledge(self, incident_id: int, user: str, now: datetime | None = None) -> list[Notification]:
+        now = utc(now)
+        with transaction(self.store):
+            notes = self.tracker.acknowledge(incident_id, user, now)
+            self._deliver(notes, now)
+        return notes
+
+    def snooze(self, incident_id: int, user: str, *, seconds: float, now: datetime | None = None
+               ) -> list[Notification]:
+        now = utc(now)
+        with transaction(self.store):
+            notes = self.tracker.snooze(incident_id, user, now + timedelta(seconds=seconds), now)
+            self._deliver(notes, now)
+        return notes
+
+    def resolve(self, incident_id: int, user: str, now: datetime | None = None) -> list[Notification]:
+        now = utc(now)
+        with transaction(self.store):
+            notes = self.tracker.resolve(incident_id, user, now)
+            self._deliver(notes, now)
+        return notes
+
+    def post_digest(
+        self,
+        now: datetime | None = None,
+        *,
+        channel: str | None = None,
+        settings: digest_mod.DigestSettings | None = None,
+    ) -> digest_mod.Digest:
+        """Build the digest since the last one, queue it as one message, and remember it. Atomic."""
+        now = utc(now)
+        settings = settings or digest_mod.DigestSettings.from_settings(self.settings) or digest_mod.DigestSettings()
+        channel = channel or settings.channel or (self.settings.slack.default_channel if self.settings else None)
+        channel = channel or os.environ.get("SLACK_DEFAULT_CHANNEL")
+        with transaction(self.store):
+            digest = digest_mod.build_digest(self.store, now, settings=settings, channel=channel)
+            message = self.renderer.digest(digest)
+            self._emit(f"digest:{channel}:{digest.period_end.isoformat()}", channel, "post", message, None, now=now)
+            digest_mod.record_digest(self.store, digest)
+        return digest
+
+    # -- outputs ------------------------------------------------------------------------------------------------
+
+    def _emit(self, key: str, channel: str | None, kind: str, message: Rendered, root: str | None,
+              *, now: datetime, supersede: bool = False, broadcast: bool = False) -> None:
+        if channel is None:
+            log.warning("no Slack channel for %s: set slack.default_channel or a playbook `channel`", key)
+            return
+        payload = _payload(message)
+        if broadcast:
+            payload["reply_broadcast"] = True
+        if self.outbox is not None:
+            self.outbox.enqueue(key, channel, kind, payload, root_key=root, supersede=supersede,  # type: ignore[arg-type]
+                                now=now)
+        elif self.sink is not None:
+            self.sink(channel, kind, message)
+
+    def _deliver(self, notes: list[Notification], now: datetime) -> None:
+        for note in notes:
+            v = note.incident
+            channel = v.channel
+            if channel is None:
+                channel = self.router(v)
+                if channel is not None:
+                    self.tracker.set_channel(v.id, channel)
+            root = root_key(v.id)
+            if note.kind == "open":
+                self._emit(root, channel, "post", self.renderer.root(v, now), None, now=now)
+                first = self.renderer.reply(note, now)
+                if first is not None:
+                    self._emit(event_key(v.id, note.seq, "reply"), channel, "reply", first, root, now=now)
+            elif note.kind == "update":
+                self._emit(event_key(v.id, note.seq, "update"), channel, "update", self.renderer.root(v, now), root,
+                           now=now, supersede=True)
+            elif note.kind == "reply":
+                message = self.renderer.reply(note, now)
+                if message is not None:
+                    # A rise to critical is news for the whole channel, not only for the thread's followers.
+                    broadcast = v.severity == "critical" and any(line.startswith("Severity raised")
+                                                                 for line in note.lines)
+                    self._emit(event_key(v.id, note.seq, "reply"), channel, "reply", message, root,
+                               now=now, broadcast=broadcast)
+            elif note.kind == "resolve":
+                self._emit(event_key(v.id, note.seq, "update"), channel, "update", self.renderer.root(v, now), root,
+                           now=now, supersede=True)
+                if not note.quiet:
+                    message = self.renderer.reply(note, now)
+                    if message is not None:
+                        self._emit(event_key(v.id, note.seq, "reply"), channel, "reply", message, root, now=now)

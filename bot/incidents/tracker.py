@@ -1,0 +1,1034 @@
+"""Incidents: the state machine that turns runs' findings into one thread per problem.
+
+Input: a `RunResult` (plus button presses: acknowledge, snooze, resolve). Output: a list of `Notification`s,
+plain data (open the root message, update it, post a thread reply, resolve) for a renderer and the outbox. No
+Slack here: the pipeline (`pipeline.py`) renders notifications and queues them in the same SQLite transaction
+that changed the incident, so a crash can never leave an incident without its message or a message without its
+incident.
+
+Model
+- An incident groups *members*: one per finding fingerprint (per server). A fingerprint is live (firing or
+  cleared) in at most one open incident; a partial UNIQUE index enforces it, so not even a restart or a bug can
+  open a second incident for the same open fingerprint.
+- Correlation is data: a finding names the subjects it is a consequence of in `evidence.related`. A finding's
+  *anchor* (the likely cause) is the related subject (followed transitively); a finding without `related` is
+  its own anchor. Findings with the same anchor share an incident: the dead worker (anchor = itself), the task
+  it orphaned and the queue it left unserved (both related to it). When the anchor has no finding of its own
+  (the worker is gone from the registry) the incident still names it, as the inferred cause.
+- Placement is sticky: a live member stays in its incident; only new fingerprints are placed by anchor.
+- A member is clean in a run when a check run covering its scope (same server, playbook and check entry)
+  finished `ok`/`failed` without reporting it at warning or worse. A check that errored or timed out, or that
+  was truncated by `max_findings`, says nothing about the subject: that is not clean, and it breaks the streak.
+  After `resolve_after` consecutive clean runs a member is cleared; when every member is cleared the incident
+  resolves. When the cause is cleared but consequences still fail (the worker is back, the task still
+  orphaned), each consequence moves into an incident of its own and the old incident resolves, saying where
+  they went.
+- Flapping: a fingerprint that comes back within `reopen_grace` of its incident resolving reopens that incident
+  (same thread) instead of opening a new one. After a manual resolve, firings within `manual_resolve_grace` are
+  absorbed; if the problem is still failing after that grace, the incident reopens.
+- Muted (snoozed, or every firing member silenced): still tracked; no new root message and no thread replies.
+  Root edits still happen (an edit notifies nobody, and keeps the message truthful). An incident that opened
+  while muted is announced when the mute ends and it is still failing.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Literal, get_args
+
+from bot.durations import format_duration
+from bot.engine.findings import SEVERITY_RANK, Finding, Subject, SubjectKind
+from bot.incidents import silences as silences_mod
+from bot.incidents.db import insert, iso, parse_iso, row, rows, transaction, update, utc
+
+if TYPE_CHECKING:
+    import sqlite3
+
+    from bot.engine.runner import RunResult
+    from bot.store import Store
+
+NotificationKind = Literal["open", "update", "reply", "resolve"]
+CLEAN_STATUSES = ("ok", "failed")  # the check ran to the end; anything else (error, timeout, skipped) is unknown
+_SUBJECT_KINDS = set(get_args(SubjectKind))
+
+
+class IncidentError(Exception):
+    """An action on an incident that cannot be done (unknown id, already resolved); the message says why."""
+
+
+@dataclass(frozen=True)
+class TrackerPolicy:
+    resolve_after: int = 1  # consecutive clean runs before a member counts as recovered
+    reopen_grace_s: float = 900.0  # flapping: back within 15 min of resolving -> same incident, same thread
+    manual_resolve_grace_s: float = 900.0  # a manual resolve is believed for this long before it can reopen
+    open_severities: frozenset[str] = frozenset({"warning", "critical"})
+
+    def __post_init__(self) -> None:
+        if self.resolve_after < 1:
+            raise ValueError("resolve_after must be at least 1")
+
+
+# -- views (what renderers get) ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MemberView:
+    fingerprint: str
+    check: str
+    subject: Subject
+    role: Literal["cause", "consequence"]
+    state: str  # firing | cleared | closed | moved
+    severity: str
+    first_seen: datetime
+    last_seen: datetime
+    cleared_at: datetime | None
+    count: int
+    silenced: bool
+    finding: Finding
+    moved_to: int | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.subject.kind} {self.subject.name or self.subject.id}"
+
+    @property
+    def live(self) -> bool:
+        return self.state in ("firing", "cleared")
+
+
+@dataclass(frozen=True)
+class IncidentView:
+    id: int
+    server: str
+    status: str  # open | resolved
+    severity: str
+    title: str
+    anchor: Subject  # the likely cause
+    members: tuple[MemberView, ...]
+    channel: str | None
+    playbook: str | None
+    opened_at: datetime
+    last_seen: datetime
+    resolved_at: datetime | None
+    resolved_by: str | None
+    resolve_reason: str | None
+    count: int
+    reopen_count: int
+    ack_by: str | None
+    ack_at: datetime | None
+    snoozed_until: datetime | None
+    snoozed_by: str | None
+    announced: bool
+    split_from: int | None
+
+    @property
+    def cause(self) -> MemberView | None:
+        """The anchor's own finding (worst first), or None when the cause is only inferred from `related`."""
+        causes = [m for m in self.members if m.role == "cause" and m.state != "moved"]
+        causes.sort(key=lambda m: (m.state != "firing", -SEVERITY_RANK[m.severity]))
+        return causes[0] if causes else None
+
+    @property
+    def cause_inferred(self) -> bool:
+        return self.cause is None
+
+    @property
+    def consequences(self) -> list[MemberView]:
+        return [m for m in self.members if m.role == "consequence" and m.state != "moved"]
+
+    @property
+    def moved(self) -> list[MemberView]:
+        return [m for m in self.members if m.state == "moved"]
+
+    @property
+    def firing(self) -> list[MemberView]:
+        return [m for m in self.members if m.state == "firing"]
+
+    @property
+    def is_open(self) -> bool:
+        return self.status == "open"
+
+    def duration_s(self, now: datetime | None = None) -> float:
+        end = self.resolved_at or utc(now)
+        return max(0.0, (end - self.opened_at).total_seconds())
+
+    def snoozed(self, now: datetime) -> bool:
+        return self.snoozed_until is not None and utc(now) < self.snoozed_until
+
+    def muted(self, now: datetime) -> bool:
+        firing = self.firing
+        return self.snoozed(now) or (bool(firing) and all(m.silenced for m in firing))
+
+    @property
+    def primary(self) -> MemberView:
+        """The finding the root message leads with: the cause if it has one, else the worst consequence."""
+        if self.cause is not None:
+            return self.cause
+        return sorted(self.members, key=lambda m: (m.state != "firing", -SEVERITY_RANK[m.severity]))[0]
+
+    @property
+    def actions(self) -> list[str]:
+        """The suggested actions of every member, cause first, without repeats."""
+        seen: list[str] = []
+        for m in [self.primary, *self.members]:
+            for action in m.finding.actions:
+                if action not in seen:
+                    seen.append(action)
+        return seen
+
+    @property
+    def links(self) -> list[str]:
+        out: list[str] = []
+        for m in [self.primary, *self.members]:
+            out.extend(link for link in m.finding.links if link not in out)
+        return out
+
+
+@dataclass(frozen=True)
+class Notification:
+    """One thing to tell Slack about one incident. `seq` numbers the incident's notifications (dedupe keys)."""
+
+    kind: NotificationKind
+    incident: IncidentView
+    reason: str  # opened, repeat, changed, reopened, split, unmuted, acknowledged, snoozed, resolved, ...
+    seq: int
+    lines: tuple[str, ...] = ()  # what happened, one line each: the thread reply's content
+    quiet: bool = False  # for `resolve`: edit the root message only, no thread note (the incident is muted)
+
+
+# -- evidence comparison ---------------------------------------------------------------------------------------
+
+# Keys whose values change every run without anything new happening (ages, timestamps, latencies). Comparing
+# them would post a thread reply every minute; they still show in the updated root message.
+_VOLATILE = re.compile(
+    r"(^|_)(age|ages|at|seen|last_seen|last_update|last_activity|updated|latency|elapsed|duration|ms|s|ts|"
+    r"time|timestamp|checked|since|now|waited|wait)$"
+)
+
+
+def _bucket(value: float) -> float:
+    """Numbers compared by order of magnitude (powers of two): 50 -> 52 is noise, 50 -> 130 is news."""
+    if value == 0 or not math.isfinite(value):
+        return value
+    return math.copysign(2 ** math.floor(math.log2(abs(value))), value)
+
+
+def key_evidence(value: Any) -> Any:
+    """The part of a finding's evidence whose change is worth a thread reply."""
+    if isinstance(value, dict):
+        return {
+            k: key_evidence(v) for k, v in sorted(value.items()) if k != "related" and not _VOLATILE.search(str(k))
+        }
+    if isinstance(value, list):
+        return [key_evidence(v) for v in value]
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, int | float):
+        return _bucket(float(value))
+    return str(value)
+
+
+def evidence_key(evidence: dict[str, Any]) -> str:
+    return json.dumps(key_evidence(evidence), sort_keys=True, default=str)
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def evidence_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """`key: old -> new` for the top-level keys whose key evidence differs."""
+    before, after = key_evidence(old), key_evidence(new)
+    out = []
+    for k in sorted(set(before) | set(after)):
+        if before.get(k) != after.get(k):
+            out.append(f"{k}: {_short(old.get(k, '—'))} → {_short(new.get(k, '—'))}")
+    return out
+
+
+# -- schema ------------------------------------------------------------------------------------------------------
+
+
+def ensure_schema(store: Store) -> None:
+    """Create the incident tables if missing (idempotent; safe on every start)."""
+    silences_mod.ensure_schema(store)
+    with transaction(store) as conn:
+        conn.execute(
+            """CREATE TABLE IF NOT EXISTS incidents (
+                id INTEGER PRIMARY KEY,
+                server TEXT NOT NULL,
+                anchor_kind TEXT NOT NULL,
+                anchor_id TEXT NOT NULL,
+                anchor_name TEXT NOT NULL DEFAULT '',
+                status TEXT NOT NULL,
+                severity TEXT NOT NULL,
+                title TEXT NOT NULL,
+                channel TEXT,
+                playbook TEXT,
+                opened_at TEXT NOT NULL,
+                last_seen TEXT NOT NULL,
+                resolved_at TEXT,
+                resolved_by TEXT,
+                resolve_reason TEXT,
+                count INTEGER NOT NULL DEFAULT 1,
+                reopen_count INTEGER NOT NULL DEFAULT 0,
+                ack_by TEXT,
+                ack_at TEXT,
+                snoozed_until TEXT,
+                snoozed_by TEXT,
+                announced INTEGER NOT NULL DEFAULT 0,
+                events INTEGER NOT NULL DEFAULT 0,
+                split_from INTEGER,
+                updated_at TEXT NOT NULL
+            )"""
+        )
+        conn.execute("CREATE INDEX IF NOT EXISTS incidents_open ON incidents(status, server, anchor_kind, anchor_id)")
+        conn.execute("CREATE INDEX IF NOT EXISTS incidents_resolved_at ON incidents(resolved_at)")
+        conn.execute("CREATE INDEX IF NOT EXISTS incidents_opened_at ON incidents(opened_at)")
+        conn.execute(
+            """CREATE TABLE IF NOT EXISTS incident_members (
+                id INTEGER PRIMARY KEY,
+                incident_id INTEGER NOT NULL REFERENCES incidents(id),
+                server TEXT NOT NULL,
+                fingerprint TEXT NOT NULL,
+                check_id TEXT NOT NULL,
+                subject_kind TEXT NOT NULL,
+                subject_id TEXT NOT NULL,
+                subject_name TEXT NOT NULL DEFAULT '',
+                role TEXT NOT NULL,
+                state TEXT NOT NULL,
+                severity TEXT NOT NULL,
+                first_seen TEXT NOT NULL,
+                last_seen TEXT NOT NULL,
+                cleared_at TEXT,
+                count INTEGER NOT NULL DEFAULT 1,
+                clean_runs INTEGER NOT NULL DEFAULT 0,
+                scopes TEXT NOT NULL DEFAULT '[]',
+                evidence_key TEXT NOT NULL DEFAULT '',
+                silenced INTEGER NOT NULL DEFAULT 0,
+                moved_to INTEGER,
+                finding TEXT NOT NULL
+            )"""
+        )
+        # The invariant the whole feature rests on: one live member per (server, fingerprint), ever.
+        conn.execute(
+            "CREATE UNIQUE INDEX IF NOT EXISTS incident_members_live ON incident_members(server, fingerprint) "
+            "WHERE state IN ('firing', 'cleared')"
+        )
+        conn.execute("CREATE INDEX IF NOT EXISTS incident_members_incident ON incident_members(incident_id)")
+        conn.execute("CREATE INDEX IF NOT EXISTS incident_members_fp ON incident_members(server, fingerprint, state)")
+
+
+# -- the tracker -------------------------------------------------------------------------------------------------
+
+
+def scope_key(server: str, playbook: str, check_name: str) -> str:
+    """What "the check ran for that subject's scope" means: the same check entry of the same playbook on the same
+    server (a playbook that watches `gpu-*` queues says nothing about the `cpu` queue another one watches)."""
+    return f"{server}|{playbook}|{check_name}"
+
+
+def _subject_key(subject: Subject) -> tuple[str, str]:
+    return (subject.kind, subject.id)
+
+
+def _related(finding: Finding) -> list[Subject]:
+    return [
+        Subject(kind=r["kind"], id=r["id"], name=r["name"])  # type: ignore[arg-type]
+        for r in silences_mod.related_subjects(finding.evidence)
+        if r["kind"] in _SUBJECT_KINDS
+    ]
+
+
+def _worst(severities: list[str]) -> str:
+    return max(severities, key=lambda s: SEVERITY_RANK[s]) if severities else "ok"
+
+
+@dataclass
+class _Touch:
+    """What happened to one incident during one `process` call."""
+
+    fired: bool = False
+    opened: str = ""  # "" | opened | reopened | split
+    lines: list[str] = field(default_factory=list)
+    severity_before: str = ""
+
+
+class IncidentTracker:
+    def __init__(self, store: Store, policy: TrackerPolicy | None = None) -> None:
+        self.store = store
+        self.policy = policy or TrackerPolicy()
+        ensure_schema(store)
+
+    # -- queries ----------------------------------------------------------------------------------------------
+
+    def get(self, incident_id: int) -> IncidentView | None:
+        with transaction(self.store) as conn:
+            return self._view(conn, incident_id)
+
+    def list_incidents(
+        self, status: Literal["open", "resolved", "all"] = "open", *, since: datetime | None = None, limit: int = 100
+    ) -> list[IncidentView]:
+        """For `/clearml incidents`: worst and newest first."""
+        where, args = [], []
+        if status != "all":
+            where.append("status = ?")
+            args.append(status)
+        if since is not None:
+            where.append("(opened_at >= ? OR resolved_at >= ? OR status = 'open')")
+            args += [iso(since), iso(since)]
+        sql = "SELECT id FROM incidents" + (" WHERE " + " AND ".join(where) if where else "")
+        sql += " ORDER BY id DESC LIMIT ?"
+        args.append(limit)
+        with transaction(self.store) as conn:
+            ids = [r["id"] for r in rows(conn, sql, args)]
+            views = [v for v in (self._view(conn, i) for i in ids) if v is not None]
+        return sorted(views, key=lambda v: (v.status != "open", -SEVERITY_RANK[v.severity], -v.id))
+
+    def set_channel(self, incident_id: int, channel: str) -> None:
+        with transaction(self.store) as conn:
+            update(conn, "incidents", incident_id, {"channel": channel})
+
+    # -- runs -------------------------------------------------------------------------------------------------
+
+    def process(self, result: RunResult, now: datetime | None = None) -> list[Notification]:
+        """Fold one run into the incidents; return what to tell Slack. Atomic: all of it or none of it."""
+        now = utc(now)
+        server = result.server
+        open_sev = self.policy.open_severities
+        with transaction(self.store) as conn:
+            silences = silences_mod.active_silences(self.store, now)
+            reported: dict[str, Finding] = {}
+            for f in result.findings:
+                if f.severity in open_sev and (f.fingerprint not in reported or f.rank > reported[f.fingerprint].rank):
+                    reported[f.fingerprint] = f
+            check_scopes: dict[str, list[tuple[str, str]]] = defaultdict(list)
+            for cr in result.checks:
+                check_scopes[cr.id].append((scope_key(server, cr.playbook, cr.name), cr.status))
+            # The runner keeps the worst `max_findings` and adds a `<check>|summary|` finding: the rest still fail.
+            truncated = {f.check for f in result.findings if f.fingerprint.startswith(f"{f.check}|summary|")}
+            # The playbook an incident came from (its `channel` may route it): the first that ran the check.
+            playbook_of = {cr.id: cr.playbook for cr in reversed(result.checks)}
+            default_playbook = result.playbooks[0] if result.playbooks else None
+
+            live = {
+                m["fingerprint"]: m
+                for m in rows(
+                    conn,
+                    "SELECT * FROM incident_members WHERE server = ? AND state IN ('firing', 'cleared')",
+                    (server,),
+                )
+            }
+            touched: dict[int, _Touch] = {}
+
+            def touch(incident_id: int) -> _Touch:
+                if incident_id not in touched:
+                    inc = row(conn, "SELECT severity FROM incidents WHERE id = ?", (incident_id,))
+                    touched[incident_id] = _Touch(severity_before=inc["severity"] if inc else "")
+                return touched[incident_id]
+
+            def scopes_of(f: Finding) -> list[str]:
+                return [s for s, _ in check_scopes.get(f.check, [])]
+
+            # 1. fingerprints already live: refresh them where they are (placement is sticky)
+            fresh: list[Finding] = []
+            for fp, f in reported.items():
+                m = live.get(fp)
+                if m is None:
+                    fresh.append(f)
+                    continue
+                t = touch(m["incident_id"])
+                t.fired = True
+                t.lines.extend(self._refresh_member(conn, m, f, scopes_of(f), silences, now))
+
+            # 2. new fingerprints: place them by anchor
+            self._place(
+                conn, server, fresh, reported, scopes_of, silences,
+                lambda f: playbook_of.get(f.check, default_playbook), now, touch,
+            )
+
+            # 3. live members not reported: clean, or unknown
+            for fp, m in live.items():
+                if fp in reported:
+                    continue
+                mine = set(json.loads(m["scopes"]))
+                statuses = [status for scope, status in check_scopes.get(m["check_id"], []) if scope in mine]
+                if not statuses:
+                    continue  # this run did not look at it at all
+                if m["check_id"] in truncated or any(s not in CLEAN_STATUSES for s in statuses):
+                    if m["clean_runs"]:
+                        update(conn, "incident_members", m["id"], {"clean_runs": 0})
+                    continue
+                clean_runs = m["clean_runs"] + 1
+                values: dict[str, Any] = {"clean_runs": clean_runs}
+                if m["state"] == "firing" and clean_runs >= self.policy.resolve_after:
+                    values.update(state="cleared", cleared_at=iso(now))
+                    label = f"{m['subject_kind']} {m['subject_name'] or m['subject_id']}"
+                    touch(m["incident_id"]).lines.append(f"✅ {m['check_id']} passes again for {label}")
+                update(conn, "incident_members", m["id"], values)
+
+            # 4. decide per incident
+            notes: list[Notification] = []
+            for incident_id in sorted(touched):
+                notes.extend(self._settle(conn, incident_id, touched[incident_id], now))
+        return notes
+
+    def _refresh_member(
+        self,
+        conn: sqlite3.Connection,
+        m: dict[str, Any],
+        f: Finding,
+        scopes: list[str],
+        silences: list[silences_mod.Silence],
+        now: datetime,
+    ) -> list[str]:
+        """A live member fired again: count it, keep the current evidence, say what changed meaningfully."""
+        lines: list[str] = []
+        label = f"{f.subject.kind} {f.subject.name or f.subject.id}"
+        old = Finding.model_validate_json(m["finding"])
+        if m["state"] == "cleared":
+            lines.append(f"🔁 {f.check} fails again for {label}: {f.title}")
+        elif old.severity != f.severity:
+            lines.append(f"{f.check} for {label}: {old.severity} → {f.severity} ({f.title})")
+        new_key = evidence_key(f.evidence)
+        if new_key != m["evidence_key"] and m["state"] != "cleared":
+            changes = evidence_changes(old.evidence, f.evidence)
+            if changes:
+                lines.append(f"{f.check} for {label}: " + "; ".join(changes[:4]))
+        update(
+            conn,
+            "incident_members",
+            m["id"],
+            {
+                "state": "firing",
+                "cleared_at": None,
+                "severity": f.severity,
+                "last_seen": iso(now),
+                "count": m["count"] + 1,
+                "clean_runs": 0,
+                "scopes": json.dumps(sorted(set(json.loads(m["scopes"])) | set(scopes))),
+                "evidence_key": new_key,
+                "silenced": int(silences_mod.matching_silence(silences, f) is not None),
+                "subject_name": f.subject.name,
+                "finding": f.model_dump_json(),
+            },
+        )
+        return lines
+
+    def _place(
+        self,
+        conn: sqlite3.Connection,
+        server: str,
+        fresh: list[Finding],
+        reported: dict[str, Finding],
+        scopes_of: Any,
+        silences: list[silences_mod.Silence],
+        playbook_of: Callable[[Finding], str | None],
+        now: datetime,
+        touch: Any,
+    ) -> None:
+        open_by_anchor: dict[tuple[str, str], int] = {
+            (r["anchor_kind"], r["anchor_id"]): r["id"]
+            for r in rows(
+                conn,
+                "SELECT id, anchor_kind, anchor_id FROM incidents WHERE server = ? AND status = 'open' ORDER BY id",
+                (server,),
+            )
+        }
+        firing_on: dict[tuple[str, str], Finding] = {}
+        for f in sorted(reported.values(), key=lambda f: -f.rank):
+            firing_on.setdefault(_subject_key(f.subject), f)
+
+        def anchor_of(f: Finding, seen: frozenset[tuple[str, str]] = frozenset()) -> Subject:
+            candidates = []
+            for rel in _related(f):
+                key = _subject_key(rel)
+                if key in seen or key == _subject_key(f.subject):
+                    continue
+                upstream = firing_on.get(key)
+                if rel.kind == f.subject.kind and upstream is None and key not in open_by_anchor:
+                    # A task "related" to another task (a comparison baseline, members of a group) is not a
+                    # likely cause unless it has a problem of its own: infer causes only across kinds
+                    # (task -> worker, queue -> worker, task -> storage).
+                    continue
+                # Follow the chain (task -> queue -> worker) while the related subject is itself a consequence.
+                if upstream is not None and _related(upstream):
+                    rel = anchor_of(upstream, seen | {_subject_key(f.subject)})
+                elif upstream is not None and not rel.name:
+                    rel = upstream.subject
+                candidates.append(rel)
+            if not candidates:
+                return f.subject
+            for rule in (lambda s: _subject_key(s) in open_by_anchor, lambda s: _subject_key(s) in firing_on):
+                chosen = next((s for s in candidates if rule(s)), None)
+                if chosen is not None:
+                    return chosen
+            return candidates[0]
+
+        groups: dict[tuple[str, str], tuple[Subject, list[Finding]]] = {}
+        for f in fresh:
+            anchor = anchor_of(f)
+            groups.setdefault(_subject_key(anchor), (anchor, []))[1].append(f)
+
+        for key in sorted(groups):
+            anchor, findings = groups[key]
+            target = open_by_anchor.get(key)
+            if target is not None:
+                t = touch(target)
+                t.fired = True
+                for f in findings:
+                    self._add_member(conn, target, server, f, anchor, scopes_of(f), silences, now)
+                    t.lines.append(f"➕ also affected: {f.subject.kind} {f.subject.name or f.subject.id}: {f.title}")
+                continue
+            # No open incident for this cause: perhaps a recently resolved one (flapping / manual resolve).
+            remaining: list[Finding] = []
+            reopen: dict[str, Any] | None = None
+            for f in findings:
+                previous = row(
+                    conn,
+                    "SELECT m.id AS member_id, m.last_seen AS member_last_seen, m.count AS member_count, i.* "
+                    "FROM incident_members m JOIN incidents i ON i.id = m.incident_id "
+                    "WHERE m.server = ? AND m.fingerprint = ? AND m.state = 'closed' AND i.status = 'resolved' "
+                    "ORDER BY i.resolved_at DESC, i.id DESC LIMIT 1",
+                    (server, f.fingerprint),
+                )
+                verdict = self._after_resolve(previous, now)
+                if verdict == "absorb" and previous is not None:
+                    # Believed resolved by a person for a while: remember it still fails, say nothing yet.
+                    update(
+                        conn,
+                        "incident_members",
+                        previous["member_id"],
+                        {"last_seen": iso(now), "count": previous["member_count"] + 1, "finding": f.model_dump_json()},
+                    )
+                    continue
+                remaining.append(f)
+                if verdict == "reopen" and reopen is None:
+                    reopen = previous
+            if not remaining:
+                continue
+            if reopen is not None:
+                incident_id = int(reopen["id"])
+                manual = reopen["resolve_reason"] == "manual"
+                update(
+                    conn,
+                    "incidents",
+                    incident_id,
+                    {
+                        "status": "open",
+                        "resolved_at": None,
+                        "resolved_by": None,
+                        "resolve_reason": None,
+                        "reopen_count": reopen["reopen_count"] + 1,
+                        "updated_at": iso(now),
+                    },
+                )
+                t = touch(incident_id)
+                t.fired = True
+                t.opened = "reopened"
+                resolved_at = parse_iso(reopen["resolved_at"]) or now
+                ago = format_duration((now - resolved_at).total_seconds())
+                if manual:
+                    t.lines.append(f"🔁 Reopened: still failing {ago} after {reopen['resolved_by']} resolved it")
+                else:
+                    t.lines.append(f"🔁 Reopened: failing again {ago} after it resolved (flapping)")
+                anchor = Subject(
+                    kind=reopen["anchor_kind"], id=reopen["anchor_id"], name=reopen["anchor_name"]
+                )
+                for f in remaining:
+                    self._add_member(conn, incident_id, server, f, anchor, scopes_of(f), silences, now)
+                open_by_anchor.setdefault((reopen["anchor_kind"], reopen["anchor_id"]), incident_id)
+                continue
+            worst = max(remaining, key=lambda f: f.rank)
+            incident_id = self._new_incident(conn, server, anchor, remaining, playbook_of(worst), now)
+            for f in remaining:
+                self._add_member(conn, incident_id, server, f, anchor, scopes_of(f), silences, now)
+            t = touch(incident_id)
+            t.fired = True
+            t.opened = "opened"
+            open_by_anchor[key] = incident_id
+
+    def _after_resolve(self, previous: dict[str, Any] | None, now: datetime) -> str:
+        """For a fingerprint firing with no live member: "new", "reopen" its last incident, or "absorb" it."""
+        if previous is None or not previous["resolved_at"]:
+            return "new"
+        resolved_at = parse_iso(previous["resolved_at"])
+        assert resolved_at is not None
+        since = (now - resolved_at).total_seconds()
+        if previous["resolve_reason"] == "manual":
+            if since < self.policy.manual_resolve_grace_s:
+                return "absorb"
+            still_failing = (parse_iso(previous["member_last_seen"]) or resolved_at) > resolved_at
+            if still_failing:
+                return "reopen"
+        return "reopen" if since <= self.policy.reopen_grace_s else "new"
+
+    def _new_incident(
+        self,
+        conn: sqlite3.Connection,
+        server: str,
+        anchor: Subject,
+        findings: list[Finding],
+        playbook: str | None,
+        now: datetime,
+        *,
+        opened_at: datetime | None = None,
+        split_from: int | None = None,
+    ) -> int:
+        worst = max(findings, key=lambda f: f.rank)
+        return insert(
+            conn,
+            "incidents",
+            {
+                "server": server,
+                "anchor_kind": anchor.kind,
+                "anchor_id": anchor.id,
+                "anchor_name": anchor.name,
+                "status": "open",
+                "severity": worst.severity,
+                "title": worst.title,
+                "playbook": playbook,
+                "opened_at": iso(opened_at or now),
+                "last_seen": iso(now),
+                "count": 1,
+                "split_from": split_from,
+                "updated_at": iso(now),
+            },
+        )
+
+    def _add_member(
+        self,
+        conn: sqlite3.Connection,
+        incident_id: int,
+        server: str,
+        f: Finding,
+        anchor: Subject,
+        scopes: list[str],
+        silences: list[silences_mod.Silence],
+        now: datetime,
+        *,
+        first_seen: datetime | None = None,
+        count: int = 1,
+    ) -> None:
+        role = "cause" if _subject_key(f.subject) == _subject_key(anchor) else "consequence"
+        closed = row(
+            conn,
+            "SELECT id, count, first_seen FROM incident_members WHERE incident_id = ? AND fingerprint = ? "
+            "AND state = 'closed'",
+            (incident_id, f.fingerprint),
+        )
+        values = {
+            "incident_id": incident_id,
+            "server": server,
+            "fingerprint": f.fingerprint,
+            "check_id": f.check,
+            "subject_kind": f.subject.kind,
+            "subject_id": f.subject.id,
+            "subject_name": f.subject.name,
+            "role": role,
+            "state": "firing",
+            "severity": f.severity,
+            "first_seen": iso(first_seen or now),
+            "last_seen": iso(now),
+            "cleared_at": None,
+            "count": count,
+            "clean_runs": 0,
+            "scopes": json.dumps(sorted(set(scopes))),
+            "evidence_key": evidence_key(f.evidence),
+            "silenced": int(silences_mod.matching_silence(silences, f) is not None),
+            "finding": f.model_dump_json(),
+        }
+        if closed is not None:  # reopening: the same member row comes back to life, history kept
+            values["count"] = closed["count"] + 1
+            values["first_seen"] = closed["first_seen"]
+            update(conn, "incident_members", closed["id"], values)
+        else:
+            insert(conn, "incident_members", values)
+
+    def _settle(self, conn: sqlite3.Connection, incident_id: int, t: _Touch, now: datetime) -> list[Notification]:
+        """After a run touched an incident: resolve it, split it, or update it; and say so."""
+        inc = row(conn, "SELECT * FROM incidents WHERE id = ?", (incident_id,))
+        assert inc is not None
+        members = rows(
+            conn,
+            "SELECT * FROM incident_members WHERE incident_id = ? AND state IN ('firing', 'cleared') ORDER BY id",
+            (incident_id,),
+        )
+        firing = [m for m in members if m["state"] == "firing"]
+        causes = [m for m in members if m["role"] == "cause"]
+        consequences_firing = [m for m in firing if m["role"] == "consequence"]
+        view = self._view(conn, incident_id)
+        assert view is not None
+        was_muted = view.muted(now)
+
+        if not firing:
+            return self._close(conn, inc, now, reason="clean", by="auto", lines=t.lines, muted=was_muted)
+
+        if causes and all(m["state"] == "cleared" for m in causes) and consequences_firing:
+            return self._split(conn, inc, consequences_firing, now, t, muted=was_muted)
+
+        values: dict[str, Any] = {"updated_at": iso(now)}
+        severity = _worst([m["severity"] for m in firing])
+        values["severity"] = severity
+        view_title = self._title(view)
+        values["title"] = view_title
+        if t.fired and not t.opened:
+            values["count"] = inc["count"] + 1
+        if t.fired:
+            values["last_seen"] = iso(now)
+        lines = list(t.lines)
+        if t.severity_before and severity != t.severity_before and t.opened != "opened":
+            arrow = "raised" if SEVERITY_RANK[severity] > SEVERITY_RANK[t.severity_before] else "lowered"
+            lines.insert(0, f"Severity {arrow}: {t.severity_before} → {severity}")
+        update(conn, "incidents", incident_id, values)
+        view = self._view(conn, incident_id)
+        assert view is not None
+        muted = view.muted(now)
+        notes: list[Notification] = []
+        if not inc["announced"]:
+            if not muted:
+                reason = "unmuted" if not t.opened else ("split" if t.opened == "split" else t.opened)
+                notes.append(self._note(conn, incident_id, "open", reason, ()))
+            return notes
+        if t.fired or lines:
+            notes.append(self._note(conn, incident_id, "update", t.opened or ("changed" if lines else "repeat"), ()))
+        if lines and not muted:
+            notes.append(self._note(conn, incident_id, "reply", t.opened or "changed", tuple(lines)))
+        return notes
+
+    def _split(
+        self,
+        conn: sqlite3.Connection,
+        inc: dict[str, Any],
+        consequences: list[dict[str, Any]],
+        now: datetime,
+        t: _Touch,
+        *,
+        muted: bool,
+    ) -> list[Notification]:
+        """The cause recovered, some consequences did not: each moves into an incident of its own."""
+        notes: list[Notification] = []
+        moved_lines: list[str] = []
+        new_ids: list[int] = []
+        for m in consequences:
+            f = Finding.model_validate_json(m["finding"])
+            new_id = self._new_incident(
+                conn, inc["server"], f.subject, [f], inc["playbook"], now,
+                opened_at=parse_iso(m["first_seen"]), split_from=inc["id"],
+            )
+            conn.execute("UPDATE incident_members SET state = 'moved', moved_to = ? WHERE id = ?", (new_id, m["id"]))
+            self._add_member(
+                conn, new_id, inc["server"], f, f.subject, json.loads(m["scopes"]), [], now,
+                first_seen=parse_iso(m["first_seen"]), count=m["count"],
+            )
+            conn.execute(
+                "UPDATE incident_members SET silenced = ? WHERE incident_id = ? AND fingerprint = ?",
+                (m["silenced"], new_id, m["fingerprint"]),
+            )
+            update(conn, "incidents", new_id, {"channel": inc["channel"]})
+            new_ids.append(new_id)
+            label = f"{m['subject_kind']} {m['subject_name'] or m['subject_id']}"
+            moved_lines.append(f"➡️ {label} still fails: moved to incident #{new_id}")
+        anchor = inc["anchor_name"] or inc["anchor_id"]
+        lines = [*t.lines, f"The likely cause ({inc['anchor_kind']} {anchor}) recovered.", *moved_lines]
+        notes.extend(self._close(conn, inc, now, reason="split", by="auto", lines=lines, muted=muted))
+        for new_id in new_ids:
+            view = self._view(conn, new_id)
+            assert view is not None
+            if not view.muted(now):
+                notes.append(
+                    self._note(
+                        conn, new_id, "open", "split",
+                        (f"Split from incident #{inc['id']}: its likely cause ({inc['anchor_kind']} {anchor}) "
+                         "recovered, but this still fails.",),
+                    )
+                )
+        return notes
+
+    def _close(
+        self,
+        conn: sqlite3.Connection,
+        inc: dict[str, Any],
+        now: datetime,
+        *,
+        reason: str,
+        by: str,
+        lines: list[str],
+        muted: bool,
+    ) -> list[Notification]:
+        update(
+            conn,
+            "incidents",
+            inc["id"],
+            {"status": "resolved", "resolved_at": iso(now), "resolved_by": by, "resolve_reason": reason,
+             "updated_at": iso(now)},
+        )
+        conn.execute(
+            "UPDATE incident_members SET state = 'closed' WHERE incident_id = ? AND state IN ('firing', 'cleared')",
+            (inc["id"],),
+        )
+        if not inc["announced"]:
+            return []  # never posted (muted all along): nothing in Slack to resolve
+        opened_at = parse_iso(inc["opened_at"]) or now
+        summary = f"Resolved after {format_duration((now - opened_at).total_seconds())}"
+        if reason == "manual":
+            grace = format_duration(self.policy.manual_resolve_grace_s)
+            summary = f"Resolved by {by}; it reopens if it still fails in {grace}"
+        elif reason == "clean":
+            runs = self.policy.resolve_after
+            summary += f" ({runs} clean run{'s' if runs != 1 else ''})"
+        return [self._note(conn, inc["id"], "resolve", reason, (*lines, summary), quiet=muted)]
+
+    def _note(
+        self,
+        conn: sqlite3.Connection,
+        incident_id: int,
+        kind: NotificationKind,
+        reason: str,
+        lines: tuple[str, ...],
+        *,
+        quiet: bool = False,
+    ) -> Notification:
+        conn.execute(
+            "UPDATE incidents SET events = events + 1, announced = CASE WHEN ? = 'open' THEN 1 ELSE announced END "
+            "WHERE id = ?",
+            (kind, incident_id),
+        )
+        seq = int(conn.execute("SELECT events FROM incidents WHERE id = ?", (incident_id,)).fetchone()[0])
+        view = self._view(conn, incident_id)
+        assert view is not None
+        return Notification(kind=kind, incident=view, reason=reason, seq=seq, lines=lines, quiet=quiet)
+
+    @staticmethod
+    def _title(view: IncidentView) -> str:
+        primary = view.primary
+        if view.cause_inferred:
+            base = f"{primary.finding.title} (likely cause: {view.anchor.kind} {view.anchor.name or view.anchor.id})"
+        else:
+            base = primary.finding.title
+        others = [m for m in view.consequences if m.state == "firing" and m is not primary]
+        if others:
+            base += f" (+{len(others)} consequence{'s' if len(others) != 1 else ''})"
+        return base
+
+    # -- people -----------------------------------------------------------------------------------------------
+
+    def _open_incident(self, conn: sqlite3.Connection, incident_id: int) -> dict[str, Any]:
+        inc = row(conn, "SELECT * FROM incidents WHERE id = ?", (incident_id,))
+        if inc is None:
+            raise IncidentError(f"there is no incident #{incident_id}")
+        if inc["status"] != "open":
+            raise IncidentError(f"incident #{incident_id} is already resolved")
+        return inc
+
+    def acknowledge(self, incident_id: int, user: str, now: datetime | None = None) -> list[Notification]:
+        """Someone is on it: shown on the root message (who, when) and noted in the thread."""
+        now = utc(now)
+        with transaction(self.store) as conn:
+            inc = self._open_incident(conn, incident_id)
+            if inc["ack_by"] == user:
+                return []
+            update(conn, "incidents", incident_id, {"ack_by": user, "ack_at": iso(now), "updated_at": iso(now)})
+            if not inc["announced"]:
+                return []
+            return [
+                self._note(conn, incident_id, "update", "acknowledged", ()),
+                self._note(conn, incident_id, "reply", "acknowledged", (f"👀 Acknowledged by {user}",)),
+            ]
+
+    def snooze(
+        self, incident_id: int, user: str, until: datetime, now: datetime | None = None
+    ) -> list[Notification]:
+        """No notifications until `until`; the incident is still tracked (and can resolve meanwhile)."""
+        now, until = utc(now), utc(until)
+        if until <= now:
+            raise IncidentError("a snooze must end in the future")
+        with transaction(self.store) as conn:
+            inc = self._open_incident(conn, incident_id)
+            update(
+                conn, "incidents", incident_id,
+                {"snoozed_until": iso(until), "snoozed_by": user, "updated_at": iso(now)},
+            )
+            if not inc["announced"]:
+                return []
+            span = format_duration((until - now).total_seconds())
+            return [
+                self._note(conn, incident_id, "update", "snoozed", ()),
+                self._note(
+                    conn, incident_id, "reply", "snoozed",
+                    (f"💤 Snoozed by {user} for {span} (until {until:%Y-%m-%d %H:%M} UTC)",),
+                ),
+            ]
+
+    def resolve(self, incident_id: int, user: str, now: datetime | None = None) -> list[Notification]:
+        """Resolved by a person. If the problem still fails after the grace period, the incident reopens."""
+        now = utc(now)
+        with transaction(self.store) as conn:
+            inc = self._open_incident(conn, incident_id)
+            return self._close(conn, inc, now, reason="manual", by=user, lines=[], muted=False)
+
+    # -- views ------------------------------------------------------------------------------------------------
+
+    def _view(self, conn: sqlite3.Connection, incident_id: int) -> IncidentView | None:
+        inc = row(conn, "SELECT * FROM incidents WHERE id = ?", (incident_id,))
+        if inc is None:
+            return None
+        members = tuple(
+            MemberView(
+                fingerprint=m["fingerprint"],
+                check=m["check_id"],
+                subject=Subject(kind=m["subject_kind"], id=m["subject_id"], name=m["subject_name"]),
+                role=m["role"],
+                state=m["state"],
+                severity=m["severity"],
+                first_seen=parse_iso(m["first_seen"]),  # type: ignore[arg-type]
+                last_seen=parse_iso(m["last_seen"]),  # type: ignore[arg-type]
+                cleared_at=parse_iso(m["cleared_at"]),
+                count=m["count"],
+                silenced=bool(m["silenced"]),
+                finding=Finding.model_validate_json(m["finding"]),
+                moved_to=m["moved_to"],
+            )
+            for m in rows(conn, "SELECT * FROM incident_members WHERE incident_id = ? ORDER BY id", (incident_id,))
+        )
+        return IncidentView(
+            id=inc["id"],
+            server=inc["server"],
+            status=inc["status"],
+            severity=inc["severity"],
+            title=inc["title"],
+            anchor=Subject(kind=inc["anchor_kind"], id=inc["anchor_id"], name=inc["anchor_name"]),
+            members=members,
+            channel=inc["channel"],
+            playbook=inc["playbook"],
+            opened_at=parse_iso(inc["opened_at"]),  # type: ignore[arg-type]
+            last_seen=parse_iso(inc["last_seen"]),  # type: ignore[arg-type]
+            resolved_at=parse_iso(inc["resolved_at"]),
+            resolved_by=inc["resolved_by"],
+            resolve_reason=inc["resolve_reason"],
+            count=inc["count"],
+            reopen_count=inc["reopen_count"],
+            ack_by=inc["ack_by"],
+            ack_at=parse_iso(inc["ack_at"]),
+            snoozed_until=parse_iso(inc["snoozed_until"]),
+            snoozed_by=inc["snoozed_by"],
+            announced=bool(inc["announced"]),
+            split_from=inc["split_from"],
+        )
+
+
+def root_key(incident_id: int) -> str:
+    """The outbox dedupe key of an incident's root message (its thread hangs under it)."""
+    return f"incident:{incident_id}:root"
+
+
+def snooze_until(now: datetime, duration_s: float) -> datetime:
+    """The end of a snooze button's period (1 h / 4 h / 24 h)."""
+    return utc(now) + timedelta(seconds=duration_s)
