@@ -98,7 +98,11 @@ async def agents_stale(snap: Snapshot, params: StaleParams) -> list[Finding]:
     running, the queues it serves. Suggests `rotate`.
     """
     findings: list[Finding] = []
-    for worker in await snap.workers():
+    workers = await snap.workers()
+    ages = [worker_age_s(snap, w) for w in workers]
+    snap.metrics["agents.registered"] = len(workers)
+    snap.metrics["agents.alive"] = sum(1 for a in ages if a is not None and a <= params.stale_after)
+    for worker in workers:
         if not matches_any(worker.id, params.workers) or matches_any(worker.id, params.ignore):
             continue
         age = worker_age_s(snap, worker)

@@ -73,7 +73,11 @@ async def queues_backlog(snap: Snapshot, params: BacklogParams) -> list[Finding]
     Warning over a threshold, critical at `critical_factor` times it. Suggests `prioritize` when agents serve
     the queue (moving an urgent task to the front then helps).
     """
-    queues = [q for q in await snap.queues() if q.entries and selected((q.name, q.id), params.queues)]
+    all_queues = await snap.queues()
+    waits = sorted(a for q in all_queues for e in q.entries if (a := snap.age_s(e.added)) is not None)
+    snap.metrics["queues.pending"] = sum(len(q.entries) for q in all_queues)
+    snap.metrics["queues.wait_median_s"] = waits[len(waits) // 2] if waits else 0.0
+    queues = [q for q in all_queues if q.entries and selected((q.name, q.id), params.queues)]
     if not queues:
         return []
     oldest = await oldest_waits(snap, queues)

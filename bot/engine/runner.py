@@ -50,6 +50,7 @@ class RunResult:
     bytes_received: int = 0
     calls_by_endpoint: dict[str, int] = field(default_factory=dict)
     trigger: str = "cli"
+    metrics: dict[str, float] = field(default_factory=dict)  # fleet gauges for digests (agents.alive, ...)
 
     @property
     def problems(self) -> list[Finding]:
@@ -69,6 +70,7 @@ class RunResult:
             "duration_s": round(self.duration_s, 3),
             "api_calls": self.api_calls,
             "bytes_received": self.bytes_received,
+            "metrics": self.metrics,
             "findings": [f.model_dump(mode="json") for f in self.findings],
             "checks": [
                 {
@@ -205,6 +207,7 @@ async def run_playbooks(
         findings=findings,
         checks=runs,
         trigger=trigger,
+        metrics=dict(snap.metrics),
     )
 
 

@@ -44,6 +44,8 @@ class Snapshot:
         self.settings = settings
         self._clock = clock
         self._memo: dict[Any, asyncio.Future[Any]] = {}
+        # Fleet gauges checks compute anyway (agents alive, queue wait): kept per run for digests and trends.
+        self.metrics: dict[str, float] = {}
 
     # -- memoization -----------------------------------------------------------------------------
     async def _once(self, key: Any, fetch: Callable[[], Awaitable[T]]) -> T:
