@@ -1,0 +1,953 @@
+"""Checks: reproducibility (environment capture, why runs fail, what differs between two runs).
+
+A run can be re-run (cloned, requeued on an agent) only if the task recorded what it ran: the code
+(repository + commit + uncommitted diff), the packages (pinned requirements), the interpreter (Python
+version) or a container image. These checks flag what is missing, group recent failures by cause so a
+fleet-wide problem (a broken requirement, a dead agent, a storage outage) shows as one finding instead of
+fifty, and compare two runs field by field.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import Field, model_validator
+
+from bot.checks.common import Duration, Patterns, iso, related
+from bot.checks.storage import FAILED_TASK_FIELDS, log_tails, match_storage_errors, project_filter, redact_obj
+from bot.clearml.errors import NotFoundError
+from bot.engine.findings import SEVERITY_RANK, ActionId, Finding, Severity, Subject, fingerprint_for
+from bot.engine.registry import CheckParams, check
+from bot.redact import redact
+
+if TYPE_CHECKING:
+    from bot.clearml.models import Task
+    from bot.engine.snapshot import Snapshot
+
+
+# ================================================================================================
+# Requirements parsing
+
+
+@dataclass
+class Requirement:
+    name: str  # normalized: lower case, "_" and "." -> "-"
+    spec: str  # "==2.3.0", ">=1.0", "@ https://...", "" (none)
+    pinned: bool
+    local: bool = False  # installed from a local path (pip freeze inside conda: "@ file:///...")
+    line: str = ""
+
+
+_NAME = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)\s*(\[[^\]]*\])?\s*(.*)$")
+_PY_LINE = re.compile(r"^#\s*Python\s+(\d+\.\d+(?:\.\d+)?)", re.I)
+_COMMIT_REF = re.compile(r"@[0-9a-f]{7,40}\b")
+
+
+def normalize(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def parse_pip(text: str | None) -> tuple[list[Requirement], str | None]:
+    """Requirements from pip requirements text, plus the Python version of the SDK's "# Python x.y" line."""
+    reqs: list[Requirement] = []
+    python: str | None = None
+    for raw in (text or "").splitlines():
+        line = raw.strip()
+        if not line:
+            continue
+        if line.startswith("#"):
+            match = _PY_LINE.match(line)
+            if match and python is None:
+                python = match.group(1)
+            continue
+        line = line.split(" #", 1)[0].strip()
+        if line.startswith(("-e ", "--editable ")):
+            url = line.split(None, 1)[1]
+            name = url.rsplit("#egg=", 1)[-1] if "#egg=" in url else url.rstrip("/").rsplit("/", 1)[-1]
+            local = url.startswith(("file:", ".", "/"))
+            reqs.append(Requirement(normalize(name), url, bool(_COMMIT_REF.search(url)) and not local, local, raw))
+            continue
+        if line.startswith("-"):
+            continue  # --extra-index-url, -r, --find-links: options, not packages
+        if line.startswith(("git+", "http://", "https://")):
+            name = line.rsplit("#egg=", 1)[-1] if "#egg=" in line else line.rstrip("/").rsplit("/", 1)[-1]
+            reqs.append(Requirement(normalize(name.split("@")[0]), line, bool(_COMMIT_REF.search(line)), False, raw))
+            continue
+        line = line.split(";", 1)[0].strip()  # environment markers
+        match = _NAME.match(line)
+        if not match:
+            continue
+        name, spec = match.group(1), match.group(3).strip()
+        if spec.startswith("@"):
+            url = spec[1:].strip()
+            local = url.startswith(("file:", "/", "."))
+            pinned = not local and (bool(_COMMIT_REF.search(url)) or url.endswith((".whl", ".tar.gz", ".zip")))
+            reqs.append(Requirement(normalize(name), spec, pinned, local, raw))
+            continue
+        pinned = bool(re.match(r"^===?\s*[^*,\s]+$", spec))
+        reqs.append(Requirement(normalize(name), spec, pinned, False, raw))
+    return reqs, python
+
+
+def parse_conda(text: str | None) -> list[Requirement]:
+    """Packages from a conda environment / `conda list --export` text (name=version=build)."""
+    reqs: list[Requirement] = []
+    for raw in (text or "").splitlines():
+        line = raw.strip()
+        if not line or line.startswith(("#", "@", "name:", "channels:", "dependencies:", "prefix:")):
+            continue
+        line = line.lstrip("- ").strip()
+        if not line or line.endswith(":") or "://" in line:
+            continue
+        if "==" in line:
+            name, _, version = line.partition("==")
+        else:
+            name, _, version = line.partition("=")
+        version = version.split("=", 1)[0].strip()
+        reqs.append(
+            Requirement(
+                normalize(name.strip()),
+                f"={version}" if version else "",
+                bool(version) and "*" not in version,
+                False,
+                raw,
+            )
+        )
+    return reqs
+
+
+def python_version(task: Task) -> tuple[str | None, str]:
+    """(version, source): from script.binary ("python3.10") or the requirements' "# Python 3.10.4" line."""
+    binary = str(task.get("script.binary") or "")
+    match = re.search(r"python(\d+\.\d+)", binary)
+    if match:
+        return match.group(1), "script.binary"
+    _, from_reqs = parse_pip(_req_text(task, "pip"))
+    if from_reqs:
+        return from_reqs, "requirements"
+    return None, ""
+
+
+def _req_text(task: Task, kind: str) -> str:
+    reqs = task.get("script.requirements")
+    if not isinstance(reqs, dict):
+        return ""
+    value = reqs.get(kind)
+    if isinstance(value, list):  # some SDK versions store a list of lines
+        return "\n".join(str(v) for v in value)
+    return str(value or "")
+
+
+def requirements_of(task: Task) -> dict[str, Requirement]:
+    pip, _ = parse_pip(_req_text(task, "pip"))
+    conda = parse_conda(_req_text(task, "conda"))
+    out = {r.name: r for r in conda}
+    out.update({r.name: r for r in pip})  # pip wins: it is what the agent installs by default
+    return out
+
+
+def _diff_lines(diff: str) -> int:
+    return sum(1 for line in diff.splitlines() if line.startswith(("+", "-")) and not line.startswith(("+++", "---")))
+
+
+# ================================================================================================
+# repro.environment
+
+GapName = Literal[
+    "no_requirements",
+    "local_requirements",
+    "unpinned_requirements",
+    "no_code",
+    "no_repository",
+    "no_commit",
+    "uncommitted_changes",
+    "no_python_version",
+]
+
+# Default severity per gap, and why:
+# - no_requirements / no_code / no_commit: the run cannot be rebuilt at all (the agent installs nothing, has
+#   no code, or checks out whatever the branch is today): warning.
+# - local_requirements: "pkg @ file:///..." lines (pip freeze inside conda) fail to install anywhere else:
+#   warning.
+# - unpinned_requirements, uncommitted_changes, no_repository (a standalone script kept in the diff),
+#   no_python_version: the run can be rebuilt, but may differ (newer packages, a diff that no longer
+#   applies, another interpreter): info.
+GAP_SEVERITY: dict[str, Severity] = {
+    "no_requirements": "warning",
+    "local_requirements": "warning",
+    "no_code": "warning",
+    "no_commit": "warning",
+    "unpinned_requirements": "info",
+    "uncommitted_changes": "info",
+    "no_repository": "info",
+    "no_python_version": "info",
+}
+
+_GAP_FIX: dict[str, str] = {
+    "no_requirements": "Let the SDK record the packages (do not set `sdk.development.detect_with_pip_freeze: "
+    "false` together with disabled auto-detection; call `Task.add_requirements(...)` for packages it misses), or "
+    "set the requirements in the task's Execution tab before cloning.",
+    "local_requirements": "Replace `pkg @ file:///...` lines with pinned versions (`pkg==x.y`): set "
+    "`sdk.development.detect_with_pip_freeze: false` so the SDK records imports, not a conda freeze.",
+    "unpinned_requirements": "Pin versions (`pkg==x.y.z`), e.g. with `sdk.development.detect_with_pip_freeze: "
+    "true` in clearml.conf, so a clone installs what the original ran with.",
+    "no_code": "Run from a git repository (the SDK records repository, commit and diff), or keep the script in "
+    "the task (`Task.init` stores a standalone script in the diff).",
+    "no_repository": "The code is a standalone script stored in the task; consider running it from a git "
+    "repository so changes are versioned.",
+    "no_commit": "Push the commit and run from a clean checkout so `script.version_num` is recorded.",
+    "uncommitted_changes": "Commit and push before running: an agent re-applies the stored diff, and "
+    "`Failed applying git diff` is a common failure when the base commit moved or was never pushed.",
+    "no_python_version": "Record the interpreter: set `script.binary` (e.g. python3.10) or run in a container "
+    "image (`Task.set_base_docker(...)` / agent `--docker`).",
+}
+
+
+class EnvironmentParams(CheckParams):
+    window: Duration = Field(default=24 * 3600.0, description="tasks whose status changed within this window")
+    projects: Patterns = Field(default_factory=list, description="project name/id globs (empty: all projects)")
+    statuses: list[str] = Field(
+        default_factory=lambda: ["in_progress", "completed", "failed", "stopped", "published", "closed"],
+        description="task statuses to look at; drafts and queued tasks have not captured their environment yet",
+    )
+    types: list[str] = Field(
+        default_factory=lambda: ["training", "testing", "inference"],
+        description="task types to look at (datasets, controllers and services are excluded by default)",
+    )
+    ignore: list[GapName] = Field(default_factory=list, description="gap kinds not to report")
+    severities: dict[GapName, Literal["info", "warning", "critical"]] = Field(
+        default_factory=dict, description="override the severity of a gap kind, e.g. {unpinned_requirements: warning}"
+    )
+    max_unpinned_listed: int = Field(default=10, ge=1, le=200, description="unpinned packages listed per task")
+
+
+def environment_gaps(task: Task) -> dict[str, Any]:
+    """Gap name -> details for one task (empty when the environment is fully captured)."""
+    gaps: dict[str, Any] = {}
+    pip_text, conda_text = _req_text(task, "pip"), _req_text(task, "conda")
+    pip, _ = parse_pip(pip_text)
+    conda = parse_conda(conda_text)
+    packages = pip + conda
+    if not packages:
+        gaps["no_requirements"] = "script.requirements has no pip or conda packages"
+    else:
+        local = [r.line.strip() for r in packages if r.local]
+        unpinned = [r.line.strip() for r in packages if not r.pinned and not r.local]
+        if local:
+            gaps["local_requirements"] = local
+        if unpinned:
+            gaps["unpinned_requirements"] = unpinned
+    repository = str(task.get("script.repository") or "").strip()
+    diff = str(task.get("script.diff") or "")
+    if not repository:
+        gaps["no_code" if not diff.strip() else "no_repository"] = (
+            "no repository and no stored script" if not diff.strip() else "standalone script stored in script.diff"
+        )
+    else:
+        if not str(task.get("script.version_num") or "").strip():
+            gaps["no_commit"] = f"{repository} without a commit (script.version_num)"
+        if diff.strip():
+            gaps["uncommitted_changes"] = f"{_diff_lines(diff)} changed lines in script.diff"
+    version, _ = python_version(task)
+    image = str(task.get("container.image") or "").strip()
+    if not version and not image:
+        gaps["no_python_version"] = "neither script.binary / '# Python' nor container.image"
+    return gaps
+
+
+@check("repro.environment", params=EnvironmentParams)
+async def environment(snap: Snapshot, params: EnvironmentParams) -> list[Finding]:
+    """Recent tasks with gaps in their environment capture, one finding per task listing what is missing.
+
+    Gaps: no requirements (pip/conda), requirements installed from local paths, unpinned requirements, no
+    code (no repository and no stored script), a standalone script, no commit (`script.version_num`),
+    uncommitted changes (`script.diff`), no Python version (`script.binary` or the requirements' "# Python"
+    line) and no container image. Severity is the worst gap: warning for gaps that make a re-run impossible
+    or wrong (no requirements/code/commit, local requirements), info for the rest; `severities` overrides.
+    """
+    project_ids = await project_filter(snap, params.projects)
+    if project_ids == []:
+        return []
+    tasks = await snap.tasks(
+        status=params.statuses,
+        type=params.types,
+        changed_within=timedelta(seconds=params.window),
+        projects=project_ids,
+        extra_fields=(
+            "script.repository",
+            "script.branch",
+            "script.version_num",
+            "script.binary",
+            "script.requirements",
+            "script.diff",
+            "script.entry_point",
+            "container.image",
+        ),
+    )
+    severity_of = {**GAP_SEVERITY, **params.severities}
+    secrets = snap.server.secrets()
+    findings: list[Finding] = []
+    for task in tasks:
+        if "dataset" in task.system_tags:
+            continue
+        gaps = {k: v for k, v in environment_gaps(task).items() if k not in params.ignore}
+        if not gaps:
+            continue
+        worst = max((severity_of[g] for g in gaps), key=lambda s: SEVERITY_RANK[s])
+        names = sorted(gaps, key=lambda g: (-SEVERITY_RANK[severity_of[g]], g))
+        evidence_gaps: dict[str, Any] = {}
+        for name in names:
+            value = gaps[name]
+            if isinstance(value, list):
+                evidence_gaps[name] = {"count": len(value), "packages": value[: params.max_unpinned_listed]}
+            else:
+                evidence_gaps[name] = value
+        human = ", ".join(g.replace("_", " ") for g in names)
+        findings.append(
+            Finding(
+                check="repro.environment",
+                severity=worst,
+                title=f"Task '{task.name}' cannot be reliably re-run: {human}",
+                detail="; ".join(
+                    f"{g.replace('_', ' ')}: {v if not isinstance(v, list) else ', '.join(v[:5])}"
+                    for g, v in gaps.items()
+                )[:1000],
+                subject=Subject(kind="task", id=task.id, name=task.name),
+                evidence=redact_obj(
+                    {
+                        "task": {"id": task.id, "name": task.name, "status": task.status, "type": task.type},
+                        "gaps": evidence_gaps,
+                        "severities": {g: severity_of[g] for g in names},
+                        "repository": task.get("script.repository") or None,
+                        "commit": task.get("script.version_num") or None,
+                        "python": python_version(task)[0],
+                        "container": task.get("container.image") or None,
+                    },
+                    secrets,
+                ),
+                links=[snap.task_link(task)],
+                remediation=" ".join(_GAP_FIX[g] for g in names),
+                actions=[],
+            )
+        )
+    return findings
+
+
+# ================================================================================================
+# repro.failure_causes
+
+
+@dataclass
+class Cause:
+    id: str
+    title: str
+    patterns: list[re.Pattern[str]]
+    remediation: str
+    actions: list[ActionId]
+    severity: Severity = "warning"
+
+
+def _rx(*patterns: str) -> list[re.Pattern[str]]:
+    return [re.compile(p, re.I) for p in patterns]
+
+
+# Ordered most specific / most upstream first: a failed `pip install` is followed by ModuleNotFoundError, and
+# a missing Python by a failed install, so the first matching cause is the root cause.
+CAUSES: list[Cause] = [
+    Cause(
+        "python_not_found",
+        "requested Python not found",
+        _rx(
+            r"Python executable with version .* not found",
+            r"requested python( version)? .*(not found|not available)",
+            r"python\d\.\d+: (command )?not found",
+            r"could not find (a )?python( interpreter)?( version)? \d",
+            r"No python interpreter found",
+        ),
+        "The agent could not find the Python version the task asks for (`script.binary`) and fell back to another "
+        "one. Install that Python on the workers (or `agent.default_python` / `agent.python_binary` in the agent's "
+        "clearml.conf), run in a container image that has it, or edit the task's binary in a clone.",
+        ["clone"],
+    ),
+    Cause(
+        "requirements_install",
+        "requirements failed to install",
+        _rx(
+            r"Could not install task requirements",
+            r"Could not find a version that satisfies the requirement",
+            r"No matching distribution found for",
+            r"Failed building wheel|Failed to build .*wheel",
+            r"subprocess-exited-with-error",
+            r"ResolutionImpossible|conflicting dependencies",
+            r"(pip|conda) install .*failed|PackagesNotFoundError",
+        ),
+        "The agent could not install the task's packages: a pinned version that does not exist for the worker's "
+        "Python/platform, a private index the worker cannot reach, or a conflict. Fix the requirements in a clone "
+        "(Execution tab), or configure `agent.package_manager.extra_index_url` / the Python version.",
+        ["clone"],
+    ),
+    Cause(
+        "git_diff",
+        "uncommitted changes (git diff) did not apply",
+        _rx(
+            r"Failed applying git diff",
+            r"error: patch failed",
+            r"patch does not apply",
+            r"corrupt patch at line",
+            r"git apply .*failed",
+        ),
+        "The stored uncommitted changes do not apply on the recorded commit (the commit was never pushed, or the "
+        "diff was made against another base). Commit and push, then run again; or clear the diff in a clone.",
+        ["clone"],
+    ),
+    Cause(
+        "repository",
+        "repository could not be checked out",
+        _rx(
+            r"failed cloning repository",
+            r"Repository cloning failed",
+            r"fatal: could not read Username",
+            r"fatal: repository '.*' not found",
+            r"Permission denied \(publickey\)",
+            r"reference is not a tree",
+            r"did not match any file\(s\) known to git",
+            r"couldn't find remote ref",
+        ),
+        "The agent could not clone the repository or find the commit: give the workers git credentials "
+        "(`agent.git_user` / `agent.git_pass` or an SSH key, `agent.force_git_ssh_protocol`), and push the commit.",
+        ["clone"],
+    ),
+    Cause(
+        "missing_module",
+        "missing Python module",
+        _rx(
+            r"ModuleNotFoundError: No module named",
+            r"ImportError: No module named",
+            r"ImportError: cannot import name",
+            r"ImportError: lib\S+\.so\S*: cannot open shared object file",
+        ),
+        "The code imports a package the task's requirements do not list (auto-detection missed it, or it is "
+        "imported dynamically). Add it with `Task.add_requirements('pkg', 'x.y')` before `Task.init`, or edit the "
+        "requirements in a clone; for a missing system library use a container image that has it.",
+        ["clone"],
+    ),
+    Cause(
+        "cuda_oom",
+        "CUDA out of memory",
+        _rx(
+            r"CUDA out of memory",
+            r"torch\.cuda\.OutOfMemoryError",
+            r"CUBLAS_STATUS_ALLOC_FAILED",
+            r"RESOURCE_EXHAUSTED.*OOM|OOM when allocating tensor",
+            r"cudaErrorMemoryAllocation",
+            r"HIP out of memory",
+        ),
+        "The GPU ran out of memory: lower the batch size or model size in a clone, enable mixed precision, or "
+        "enqueue to a queue whose workers have larger GPUs (and check no other process shares the GPU).",
+        ["clone", "requeue"],
+    ),
+    Cause(
+        "storage",
+        "storage / upload error",
+        [],  # matched with bot.checks.storage.match_storage_errors
+        "Uploading artifacts or models failed: see storage.upload_failures and storage.probe for the storage "
+        "in question, fix it, then requeue the task.",
+        ["requeue"],
+    ),
+    Cause(
+        "agent_killed",
+        "agent shut down or the process was killed",
+        _rx(
+            r"Forced stop \(non-responsive\)",
+            r"worker execution exit code (-9|137|-15|143)\b",
+            r"\bKilled\b\s*$|Killed process|\bSIGKILL\b|\bSIGTERM\b|received signal (9|15)|signal: killed",
+            r"clearml-agent.*(shut(ting)? ?down|terminat)",
+            r"spot (instance )?(interruption|termination)",
+            r"Out of memory: Killed|oom-kill",
+        ),
+        "The run did not end by itself: its agent died, the machine was shut down (spot interruption, autoscaler "
+        "scale-in) or the kernel's OOM killer ended it. Check the worker (agents.* findings), give it more RAM if "
+        "the OOM killer was involved, and requeue.",
+        ["requeue"],
+    ),
+    Cause(
+        "user_code",
+        "exception in the task's code",
+        _rx(r"Traceback \(most recent call last\)", r"^\s*\w+(Error|Exception)(: |$)"),
+        "The task's own code raised an exception (see the lines). Fix the code, or reproduce it (clone and run "
+        "again) to see whether it is deterministic.",
+        ["reproduce", "clone"],
+        "info",
+    ),
+    Cause(
+        "unknown",
+        "no cause found in the log",
+        [],
+        "Neither the status message nor the log tail names a cause: open the task's console in the web UI; "
+        "requeue if it was a transient failure.",
+        ["requeue"],
+        "info",
+    ),
+]
+CAUSE_IDS: tuple[str, ...] = tuple(c.id for c in CAUSES)
+CauseName = Literal[
+    "python_not_found",
+    "requirements_install",
+    "git_diff",
+    "repository",
+    "missing_module",
+    "cuda_oom",
+    "storage",
+    "agent_killed",
+    "user_code",
+    "unknown",
+]
+
+
+def classify_failure(lines: list[str], status_reason: str = "", status_message: str = "") -> tuple[str, list[str]]:
+    """(cause id, the matching lines) for one failed task."""
+    texts = [t for t in (status_reason, status_message) if t] + list(lines)
+    for cause in CAUSES:
+        if cause.id == "storage":
+            hits = [line for line, _ in match_storage_errors(texts)]
+        else:
+            hits = [t for t in texts if any(p.search(t) for p in cause.patterns)]
+        if hits:
+            return cause.id, hits
+    return "unknown", []
+
+
+class FailureCausesParams(CheckParams):
+    window: Duration = Field(default=24 * 3600.0, description="failed tasks whose status changed within this window")
+    projects: Patterns = Field(default_factory=list, description="project name/id globs (empty: all projects)")
+    lines: int = Field(default=200, ge=10, le=5000, description="console lines read from the end of each log")
+    max_tasks: int = Field(default=200, ge=1, le=5000, description="at most this many recent failures are read")
+    include_non_responsive: bool = Field(
+        default=True,
+        description="also count tasks the server stopped as `Forced stop (non-responsive)` (their agent died)",
+    )
+    critical_count: int | None = Field(
+        default=10, ge=1, description="this many failures of one cause in the window make it critical (null: never)"
+    )
+    severities: dict[CauseName, Literal["info", "warning", "critical"]] = Field(
+        default_factory=dict, description="override the severity of a cause, e.g. {user_code: warning}"
+    )
+    max_listed: int = Field(default=20, ge=1, le=500, description="tasks listed in a finding's evidence")
+
+
+@check("repro.failure_causes", params=FailureCausesParams)
+async def failure_causes(snap: Snapshot, params: FailureCausesParams) -> list[Finding]:
+    """Recent failed tasks grouped by cause, from the status reason/message and the console log tail.
+
+    Causes (most upstream first): requested Python not found, requirements install failed, git diff did not
+    apply, repository checkout failed, missing module, CUDA out of memory, storage error, agent shut down or
+    killed, user code exception, unknown. One finding per cause listing the tasks; its subject is the most
+    recent failure of that cause (so actions act on it), and its fingerprint is keyed by the cause, not the
+    task, so a new failure of the same cause updates the same incident instead of opening another.
+    Environment causes warn; user code and unknown are info; `critical_count` failures of one cause are critical.
+    """
+    project_ids = await project_filter(snap, params.projects)
+    if project_ids == []:
+        return []
+    window = timedelta(seconds=params.window)
+    tasks = await snap.tasks(
+        status=["failed"], changed_within=window, projects=project_ids, extra_fields=FAILED_TASK_FIELDS
+    )
+    if params.include_non_responsive:
+        stopped = await snap.tasks(status=["stopped"], changed_within=window, projects=project_ids)
+        tasks = tasks + [t for t in stopped if "non-responsive" in f"{t.status_reason} {t.status_message}".lower()]
+    tasks = [t for t in tasks if "dataset" not in t.system_tags]
+    tasks.sort(key=lambda t: t.status_changed or datetime.min.replace(tzinfo=UTC), reverse=True)
+    tasks = tasks[: params.max_tasks]
+    if not tasks:
+        return []
+    logs = await log_tails(snap, tasks, params.lines)
+    secrets = snap.server.secrets()
+    groups: dict[str, list[tuple[Task, list[str]]]] = {}
+    for task in tasks:
+        cause, hits = classify_failure(logs.get(task.id, []), task.status_reason, task.status_message)
+        groups.setdefault(cause, []).append((task, hits))
+
+    by_id = {c.id: c for c in CAUSES}
+    findings: list[Finding] = []
+    server_anchor = Subject(kind="server", id=snap.server.api_url, name=snap.server.name)
+    for cause_id in CAUSE_IDS:
+        members = groups.get(cause_id)
+        if not members:
+            continue
+        cause = by_id[cause_id]
+        latest, latest_hits = members[0]
+        severity: Severity = params.severities.get(cause_id, cause.severity)  # type: ignore[arg-type]
+        if params.critical_count is not None and len(members) >= params.critical_count and cause_id != "unknown":
+            severity = "critical"
+        listed = []
+        for task, hits in members[: params.max_listed]:
+            listed.append(
+                {
+                    "id": task.id,
+                    "name": task.name,
+                    "project": task.project,
+                    "status": task.status,
+                    "status_changed": iso(task.status_changed),
+                    "status_reason": redact(task.status_reason, secrets),
+                    "line": redact(hits[-1].strip(), secrets)[:400] if hits else None,
+                    "link": snap.task_link(task),
+                }
+            )
+        lines = [redact(h.strip(), secrets)[:400] for h in latest_hits[:5]]
+        evidence: dict[str, Any] = {
+            "cause": cause_id,
+            "count": len(members),
+            "tasks": listed,
+            "lines": lines,
+            "window_s": params.window,
+        }
+        if cause_id == "storage":
+            evidence["related"] = [related("task", t.id, t.name) for t, _ in members[:10]]
+        names = ", ".join(f"'{t.name}'" for t, _ in members[:3]) + (" …" if len(members) > 3 else "")
+        findings.append(
+            Finding(
+                check="repro.failure_causes",
+                severity=severity,
+                title=f"{len(members)} failed task{'s' if len(members) != 1 else ''}: {cause.title} ({names})",
+                detail=lines[0] if lines else (latest.status_message or latest.status_reason or ""),
+                subject=Subject(kind="task", id=latest.id, name=latest.name),
+                fingerprint=fingerprint_for("repro.failure_causes", server_anchor, cause_id),
+                evidence=evidence,
+                links=[snap.task_link(t) for t, _ in members[:10]],
+                remediation=cause.remediation,
+                actions=list(cause.actions),
+            )
+        )
+    return findings
+
+
+# ================================================================================================
+# repro.compare
+
+ENV_PARTS = ("commit", "diff", "requirements", "python", "container")
+
+
+class CompareParams(CheckParams):
+    task_a: str | None = Field(default=None, description="the reference task id (e.g. the run that worked)")
+    task_b: str | None = Field(default=None, description="the task id compared with it (e.g. the clone that failed)")
+    window: Duration = Field(
+        default=24 * 3600.0,
+        description="without task_a/task_b: compare recent failed tasks (status changed within this window) with the "
+        "completed task they were cloned from",
+    )
+    max_pairs: int = Field(default=20, ge=1, le=500, description="without task ids: at most this many pairs")
+    ignore_hyperparams: Patterns = Field(
+        default_factory=list, description="hyperparameter globs ('Section/name') left out of the comparison"
+    )
+
+    @model_validator(mode="after")
+    def _both_or_neither(self) -> CompareParams:
+        if bool(self.task_a) != bool(self.task_b):
+            raise ValueError("give both task_a and task_b (two task ids), or neither for automatic mode")
+        return self
+
+
+def _flat_hyperparams(task: Task) -> dict[str, str]:
+    out: dict[str, str] = {}
+    hp = task.get("hyperparams") or {}
+    if isinstance(hp, dict):
+        for section, params in hp.items():
+            if not isinstance(params, dict):
+                continue
+            for name, value in params.items():
+                if isinstance(value, dict):
+                    out[f"{section}/{name}"] = str(value.get("value", ""))
+                else:
+                    out[f"{section}/{name}"] = str(value)
+    legacy = task.get("execution.parameters") or {}
+    if isinstance(legacy, dict):
+        for name, value in legacy.items():
+            out.setdefault(name if "/" in name else f"Args/{name}", str(value))
+    return out
+
+
+def _input_models(task: Task) -> dict[str, str]:
+    models = task.get("models.input") or []
+    out = {str(m.get("name") or m.get("model")): str(m.get("model") or "") for m in models if isinstance(m, dict)}
+    legacy = task.get("execution.model")
+    if legacy and not out:
+        out["input"] = str(legacy)
+    return out
+
+
+def _changed(a: Any, b: Any) -> list[Any] | None:
+    return None if a == b else [a, b]
+
+
+def _dict_diff(a: dict[str, str], b: dict[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    added = {k: b[k] for k in sorted(set(b) - set(a))}
+    removed = {k: a[k] for k in sorted(set(a) - set(b))}
+    changed = {k: [a[k], b[k]] for k in sorted(set(a) & set(b)) if a[k] != b[k]}
+    if added:
+        out["added"] = added
+    if removed:
+        out["removed"] = removed
+    if changed:
+        out["changed"] = changed
+    return out
+
+
+def compare_tasks(a: Task, b: Task, ignore_hyperparams: Iterable[str] = ()) -> dict[str, Any]:
+    """The differences between two task documents, by part; a part is absent when it is the same."""
+    from bot.checks.common import matches_any
+
+    diff: dict[str, Any] = {}
+    commit = {
+        key: pair
+        for key in ("repository", "branch", "version_num", "entry_point", "working_dir")
+        if (pair := _changed(a.get(f"script.{key}") or None, b.get(f"script.{key}") or None)) is not None
+    }
+    if commit:
+        diff["commit"] = commit
+    da, db = str(a.get("script.diff") or ""), str(b.get("script.diff") or "")
+    if da != db:
+        diff["diff"] = {
+            "a": {
+                "changed_lines": _diff_lines(da),
+                "sha256": hashlib.sha256(da.encode()).hexdigest()[:12] if da else None,
+            },
+            "b": {
+                "changed_lines": _diff_lines(db),
+                "sha256": hashlib.sha256(db.encode()).hexdigest()[:12] if db else None,
+            },
+        }
+    ra = {k: v.spec or "(any)" for k, v in requirements_of(a).items()}
+    rb = {k: v.spec or "(any)" for k, v in requirements_of(b).items()}
+    req = _dict_diff(ra, rb)
+    if req:
+        diff["requirements"] = req
+    pa, pb = python_version(a)[0], python_version(b)[0]
+    if pa != pb:
+        diff["python"] = [pa, pb]
+    container = {
+        key: pair
+        for key in ("image", "arguments", "setup_shell_script")
+        if (pair := _changed(a.get(f"container.{key}") or None, b.get(f"container.{key}") or None)) is not None
+    }
+    if container:
+        diff["container"] = container
+    ha, hb = _flat_hyperparams(a), _flat_hyperparams(b)
+    ignore = list(ignore_hyperparams)
+    datasets_a = {k: v for k, v in ha.items() if k.startswith("Datasets/")}
+    datasets_b = {k: v for k, v in hb.items() if k.startswith("Datasets/")}
+    ha = {k: v for k, v in ha.items() if not k.startswith("Datasets/") and not matches_any(k, ignore)}
+    hb = {k: v for k, v in hb.items() if not k.startswith("Datasets/") and not matches_any(k, ignore)}
+    hyper = _dict_diff(ha, hb)
+    if hyper:
+        diff["hyperparams"] = hyper
+    ds = _dict_diff(datasets_a, datasets_b)
+    if ds:
+        diff["datasets"] = ds
+    models = _dict_diff(_input_models(a), _input_models(b))
+    if models:
+        diff["models"] = models
+    conf_a, conf_b = a.get("configuration") or {}, b.get("configuration") or {}
+    if isinstance(conf_a, dict) and isinstance(conf_b, dict):
+        changed_conf = sorted(
+            k
+            for k in set(conf_a) | set(conf_b)
+            if (conf_a.get(k) or {}).get("value") != (conf_b.get(k) or {}).get("value")
+        )
+        if changed_conf:
+            diff["configuration"] = changed_conf
+    return diff
+
+
+def _summary(diff: dict[str, Any]) -> str:
+    parts = []
+    for key in (
+        "commit",
+        "diff",
+        "requirements",
+        "python",
+        "container",
+        "hyperparams",
+        "datasets",
+        "models",
+        "configuration",
+    ):
+        if key not in diff:
+            continue
+        value = diff[key]
+        if key == "requirements":
+            n = sum(len(value.get(k, {})) for k in ("added", "removed", "changed"))
+            parts.append(f"requirements ({n} package{'s' if n != 1 else ''})")
+        elif key in ("hyperparams", "datasets", "models"):
+            n = sum(len(value.get(k, {})) for k in ("added", "removed", "changed"))
+            parts.append(f"{key} ({n})")
+        elif key == "commit":
+            parts.append("code (" + ", ".join(sorted(value)) + ")")
+        else:
+            parts.append(key)
+    return ", ".join(parts)
+
+
+def _detail(diff: dict[str, Any], limit: int = 8) -> str:
+    lines: list[str] = []
+    for key, value in diff.items():
+        if key in ("requirements", "hyperparams", "datasets", "models"):
+            for name, pair in list(value.get("changed", {}).items())[:limit]:
+                lines.append(f"{key} {name}: {pair[0]} -> {pair[1]}")
+            for name, spec in list(value.get("added", {}).items())[:limit]:
+                lines.append(f"{key} {name}: added ({spec})")
+            for name, spec in list(value.get("removed", {}).items())[:limit]:
+                lines.append(f"{key} {name}: removed (was {spec})")
+        elif key in ("commit", "container"):
+            for name, pair in value.items():
+                lines.append(f"{key}.{name}: {pair[0]} -> {pair[1]}")
+        elif key == "python":
+            lines.append(f"python: {value[0]} -> {value[1]}")
+        elif key == "diff":
+            lines.append(f"uncommitted changes: {value['a']['changed_lines']} -> {value['b']['changed_lines']} lines")
+        elif key == "configuration":
+            lines.append("configuration changed: " + ", ".join(value[:limit]))
+    return "; ".join(lines[:20])
+
+
+@check("repro.compare", params=CompareParams)
+async def compare(snap: Snapshot, params: CompareParams) -> list[Finding]:
+    """What differs between two runs: commit, uncommitted diff, requirements (per package), Python, container,
+    hyperparameters, input datasets and models.
+
+    With `task_a`/`task_b`: one info finding with the structured diff (it is a report you asked for, not an
+    alert); an unknown id is an error naming it. Without ids: every recent failed task cloned from a task of
+    the same type that completed is compared with that original; a warning when the environment (commit, diff,
+    requirements, Python, container) changed, since that is the likely cause, else info.
+    """
+    secrets = snap.server.secrets()
+    if params.task_a and params.task_b:
+        docs: dict[str, Task] = {}
+        for tid in (params.task_a, params.task_b):
+            try:
+                docs[tid] = await snap.task(tid)
+            except NotFoundError:
+                return [
+                    Finding(
+                        check="repro.compare",
+                        severity="error",
+                        title=f"repro.compare: task {tid} does not exist",
+                        detail=f"The server has no task with id {tid} (parameter "
+                        f"{'task_a' if tid == params.task_a else 'task_b'}).",
+                        subject=Subject(kind="task", id=tid, name=""),
+                        remediation="Copy the task id from the web UI (task info panel, or the id in the task's URL) "
+                        "and pass it as task_a / task_b.",
+                    )
+                ]
+        a, b = docs[params.task_a], docs[params.task_b]
+        return [_compare_finding(snap, a, b, compare_tasks(a, b, params.ignore_hyperparams), "info", secrets)]
+
+    failed = await snap.tasks(status=["failed"], changed_within=timedelta(seconds=params.window))
+    failed = [t for t in failed if t.raw.get("parent") and "dataset" not in t.system_tags]
+    if not failed:
+        return []
+    parents = await snap.tasks_by_id({str(t.raw["parent"]) for t in failed})
+    pairs: list[tuple[Task, Task]] = []
+    for task in failed:
+        parent = parents.get(str(task.raw["parent"]))
+        if parent is None or parent.status not in ("completed", "published", "closed") or parent.type != task.type:
+            continue
+        pairs.append((parent, task))
+    pairs = pairs[: params.max_pairs]
+    gate = asyncio.Semaphore(8)
+
+    async def full(task_id: str) -> Task:
+        async with gate:
+            return await snap.task(task_id)
+
+    findings: list[Finding] = []
+    for parent, task in pairs:
+        a, b = await asyncio.gather(full(parent.id), full(task.id))
+        diff = compare_tasks(a, b, params.ignore_hyperparams)
+        env_changed = any(k in diff for k in ENV_PARTS)
+        findings.append(_compare_finding(snap, a, b, diff, "warning" if env_changed else "info", secrets, auto=True))
+    return findings
+
+
+def _compare_finding(
+    snap: Snapshot,
+    a: Task,
+    b: Task,
+    diff: dict[str, Any],
+    severity: Severity,
+    secrets: list[str],
+    *,
+    auto: bool = False,
+) -> Finding:
+    env = [k for k in ENV_PARTS if k in diff]
+    summary = _summary(diff)
+    if auto:
+        title = (
+            f"Failed task '{b.name}' differs from the completed run it was cloned from: {summary}"
+            if diff
+            else f"Failed task '{b.name}' has the same code, environment and parameters as its completed original"
+        )
+    else:
+        title = f"Task '{b.name}' vs '{a.name}': " + (f"differs in {summary}" if diff else "no differences")
+    if env:
+        remediation = (
+            "The environment changed between the runs (" + ", ".join(env) + "): that is the first suspect. Clone "
+            "the working run to re-create its environment, or align the changed parts (requirements, commit, "
+            "container) in a clone of the new one."
+        )
+    elif diff:
+        remediation = (
+            "Only parameters/inputs differ: compare metrics and outputs of the two runs in the web UI "
+            "(select both, Compare) to see the effect."
+        )
+    else:
+        remediation = (
+            "Nothing recorded differs: the difference is outside the task (data behind a URL, hardware, "
+            "non-determinism). Reproduce the run to see whether the result repeats."
+        )
+    links = [snap.task_link(b), snap.task_link(a)]
+    web = snap.web
+    links.append(f"{web}/projects/*/experiments/compare-experiments;ids={a.id},{b.id}/details")
+    return Finding(
+        check="repro.compare",
+        severity=severity,
+        title=redact(title, secrets),
+        detail=redact(_detail(diff), secrets),
+        subject=Subject(kind="task", id=b.id, name=b.name),
+        evidence=redact_obj(
+            {
+                "task_a": {"id": a.id, "name": a.name, "status": a.status},
+                "task_b": {"id": b.id, "name": b.name, "status": b.status},
+                "differs_in": list(diff),
+                "environment_differs": bool(env),
+                "diff": diff,
+                "related": [related("task", a.id, a.name)],
+            },
+            secrets,
+        ),
+        links=links,
+        remediation=remediation,
+        actions=["clone", "reproduce"] if auto else [],
+    )
+
+
+__all__ = [
+    "CAUSES",
+    "CAUSE_IDS",
+    "GAP_SEVERITY",
+    "Requirement",
+    "classify_failure",
+    "compare_tasks",
+    "environment_gaps",
+    "parse_conda",
+    "parse_pip",
+    "python_version",
+    "requirements_of",
+]
