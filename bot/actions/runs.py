@@ -1,0 +1,136 @@
+"""Idempotency: the `action_runs` table, one row per idempotency key (a button's nonce).
+
+The first caller claims the key with a single INSERT (atomic in SQLite, across threads and processes) and
+runs the action; any later caller with the same key gets the stored row instead: "already done by X at T"
+with the result. A key whose run failed or was refused may be claimed again, so the retry button works; a
+successful run locks it for good. A key left `running` by a crashed process is taken over after
+STALE_AFTER_S (no action step runs that long).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from bot.actions.base import Actor
+from bot.store import Store
+
+STALE_AFTER_S = 1800.0
+RETRYABLE = ("failed", "refused")
+
+_lock = threading.RLock()
+_ready: set[tuple[int, str]] = set()
+
+
+def ensure_schema(store: Store) -> None:
+    marker = (id(store.db.conn), str(store.path))
+    if marker in _ready:
+        return
+    with _lock:
+        table = store.db["action_runs"]
+        if not table.exists():
+            table.create(  # type: ignore[union-attr]
+                {
+                    "key": str,
+                    "action": str,
+                    "server": str,
+                    "subject": str,
+                    "actor_id": str,
+                    "actor_name": str,
+                    "via": str,
+                    "status": str,  # running | ok | failed | refused
+                    "started_at": str,
+                    "finished_at": str,
+                    "outcome": str,  # ActionOutcome JSON
+                },
+                pk="key",
+                if_not_exists=True,
+            )
+        _ready.add(marker)
+
+
+@dataclass
+class RunRow:
+    key: str
+    action: str
+    subject: str
+    actor_id: str
+    actor_name: str
+    via: str
+    status: str
+    started_at: datetime
+    finished_at: datetime | None
+    outcome: dict[str, Any] | None
+
+    @property
+    def actor_label(self) -> str:
+        if self.via == "slack":
+            return f"@{self.actor_name}" if self.actor_name else self.actor_id
+        return self.actor_name or self.actor_id
+
+
+def _row(raw: dict[str, Any]) -> RunRow:
+    return RunRow(
+        key=raw["key"],
+        action=raw["action"],
+        subject=raw["subject"],
+        actor_id=raw["actor_id"],
+        actor_name=raw["actor_name"] or "",
+        via=raw["via"],
+        status=raw["status"],
+        started_at=datetime.fromisoformat(raw["started_at"]),
+        finished_at=datetime.fromisoformat(raw["finished_at"]) if raw.get("finished_at") else None,
+        outcome=json.loads(raw["outcome"]) if raw.get("outcome") else None,
+    )
+
+
+def get(store: Store, key: str) -> RunRow | None:
+    ensure_schema(store)
+    rows = list(store.db["action_runs"].rows_where("key = ?", [key]))  # type: ignore[union-attr]
+    return _row(rows[0]) if rows else None
+
+
+def claim(
+    store: Store, key: str, *, actor: Actor, action: str, server: str, subject: str, now: datetime
+) -> RunRow | None:
+    """None when this caller now owns the key (go ahead); else the existing run (do not execute)."""
+    ensure_schema(store)
+    started = now.astimezone(UTC).isoformat()
+    values = (action, server, subject, actor.id, actor.name, actor.via, started)
+    with _lock:
+        try:
+            store.db.execute(
+                "insert into action_runs (key, action, server, subject, actor_id, actor_name, via, status, "
+                "started_at) values (?, ?, ?, ?, ?, ?, ?, 'running', ?)",
+                (key, *values),
+            )
+            return None
+        except sqlite3.IntegrityError:
+            pass
+        stale = (now - timedelta(seconds=STALE_AFTER_S)).astimezone(UTC).isoformat()
+        # Re-claim a retryable or abandoned run; the WHERE makes it atomic against a concurrent re-claim.
+        cursor = store.db.execute(
+            "update action_runs set action = ?, server = ?, subject = ?, actor_id = ?, actor_name = ?, via = ?, "
+            "started_at = ?, status = 'running', finished_at = null, outcome = null "
+            f"where key = ? and (status in ({', '.join('?' * len(RETRYABLE))}) "
+            "or (status = 'running' and started_at < ?))",
+            (*values, key, *RETRYABLE, stale),
+        )
+        if cursor.rowcount == 1:
+            return None
+    existing = get(store, key)
+    assert existing is not None  # rows are never deleted
+    return existing
+
+
+def finish(store: Store, key: str, *, status: str, outcome: dict[str, Any], now: datetime) -> None:
+    ensure_schema(store)
+    with _lock:
+        store.db.execute(
+            "update action_runs set status = ?, finished_at = ?, outcome = ? where key = ?",
+            (status, now.astimezone(UTC).isoformat(), json.dumps(outcome, default=str), key),
+        )
