@@ -1,0 +1,178 @@
+"""Large, realistic fleets for benchmarks: `generate_fleet(workers, queues, tasks, seed)` returns a scenario
+dict (the same structure as a scenario file) that SimServer loads in seconds.
+
+The mix: mostly finished history (completed, failed, stopped, published, some archived), a few drafts, a
+backlog of queued tasks concentrated on a minority of queues, in-progress tasks on live workers, a few
+stale workers (listed, but silent for minutes), dead workers whose registration has expired, and orphaned
+in-progress tasks whose worker is gone. Times are numeric offsets in seconds (negative = past), which the
+loader parses much faster than "-15m" strings. Nested blocks (script, container, hyperparams) are shared
+between the tasks of a project, so 200,000 tasks fit in a few hundred MB.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+DAY = 86400.0
+
+
+def _hex_id(kind: int, seed: int, n: int) -> str:
+    return f"{kind:02x}{seed & 0xFFFFFF:06x}{n:024x}"
+
+
+def parse_fleet_spec(text: str) -> dict[str, int]:
+    """`workers=2000,queues=300,tasks=200000` -> keyword arguments for generate_fleet."""
+    out: dict[str, int] = {}
+    for part in text.split(","):
+        if not part.strip():
+            continue
+        key, sep, value = part.partition("=")
+        key = key.strip()
+        if not sep or key not in ("workers", "queues", "tasks", "seed"):
+            raise ValueError(f"bad fleet item {part!r}: use workers=N,queues=N,tasks=N[,seed=N]")
+        try:
+            out[key] = int(value.strip())
+        except ValueError:
+            raise ValueError(f"bad fleet item {part!r}: {value.strip()!r} is not an integer") from None
+        if out[key] < 0:
+            raise ValueError(f"bad fleet item {part!r}: must not be negative")
+    return out
+
+
+def generate_fleet(workers: int = 2000, queues: int = 300, tasks: int = 200000, seed: int = 0) -> dict[str, Any]:
+    """A scenario dict with the given numbers of workers, queues and tasks (deterministic for a seed)."""
+    rng = random.Random(seed)
+    queues = max(1, queues)
+    users = [{"id": _hex_id(1, seed, i), "name": f"user{i:02d}", "role": "user"} for i in range(20)]
+    users[0]["role"] = "admin"
+    user_ids = [u["id"] for u in users]
+
+    n_projects = max(3, min(200, tasks // 1000 or 3))
+    projects = [{"id": _hex_id(2, seed, i), "name": f"team{i % 10}/project{i:03d}"} for i in range(n_projects)]
+    templates = []
+    for i, proj in enumerate(projects):
+        templates.append({
+            "script": {
+                "repository": f"https://github.com/acme/{proj['name'].replace('/', '-')}.git",
+                "branch": "main", "version_num": f"{rng.getrandbits(160):040x}", "entry_point": "train.py",
+                "working_dir": ".", "binary": rng.choice(["python3.10", "python3.11"]),
+                "requirements": {"pip": "torch==2.3.0\nnumpy==1.26.4\n"}, "diff": "",
+            },
+            "container": {"image": "nvidia/cuda:12.1-runtime", "arguments": "", "setup_shell_script": ""}
+            if i % 3 == 0 else {},
+            "hyperparams": {"Args": {"lr": {"section": "Args", "name": "lr", "value": "0.01", "type": "float"}}},
+            "output": {"destination": f"s3://ml-artifacts/{proj['name']}"},
+        })
+
+    queue_specs: list[dict[str, Any]] = []
+    for i in range(queues):
+        if i == 0:
+            name, system_tags = "default", ["default"]
+        elif i == 1:
+            name, system_tags = "services", []
+        else:
+            name, system_tags = f"{'gpu' if i % 3 else 'cpu'}-pool-{i:03d}", []
+        queue_specs.append({"id": _hex_id(3, seed, i), "name": name, "system_tags": system_tags,
+                            "created": -90 * DAY})
+    queue_ids = [q["id"] for q in queue_specs]
+    # A minority of queues carries most of the backlog.
+    hot = queue_ids[: max(1, queues // 10)]
+
+    worker_specs: list[dict[str, Any]] = []
+    live_busy: list[int] = []
+    dead: list[str] = []
+    for i in range(workers):
+        host = f"node{i // 4:04d}"
+        wid = f"{host}:gpu{i % 4}"
+        roll = rng.random()
+        listening = sorted({queue_ids[i % queues], rng.choice(queue_ids)})
+        spec: dict[str, Any] = {"id": wid, "ip": f"10.{(i >> 16) & 255}.{(i >> 8) & 255}.{i & 255}",
+                                "queues": listening, "user": user_ids[i % len(user_ids)],
+                                "register_time": -rng.uniform(1, 30) * DAY}
+        if roll < 0.03:  # dead: registration expired, the entry is gone
+            spec["last_activity"] = spec["last_report"] = -rng.uniform(700, 7200)
+            dead.append(wid)
+        elif roll < 0.08:  # stale: still listed, silent for minutes
+            spec["last_activity"] = spec["last_report"] = -rng.uniform(150, 540)
+        else:
+            spec["last_activity"] = spec["last_report"] = -rng.uniform(1, 30)
+            if rng.random() < 0.45:
+                live_busy.append(len(worker_specs))
+        worker_specs.append(spec)
+
+    n_running = min(len(live_busy), max(0, tasks // 20))
+    n_orphans = min(max(1, len(dead)) if tasks else 0, max(0, tasks // 2000) or (1 if tasks else 0))
+    n_queued = max(0, int(tasks * 0.03))
+    fixed = n_running + n_orphans + n_queued
+    rest = max(0, tasks - fixed)
+    weights = [("completed", 0.62), ("failed", 0.14), ("stopped", 0.09), ("created", 0.06),
+               ("published", 0.04), ("closed", 0.05)]
+    statuses: list[str] = ["in_progress"] * n_running + ["orphan"] * n_orphans + ["queued"] * n_queued
+    statuses += rng.choices([s for s, _ in weights], [w for _, w in weights], k=rest)
+    statuses = statuses[:tasks]
+    rng.shuffle(statuses)
+
+    types = ["training"] * 8 + ["testing", "inference", "data_processing"]
+    no_tags: list[str] = []
+    archived = ["archived"]
+    task_specs: list[dict[str, Any]] = []
+    busy_iter = iter(live_busy)
+    for n, status in enumerate(statuses):
+        p = n % n_projects
+        tpl = templates[p]
+        age = rng.uniform(0.1, 60) * DAY
+        doc: dict[str, Any] = {
+            "id": _hex_id(4, seed, n), "name": f"exp-{p:03d}-{n:06d}", "project": projects[p]["id"],
+            "type": types[n % len(types)], "user": user_ids[n % len(user_ids)], "created": -age,
+            "script": tpl["script"], "hyperparams": tpl["hyperparams"], "output": tpl["output"],
+            "tags": no_tags, "system_tags": no_tags,
+        }
+        if tpl["container"]:
+            doc["container"] = tpl["container"]
+        queue = hot[n % len(hot)] if status == "queued" else queue_ids[n % queues]
+        if status == "queued":
+            doc["status"] = "queued"
+            waited = rng.uniform(30, 6 * 3600)
+            doc["created"] = -waited - rng.uniform(60, 3600)
+            doc["status_changed"] = doc["last_update"] = -waited
+            doc["execution"] = {"queue": queue}
+        elif status == "in_progress":
+            widx = next(busy_iter)
+            worker = worker_specs[widx]
+            started = -rng.uniform(120, 8 * 3600)
+            doc.update(status="in_progress", created=started - 300, started=started, status_changed=started,
+                       last_update=-rng.uniform(1, 60), last_worker=worker["id"],
+                       last_iteration=rng.randint(1, 50000))
+            doc["execution"] = {"queue": worker["queues"][0]}
+            worker["task"] = doc["id"]
+        elif status == "orphan":  # running on a worker that died: last_update stopped moving
+            started = -rng.uniform(3 * 3600, 10 * 3600)
+            doc.update(status="in_progress", created=started - 300, started=started, status_changed=started,
+                       last_update=-rng.uniform(900, 3 * 3600),
+                       last_worker=dead[n % len(dead)] if dead else "gone-host:gpu0")
+            doc["execution"] = {"queue": queue}
+        elif status == "created":
+            doc["status"] = "created"
+        else:
+            started = -age + rng.uniform(60, 1800)
+            completed = min(-1.0, started + rng.uniform(60, 4 * 3600))
+            doc.update(status=status, started=started, completed=completed, status_changed=completed,
+                       last_update=completed, last_iteration=rng.randint(0, 100000),
+                       last_worker=worker_specs[n % len(worker_specs)]["id"] if worker_specs else "")
+            doc["execution"] = {"queue": queue}
+            if status == "failed":
+                doc["status_reason"] = "worker execution exit code 1"
+            if rng.random() < 0.03:
+                doc["system_tags"] = archived
+        task_specs.append(doc)
+
+    return {
+        "name": f"fleet-{workers}w-{queues}q-{tasks}t",
+        "description": f"generated fleet: {workers} workers, {queues} queues, {tasks} tasks (seed {seed})",
+        "users": users,
+        "projects": projects,
+        "queues": queue_specs,
+        "workers": worker_specs,
+        "tasks": task_specs,
+    }
