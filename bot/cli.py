@@ -322,9 +322,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as exc:
+        from bot.sim.scenario import ScenarioError
         from bot.store import StoreError
 
-        if isinstance(exc, StoreError):
+        if isinstance(exc, StoreError | ScenarioError):
             _err(str(exc))
             return EXIT_USAGE
         if os.environ.get("CLEARML_CHATOPS_DEBUG"):
