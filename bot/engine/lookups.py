@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
-from bot.clearml.errors import NotFoundError
+from bot.clearml.errors import ClearMLError, NotFoundError
 from bot.config import ConfigError, ServerSettings, Settings, resolve_server
 from bot.engine.findings import SEVERITY_RANK, Finding, is_problem
 from bot.engine.playbook import CheckEntry, Playbook
@@ -356,10 +356,10 @@ class StatusView:
 
     @property
     def worst(self) -> str:
+        """The overall state: critical when the server is unreachable, else the worst failing check."""
         if not self.reachable:
             return "critical"
-        ranks = [SEVERITY_RANK[f.severity] for f in self.failing]
-        if not ranks:
+        if not self.failing:
             return "ok"
         return max(self.failing, key=lambda f: SEVERITY_RANK[f.severity]).severity
 
@@ -379,7 +379,6 @@ def status_playbook(playbooks: Sequence[Playbook]) -> Playbook:
 
 async def status(snap: Snapshot, meta: Meta, settings: Settings, playbooks: Sequence[Playbook] = ()) -> StatusView:
     """Server reachability, agent states, queues with backlog, and which checks of the health playbook fail."""
-    from bot.clearml.errors import ClearMLError
     from bot.engine.runner import run_playbooks
 
     view = StatusView(meta=meta, reachable=True)
@@ -410,13 +409,11 @@ async def status(snap: Snapshot, meta: Meta, settings: Settings, playbooks: Sequ
     for f in result.findings:
         if is_problem(f.severity):
             groups.setdefault(f.check, []).append(f)
-    view.failing = sorted(
-        (
-            FailingCheck(check_id, max(fs, key=lambda f: f.rank).severity, len(fs), max(fs, key=lambda f: f.rank).title)
-            for check_id, fs in groups.items()
-        ),
-        key=lambda c: (-SEVERITY_RANK[c.severity], c.check),
-    )
+    failing = []
+    for check_id, fs in groups.items():
+        worst = max(fs, key=lambda f: f.rank)
+        failing.append(FailingCheck(check_id, worst.severity, len(fs), worst.title))
+    view.failing = sorted(failing, key=lambda c: (-SEVERITY_RANK[c.severity], c.check))
     return view
 
 
@@ -510,7 +507,6 @@ async def get_task(snap: Snapshot, task_id: str, *, kind: str = "task") -> Task:
 
 async def task(snap: Snapshot, meta: Meta, task_id: str, playbooks: Sequence[Playbook] = ()) -> TaskDiagnosis:
     """Why is this task in its state, and what to do about it."""
-    from bot.clearml.errors import ClearMLError
 
     t = await get_task(snap, task_id)
     stale_after, dead_after = agent_thresholds(playbooks)
@@ -554,13 +550,13 @@ async def task(snap: Snapshot, meta: Meta, task_id: str, playbooks: Sequence[Pla
             diag.queue_workers_alive = sum(
                 1 for w in serving if (age := snap.age_s(w.last_seen)) is not None and age <= stale_after
             )
-    if t.status in ("failed", "stopped", "completed", "in_progress", "closed", "published"):
+    if t.status in ("failed", "stopped"):
+        # the cause is in the status texts or near the end of the console log
         try:
             log = await snap.task_log(diag.id, 100)
         except ClearMLError as exc:
             log, diag.log_error = [], exc.describe()
-        if t.status in ("failed", "stopped") or (t.status == "completed" and t.status_reason):
-            diag.failure = classify_failure(t.status_reason, t.status_message, log)
+        diag.failure = classify_failure(t.status_reason, t.status_message, log)
     diag.env_gaps = environment_gaps(t)
     diag.actions, diag.notes = _suggest(diag)
     return diag
@@ -782,7 +778,7 @@ async def dataset(snap: Snapshot, meta: Meta, dataset_id: str) -> DatasetView:
         view.project = name.split("/.datasets/")[0] if name else t.project
         if "/.datasets/" in name:
             view.name = name.rsplit("/", 1)[-1] or view.name
-    except Exception:  # names are cosmetic; the ids are shown anyway
+    except ClearMLError:  # names are cosmetic; the ids are shown anyway
         pass
     load_builtin_checks()
     entries = [

@@ -1,0 +1,59 @@
+"""Posting a run's report to its routed channels (unattended runs: schedules, digests, `serve` jobs).
+
+Interactive commands answer where they were typed (bot/slack/jobs.py); this is for reports nobody asked for in a
+particular channel, so a channel problem is reported back as data (and logged) instead of to a user.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from bot.slack.messages.report import ReportOptions, render_run
+from bot.slack.outbox import Outbox, Posted, SlackWriteError
+from bot.slack.routing import Router
+
+if TYPE_CHECKING:
+    from bot.engine.playbook import Playbook
+    from bot.engine.runner import RunResult
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DeliveryResult:
+    channel: str
+    reasons: list[str]
+    posted: Posted | None = None
+    error: SlackWriteError | None = None
+
+    @property
+    def problem(self) -> str:
+        """The clear message naming the channel, or "" when it was posted."""
+        return self.error.explain() if self.error else ""
+
+
+def deliver_run(
+    outbox: Outbox,
+    router: Router,
+    result: RunResult,
+    playbook: Playbook | None,
+    *,
+    opts: ReportOptions | None = None,
+    secrets: Sequence[str] = (),
+) -> list[DeliveryResult]:
+    """Post the report to every channel the router plans; one channel failing does not stop the others."""
+    out: list[DeliveryResult] = []
+    for plan in router.plan(result.findings, playbook):
+        part = result if plan.whole_report else dataclasses.replace(result, findings=plan.findings)
+        delivery = DeliveryResult(plan.channel, plan.reasons)
+        try:
+            delivery.posted = outbox.post(plan.channel, render_run(part, opts=opts, secrets=secrets))
+        except SlackWriteError as exc:
+            delivery.error = exc
+            log.error("report for %s not posted: %s", ", ".join(result.playbooks), exc.explain())
+        out.append(delivery)
+    return out

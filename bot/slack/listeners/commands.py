@@ -1,0 +1,110 @@
+"""The `/clearml` slash command (whatever name the app gives it).
+
+The listener only parses, validates what it can without ClearML, and acks: instantly with a private answer for
+help, lists and mistakes, or with nothing after handing the slow work to the work pool (bot/slack/jobs.py). It must
+return in milliseconds so that Slack's 3-second deadline holds whatever ClearML's latency or the number of people
+typing at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+from slack_bolt import Ack, App, BoltContext
+
+from bot.config import ConfigError
+from bot.engine.lookups import LookupInputError, parse_ref
+from bot.engine.playbook import PlaybookError
+from bot.engine.registry import REGISTRY, load_builtin_checks
+from bot.slack import jobs
+from bot.slack.messages.common import SlackMessage
+from bot.slack.messages.help import (
+    render_busy,
+    render_checks,
+    render_help,
+    render_input_error,
+    render_playbooks,
+    render_usage_error,
+)
+from bot.slack.parsing import ParsedCommand, UsageError, closest, parse
+from bot.slack.replies import CommandRequest
+from bot.slack.services import BotServices
+from bot.slack.workpool import PoolBusyError
+
+log = logging.getLogger(__name__)
+
+
+def register(app: App) -> None:
+    # Any command: the app owns one slash command, and its name is configurable (slack.command / the manifest).
+    app.command(re.compile(r"^/"))(handle_command)
+
+
+def handle_command(ack: Ack, command: dict[str, Any], context: BoltContext) -> None:
+    services: BotServices = context["services"]
+    request = CommandRequest.from_payload(command)
+
+    def reply_now(message: SlackMessage) -> None:
+        ack(services.outbox.ack_body(message, ephemeral=True))
+
+    try:
+        parsed = parse(request.text, request.command)
+    except UsageError as err:
+        reply_now(render_usage_error(err, request.command))
+        return
+    instant = _instant(services, parsed, request)
+    if instant is not None:
+        reply_now(instant)
+        return
+    problem = _validate(services, parsed)
+    if problem is not None:
+        reply_now(render_input_error(problem, sub=parsed.sub, command=request.command))
+        return
+    try:
+        services.pool.submit(
+            lambda: jobs.run_command(services, request, parsed), name=f"{request.command} {parsed.name}"
+        )
+    except PoolBusyError as exc:
+        reply_now(render_busy(exc.waiting))
+        return
+    ack()
+
+
+def _instant(services: BotServices, parsed: ParsedCommand, request: CommandRequest) -> SlackMessage | None:
+    """Subcommands answered from local data, in the ack itself."""
+    if parsed.name == "help":
+        return render_help(request.command)
+    if parsed.name == "playbooks":
+        return render_playbooks(services.playbook_infos(), str(services.playbooks_dir), request.command)
+    if parsed.name == "checks":
+        load_builtin_checks()
+        return render_checks(list(REGISTRY.values()), request.command)
+    return None
+
+
+def _validate(services: BotServices, parsed: ParsedCommand) -> str | None:
+    """Mistakes we can spot without asking ClearML (so the user hears at once, privately)."""
+    try:
+        if parsed.name == "run":
+            services.find_playbook(parsed.args[0])
+            if len(parsed.args) > 1:
+                _check_server(services, parsed.args[1])
+        elif parsed.name in ("task", "dataset"):
+            parse_ref(parsed.args[0], services.servers, kind=parsed.name)
+        elif parsed.name == "diff":
+            for arg in parsed.args:
+                parse_ref(arg, services.servers, kind="task")
+    except (PlaybookError, LookupInputError, ConfigError) as exc:
+        return str(exc)
+    return None
+
+
+def _check_server(services: BotServices, name: str) -> None:
+    names = list(services.settings.servers) or ["default"]
+    if name not in names:
+        guess = closest(name, names)
+        hint = f" Did you mean `{guess}`?" if guess else ""
+        raise LookupInputError(
+            f"There is no server `{name[:60]}`.{hint} Servers: {', '.join(f'`{n}`' for n in names)}."
+        )

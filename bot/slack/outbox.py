@@ -1,0 +1,200 @@
+"""The outbox: the one seam through which the bot writes to Slack (posts, updates, deletes, ephemeral messages,
+`response_url` replies).
+
+Today it sends directly, retried by the WebClient's handlers (429 + Retry-After, 5xx, connection errors); the
+durable outbox (SQLite queue, per-channel ordering, dedupe keys) replaces the inside of this class without
+changing its callers. Every payload is redacted here as a last line of defence, whatever the builders did.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError, SlackClientError
+from slack_sdk.webhook import WebhookClient
+
+from bot.redact import redact
+from bot.slack.client import BOT_DISPLAY_NAME, METHOD_SCOPES, retry_handlers
+from bot.slack.messages.common import SlackMessage
+
+log = logging.getLogger(__name__)
+
+_CHANNEL_ID = re.compile(r"^[CGD][A-Z0-9]{6,}$")
+
+
+def channel_label(channel: str) -> str:
+    """How to name a channel in a message: a mention for ids (Slack shows the name), `#name` otherwise."""
+    if _CHANNEL_ID.match(channel):
+        return f"<#{channel}> (`{channel}`)"
+    return channel if channel.startswith("#") else f"#{channel}"
+
+
+# Slack errors that mean "this channel cannot take the bot's message", each with what to do about it.
+_CHANNEL_FIXES: dict[str, str] = {
+    "not_in_channel": "I am not a member of {ch}. It is probably a private channel: invite me there with "
+    "`/invite @{bot}` (or pick another channel in the config).",
+    "channel_not_found": "The channel {ch} does not exist, or it is private and I am not in it. Check the name in "
+    "the config (`slack.default_channel`, `slack.routes`, the playbook's `channel`), or invite me with "
+    "`/invite @{bot}`.",
+    "is_archived": "The channel {ch} is archived: unarchive it or route the messages elsewhere.",
+    "restricted_action": "A workspace setting forbids me to post in {ch}.",
+    "no_permission": "I lack the permission to post in {ch}.",
+    "too_many_attachments": "The message for {ch} was too large.",
+    "invalid_blocks": "Slack refused the message layout for {ch} (a bug in the bot: please report it).",
+    "msg_too_long": "The message for {ch} was too long (a bug in the bot: please report it).",
+}
+
+
+class SlackWriteError(Exception):
+    """A Slack write that failed for good (after retries); `explain()` says what to do, naming the channel."""
+
+    def __init__(self, method: str, error: str, *, channel: str | None = None, status: int | None = None) -> None:
+        self.method = method
+        self.error = error
+        self.channel = channel
+        self.status = status
+        super().__init__(f"{method} failed: {error}" + (f" (channel {channel})" if channel else ""))
+
+    @property
+    def is_channel_problem(self) -> bool:
+        return self.error in _CHANNEL_FIXES and self.error not in ("invalid_blocks", "msg_too_long")
+
+    def explain(self) -> str:
+        label = channel_label(self.channel) if self.channel else "that channel"
+        fix = _CHANNEL_FIXES.get(self.error)
+        if fix:
+            return fix.format(ch=label, bot=BOT_DISPLAY_NAME)
+        if self.error == "ratelimited":
+            return f"Slack kept rate-limiting my messages to {label}; try again in a minute."
+        if self.error in ("invalid_auth", "token_revoked", "account_inactive", "not_authed"):
+            return "Slack rejected my token: an admin must reinstall the app or update SLACK_BOT_TOKEN."
+        return f"Slack refused the message for {label}: `{self.error}`."
+
+
+@dataclass(frozen=True)
+class Posted:
+    """Where a posted message lives: `channel` is the channel id Slack answered with (names become ids)."""
+
+    channel: str
+    ts: str
+
+
+def _redact_tree(value: Any, secrets: Iterable[str]) -> Any:
+    if isinstance(value, str):
+        return redact(value, secrets)
+    if isinstance(value, list):
+        return [_redact_tree(v, secrets) for v in value]
+    if isinstance(value, dict):
+        return {k: _redact_tree(v, secrets) for k, v in value.items()}
+    return value
+
+
+class Outbox:
+    """All Slack writes. Thread-safe: the WebClient is, and the counters are under a lock."""
+
+    def __init__(
+        self,
+        client: WebClient,
+        *,
+        secrets: Callable[[], Iterable[str]] | None = None,
+        webhook_timeout: int = 10,
+    ) -> None:
+        self.client = client
+        self._secrets = secrets or (lambda: ())
+        self._webhook_timeout = webhook_timeout
+        self._lock = threading.Lock()
+        self.sent: Counter[str] = Counter()  # method -> successful calls (for /metrics and tests)
+        self.failed: Counter[str] = Counter()
+
+    # -- payloads ---------------------------------------------------------------------------------------------
+    def _payload(self, message: SlackMessage) -> dict[str, Any]:
+        body: dict[str, Any] = {"text": message.text, "blocks": message.blocks_as_dicts()}
+        if message.metadata:
+            body["metadata"] = message.metadata
+        return _redact_tree(body, list(self._secrets()))
+
+    def ack_body(self, message: SlackMessage, *, ephemeral: bool = True) -> dict[str, Any]:
+        """The body for an immediate `ack(...)` reply (not a Web API write, but redacted the same way)."""
+        body = self._payload(message)
+        body["response_type"] = "ephemeral" if ephemeral else "in_channel"
+        return body
+
+    def _count(self, method: str, ok: bool) -> None:
+        with self._lock:
+            (self.sent if ok else self.failed)[method] += 1
+
+    def _call(self, method: str, target: str | None, /, **kwargs: Any) -> dict[str, Any]:
+        if method not in METHOD_SCOPES:  # keeps the scope table (and so the manifest) honest
+            raise RuntimeError(f"{method} is not in bot.slack.client.METHOD_SCOPES: add it with its scopes")
+        try:
+            response = self.client.api_call(method, json=kwargs)
+        except SlackApiError as exc:
+            self._count(method, False)
+            error = str(exc.response.get("error") or "unknown_error") if exc.response is not None else "unknown_error"
+            status = exc.response.status_code if exc.response is not None else None
+            log.warning("slack %s to %s failed: %s", method, target, error)
+            raise SlackWriteError(method, error, channel=target, status=status) from None
+        except (SlackClientError, OSError) as exc:  # connection refused, timeouts after the retries
+            self._count(method, False)
+            log.warning("slack %s to %s failed: %s", method, target, type(exc).__name__)
+            raise SlackWriteError(method, f"connection_error: {type(exc).__name__}", channel=target) from None
+        self._count(method, True)
+        return dict(response.data) if isinstance(response.data, dict) else {}
+
+    # -- writes -----------------------------------------------------------------------------------------------
+    def post(
+        self, channel: str, message: SlackMessage, *, thread_ts: str | None = None, reply_broadcast: bool = False
+    ) -> Posted:
+        extra: dict[str, Any] = {}
+        if thread_ts:
+            extra["thread_ts"] = thread_ts
+            if reply_broadcast:
+                extra["reply_broadcast"] = True
+        data = self._call("chat.postMessage", channel, channel=channel, **self._payload(message), **extra)
+        return Posted(channel=str(data.get("channel") or channel), ts=str(data.get("ts")))
+
+    def update(self, posted: Posted, message: SlackMessage) -> None:
+        self._call("chat.update", posted.channel, channel=posted.channel, ts=posted.ts, **self._payload(message))
+
+    def delete(self, posted: Posted) -> None:
+        self._call("chat.delete", posted.channel, channel=posted.channel, ts=posted.ts)
+
+    def ephemeral(self, channel: str, user: str, message: SlackMessage, *, thread_ts: str | None = None) -> None:
+        extra = {"thread_ts": thread_ts} if thread_ts else {}
+        self._call("chat.postEphemeral", channel, channel=channel, user=user, **self._payload(message), **extra)
+
+    def respond(
+        self,
+        response_url: str,
+        message: SlackMessage | None = None,
+        *,
+        ephemeral: bool = True,
+        replace_original: bool = False,
+        delete_original: bool = False,
+    ) -> None:
+        """A reply through a command's or action's `response_url` (works where the bot is not a member)."""
+        body: dict[str, Any] = {}
+        if message is not None:
+            body.update(self._payload(message))
+            body["response_type"] = "ephemeral" if ephemeral else "in_channel"
+        if replace_original:
+            body["replace_original"] = True
+        if delete_original:
+            body["delete_original"] = True
+        webhook = WebhookClient(response_url, timeout=self._webhook_timeout, retry_handlers=retry_handlers())
+        try:
+            resp = webhook.send_dict(body)
+        except (SlackClientError, OSError) as exc:
+            self._count("response_url", False)
+            raise SlackWriteError("response_url", f"connection_error: {type(exc).__name__}") from None
+        if resp.status_code != 200:
+            self._count("response_url", False)
+            raise SlackWriteError("response_url", resp.body or f"http_{resp.status_code}", status=resp.status_code)
+        self._count("response_url", True)

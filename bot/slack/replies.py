@@ -1,0 +1,111 @@
+"""One slash command's conversation with its user: a "running…" placeholder in the channel, replaced by the
+result (`chat.update`); mistakes answered privately; and when the bot cannot post in the channel (a private channel
+it was not invited to, a DM), a private answer through the command's `response_url` that names the channel and says
+how to fix it.
+
+All methods block (they are Slack writes through the outbox); jobs call them through `WorkPool.io`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from bot.slack.messages.common import SlackMessage
+from bot.slack.messages.help import render_channel_problem
+from bot.slack.outbox import Outbox, Posted, SlackWriteError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CommandRequest:
+    """The fields of a slash command payload the bot uses (same shape over HTTP and Socket Mode)."""
+
+    command: str
+    text: str
+    user_id: str
+    channel_id: str
+    channel_name: str = ""
+    response_url: str | None = None
+    team_id: str | None = None
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any]) -> CommandRequest:
+        return cls(
+            command=str(payload.get("command") or "/clearml"),
+            text=str(payload.get("text") or ""),
+            user_id=str(payload.get("user_id") or ""),
+            channel_id=str(payload.get("channel_id") or ""),
+            channel_name=str(payload.get("channel_name") or ""),
+            response_url=payload.get("response_url") or None,
+            team_id=payload.get("team_id") or None,
+        )
+
+
+class Reply:
+    def __init__(self, outbox: Outbox, request: CommandRequest) -> None:
+        self.outbox = outbox
+        self.request = request
+        self.posted: Posted | None = None
+        self.private = False  # the channel refused us: everything goes to the user privately
+
+    def start(self, placeholder: SlackMessage) -> None:
+        """Post the placeholder where the command was typed; fall back to a private answer if we cannot."""
+        try:
+            self.posted = self.outbox.post(self.request.channel_id, placeholder)
+        except SlackWriteError as exc:
+            self.private = True
+            note = exc.explain() + " I'll answer you privately here meanwhile."
+            log.info("cannot post in %s (%s): answering privately", self.request.channel_id, exc.error)
+            self.ephemeral(render_channel_problem(note))
+
+    def finish(self, message: SlackMessage) -> None:
+        """Replace the placeholder with the result (or send it privately)."""
+        if self.posted is not None and not self.private:
+            try:
+                self.outbox.update(self.posted, message)
+                return
+            except SlackWriteError as exc:
+                log.warning("could not update the placeholder (%s): posting the result anew", exc.error)
+                try:
+                    self.posted = self.outbox.post(self.request.channel_id, message)
+                    return
+                except SlackWriteError:
+                    pass
+        self.ephemeral(message)
+
+    def reject(self, message: SlackMessage) -> None:
+        """The user's input was wrong: remove the placeholder from the channel and tell only them."""
+        if self.posted is not None:
+            try:
+                self.outbox.delete(self.posted)
+            except SlackWriteError as exc:
+                log.warning("could not delete the placeholder: %s", exc.error)
+            self.posted = None
+        self.ephemeral(message)
+
+    def thread(self, message: SlackMessage) -> Posted | None:
+        """A reply in the thread under the result (e.g. every finding of `run --all`)."""
+        if self.posted is None or self.private:
+            self.ephemeral(message)
+            return None
+        try:
+            return self.outbox.post(self.posted.channel, message, thread_ts=self.posted.ts)
+        except SlackWriteError as exc:
+            log.warning("thread reply failed: %s", exc.error)
+            return None
+
+    def ephemeral(self, message: SlackMessage) -> None:
+        """Only the user sees it: through response_url (works in any channel), else chat.postEphemeral."""
+        if self.request.response_url:
+            try:
+                self.outbox.respond(self.request.response_url, message, ephemeral=True)
+                return
+            except SlackWriteError as exc:
+                log.warning("response_url failed (%s): trying chat.postEphemeral", exc.error)
+        try:
+            self.outbox.ephemeral(self.request.channel_id, self.request.user_id, message)
+        except SlackWriteError as exc:
+            log.error("could not reach user %s at all: %s", self.request.user_id, exc.explain())

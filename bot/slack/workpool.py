@@ -1,0 +1,128 @@
+"""The bot's own work pool: slow work (ClearML look-ups, playbook runs, Slack posts) runs here, after the ack.
+
+Bolt acknowledges a request only when the listener calls `ack()`; if listeners did slow work, Bolt's thread pool
+(5 threads) would fill up with 30 people typing at once and later requests would miss Slack's 3-second deadline.
+So listeners only parse, ack and `submit()`; the work runs on one asyncio loop in a dedicated thread (the ClearML
+client is async), at most `max_concurrent` jobs at a time, and blocking Slack writes go to a small thread pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import threading
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class PoolBusyError(Exception):
+    """Too many jobs waiting: the caller tells the user to retry rather than queueing without bound."""
+
+    def __init__(self, waiting: int) -> None:
+        super().__init__(f"{waiting} jobs waiting")
+        self.waiting = waiting
+
+
+class WorkPool:
+    def __init__(self, *, max_concurrent: int = 16, max_waiting: int = 200, io_threads: int = 8) -> None:
+        self.max_concurrent = max_concurrent
+        self.max_waiting = max_waiting
+        self._io = concurrent.futures.ThreadPoolExecutor(max_workers=io_threads, thread_name_prefix="slack-io")
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._sem: asyncio.Semaphore | None = None
+        self._lock = threading.Lock()
+        self._pending = 0  # submitted and not finished (running + waiting for the semaphore)
+        self._futures: set[concurrent.futures.Future[Any]] = set()
+
+    # -- lifecycle --------------------------------------------------------------------------------------------
+    def start(self) -> WorkPool:
+        if self._thread is not None:
+            return self
+        ready = threading.Event()
+
+        def run() -> None:
+            loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(loop)
+            self._loop = loop
+            self._sem = asyncio.Semaphore(self.max_concurrent)
+            ready.set()
+            loop.run_forever()
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+
+        self._thread = threading.Thread(target=run, name="bot-work-loop", daemon=True)
+        self._thread.start()
+        ready.wait()
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Let running jobs finish for up to `timeout` seconds, then cancel the rest and stop the loop."""
+        if self._loop is None or self._thread is None:
+            return
+        with self._lock:
+            futures = list(self._futures)
+        if futures:
+            concurrent.futures.wait(futures, timeout=timeout)
+        for fut in futures:
+            fut.cancel()
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=5)
+        self._io.shutdown(wait=False, cancel_futures=True)
+        self._loop, self._thread = None, None
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    @property
+    def pending(self) -> int:
+        return self._pending
+
+    # -- work -------------------------------------------------------------------------------------------------
+    def submit(self, job: Callable[[], Awaitable[T]], *, name: str = "job") -> concurrent.futures.Future[T]:
+        """Schedule `job()` on the loop; returns at once. Raises PoolBusyError when too much is waiting."""
+        if self._loop is None:
+            raise RuntimeError("WorkPool.start() was not called")
+        with self._lock:
+            if self._pending >= self.max_concurrent + self.max_waiting:
+                raise PoolBusyError(self._pending - self.max_concurrent)
+            self._pending += 1
+
+        async def guarded() -> T:
+            assert self._sem is not None
+            try:
+                async with self._sem:
+                    return await job()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("%s failed", name)
+                raise
+
+        fut = asyncio.run_coroutine_threadsafe(guarded(), self._loop)
+        with self._lock:
+            self._futures.add(fut)
+
+        def done(f: concurrent.futures.Future[T]) -> None:
+            with self._lock:
+                self._pending -= 1
+                self._futures.discard(f)
+
+        fut.add_done_callback(done)
+        return fut
+
+    async def io(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run a blocking call (a Slack write with its retry sleeps) off the loop."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._io, lambda: fn(*args, **kwargs))
+
+    def run_sync(self, job: Callable[[], Coroutine[Any, Any, T]], timeout: float | None = None) -> T:
+        """Run a job and wait for it (for callers on other threads that need the result, e.g. health checks)."""
+        if self._loop is None:
+            raise RuntimeError("WorkPool.start() was not called")
+        return asyncio.run_coroutine_threadsafe(job(), self._loop).result(timeout)
