@@ -10,7 +10,6 @@ STALE_AFTER_S (no action step runs that long).
 from __future__ import annotations
 
 import json
-import sqlite3
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -102,15 +101,15 @@ def claim(
     started = now.astimezone(UTC).isoformat()
     values = (action, server, subject, actor.id, actor.name, actor.via, started)
     with _lock:
-        try:
-            store.db.execute(
-                "insert into action_runs (key, action, server, subject, actor_id, actor_name, via, status, "
-                "started_at) values (?, ?, ?, ?, ?, ?, ?, 'running', ?)",
-                (key, *values),
-            )
+        # INSERT OR IGNORE rather than catching the constraint error: under contention sqlite3 sometimes
+        # reports the UNIQUE violation as a plain DatabaseError, which let a second caller through.
+        inserted = store.db.execute(
+            "insert or ignore into action_runs (key, action, server, subject, actor_id, actor_name, via, status, "
+            "started_at) values (?, ?, ?, ?, ?, ?, ?, 'running', ?)",
+            (key, *values),
+        )
+        if inserted.rowcount == 1:
             return None
-        except sqlite3.IntegrityError:
-            pass
         stale = (now - timedelta(seconds=STALE_AFTER_S)).astimezone(UTC).isoformat()
         # Re-claim a retryable or abandoned run; the WHERE makes it atomic against a concurrent re-claim.
         cursor = store.db.execute(
