@@ -27,6 +27,7 @@ class Store:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._lock = threading.RLock()
+        self._ensured: set[str] = set()
         try:
             if str(self.path) != ":memory:":
                 self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -40,6 +41,26 @@ class Store:
             raise StoreError(
                 f"cannot open the store at {self.path}: {exc}. Set `store:` in the config file to a writable path"
             ) from None
+
+    def ensure_table(
+        self,
+        name: str,
+        columns: dict[str, Any],
+        *,
+        pk: str,
+        indexes: tuple[tuple[str, ...], ...] = (),
+    ) -> sqlite_utils.db.Table:
+        """Create table `name` (and its indexes) once per Store; modules that own a table call this before
+        use, so the store needs no central list of every feature's tables."""
+        if name not in self._ensured:
+            with self._lock:
+                table = self.db.table(name)
+                if not table.exists():
+                    table.create(columns, pk=pk, if_not_exists=True)
+                for columns_of_index in indexes:
+                    table.create_index(list(columns_of_index), if_not_exists=True)
+                self._ensured.add(name)
+        return self.db.table(name)
 
     def _migrate(self) -> None:
         runs = self.db["runs"]

@@ -21,41 +21,32 @@ from bot.redact import redact
 from bot.store import Store
 
 _lock = threading.RLock()
-_ready: set[tuple[int, str]] = set()
 
 
 def ensure_schema(store: Store) -> None:
-    """Create the audit table and its indexes if missing (idempotent, cheap after the first call)."""
-    marker = (id(store.db.conn), str(store.path))
-    if marker in _ready:
-        return
-    with _lock:
-        table = store.db["audit"]
-        if not table.exists():
-            table.create(  # type: ignore[union-attr]
-                {
-                    "id": int,
-                    "at": str,
-                    "actor_id": str,
-                    "actor_name": str,
-                    "via": str,
-                    "action": str,
-                    "server": str,
-                    "subject": str,
-                    "params": str,
-                    "outcome": str,
-                    "error": str,
-                    "created_ids": str,
-                    "detail": str,
-                    "idempotency_key": str,
-                    "context": str,
-                },
-                pk="id",
-                if_not_exists=True,
-            )
-            table.create_index(["at"], if_not_exists=True)  # type: ignore[union-attr]
-            table.create_index(["subject"], if_not_exists=True)  # type: ignore[union-attr]
-        _ready.add(marker)
+    """Create the table if missing (idempotent, cheap after the first call)."""
+    store.ensure_table(
+        "audit",
+        {
+            "id": int,
+            "at": str,
+            "actor_id": str,
+            "actor_name": str,
+            "via": str,
+            "action": str,
+            "server": str,
+            "subject": str,
+            "params": str,
+            "outcome": str,
+            "error": str,
+            "created_ids": str,
+            "detail": str,
+            "idempotency_key": str,
+            "context": str,
+        },
+        pk="id",
+        indexes=(("at",), ("subject",)),
+    )
 
 
 def record(

@@ -37,7 +37,6 @@ log = logging.getLogger(__name__)
 
 ENDED = ("completed", "failed", "stopped", "published", "closed")
 _lock = threading.RLock()
-_ready: set[tuple[int, str]] = set()
 
 
 class ReproduceParams(ActionParams):
@@ -57,35 +56,28 @@ class ReproduceParams(ActionParams):
 
 
 def ensure_schema(store: Store) -> None:
-    marker = (id(store.db.conn), str(store.path))
-    if marker in _ready:
-        return
-    with _lock:
-        table = store.db["repro_watches"]
-        if not table.exists():
-            table.create(  # type: ignore[union-attr]
-                {
-                    "id": int,
-                    "server": str,
-                    "original": str,
-                    "clone": str,
-                    "actor_id": str,
-                    "actor_name": str,
-                    "via": str,
-                    "started_at": str,
-                    "deadline": str,
-                    "tolerances": str,
-                    "context": str,
-                    "status": str,  # watching | done | timeout | error
-                    "finished_at": str,
-                    "text": str,
-                    "result": str,
-                },
-                pk="id",
-                if_not_exists=True,
-            )
-            table.create_index(["status"], if_not_exists=True)  # type: ignore[union-attr]
-        _ready.add(marker)
+    """Create the table if missing (idempotent, cheap after the first call)."""
+    store.ensure_table(
+        "repro_watches",
+        {
+            "id": int,
+            "server": str,
+            "original": str,
+            "clone": str,
+            "actor_id": str,
+            "actor_name": str,
+            "via": str,
+            "started_at": str,
+            "deadline": str,
+            "tolerances": str,
+            "context": str,
+            "status": str,  # watching | done | timeout | error
+            "finished_at": str,
+            "text": str,
+            "result": str,
+        },
+        pk="id",
+    )
 
 
 def add_watch(

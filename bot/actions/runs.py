@@ -22,34 +22,27 @@ STALE_AFTER_S = 1800.0
 RETRYABLE = ("failed", "refused")
 
 _lock = threading.RLock()
-_ready: set[tuple[int, str]] = set()
 
 
 def ensure_schema(store: Store) -> None:
-    marker = (id(store.db.conn), str(store.path))
-    if marker in _ready:
-        return
-    with _lock:
-        table = store.db["action_runs"]
-        if not table.exists():
-            table.create(  # type: ignore[union-attr]
-                {
-                    "key": str,
-                    "action": str,
-                    "server": str,
-                    "subject": str,
-                    "actor_id": str,
-                    "actor_name": str,
-                    "via": str,
-                    "status": str,  # running | ok | failed | refused
-                    "started_at": str,
-                    "finished_at": str,
-                    "outcome": str,  # ActionOutcome JSON
-                },
-                pk="key",
-                if_not_exists=True,
-            )
-        _ready.add(marker)
+    """Create the table if missing (idempotent, cheap after the first call)."""
+    store.ensure_table(
+        "action_runs",
+        {
+            "key": str,
+            "action": str,
+            "server": str,
+            "subject": str,
+            "actor_id": str,
+            "actor_name": str,
+            "via": str,
+            "status": str,  # running | ok | failed | refused
+            "started_at": str,
+            "finished_at": str,
+            "outcome": str,  # ActionOutcome JSON
+        },
+        pk="key",
+    )
 
 
 @dataclass
