@@ -9,7 +9,6 @@ from typing import Any, TypeVar
 
 import httpx
 import pytest
-from pydantic import SecretStr
 
 from bot.clearml.client import ClearMLClient
 from bot.clearml.errors import (
@@ -19,6 +18,7 @@ from bot.clearml.errors import (
     StatusTransitionError,
 )
 from bot.config import ServerSettings
+from tests.helpers import server_settings
 
 sim_server = pytest.importorskip("bot.sim.server")
 SimServer = sim_server.SimServer
@@ -27,19 +27,7 @@ T = TypeVar("T")
 
 
 def settings_for(sim: Any, **kw: Any) -> ServerSettings:
-    key, secret = sim.keys[0]
-    values: dict[str, Any] = {
-        "name": "sim",
-        "api_url": sim.api_url,
-        "web_url": sim.web_url,
-        "files_url": sim.files_url,
-        "access_key": SecretStr(key),
-        "secret_key": SecretStr(secret),
-        "timeout_s": 5.0,
-        "retries": 2,
-    }
-    values.update(kw)
-    return ServerSettings(**values)
+    return server_settings(sim, **{"timeout_s": 5.0, "retries": 2, **kw})
 
 
 def with_client(sim: Any, body: Callable[[ClearMLClient], Awaitable[T]], **kw: Any) -> T:
