@@ -120,10 +120,23 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def _describe_default(field: Any) -> str:
     from pydantic_core import PydanticUndefined
 
+    from bot.durations import format_duration
+
     if field.default is PydanticUndefined and field.default_factory is None:
         return "required"
     value = field.default_factory() if field.default_factory is not None else field.default
+    is_duration = any(
+        getattr(getattr(m, "func", None), "__name__", "") in ("_seconds", "_optional_seconds") for m in field.metadata
+    )
+    if is_duration and isinstance(value, int | float):
+        return format_duration(value)
     return json.dumps(value, default=str)
+
+
+def _params_in_order(spec: Any) -> list[tuple[str, Any]]:
+    """A check's own parameters first; the shared `max_findings` last."""
+    fields = list(spec.params_model.model_fields.items())
+    return [f for f in fields if f[0] != "max_findings"] + [f for f in fields if f[0] == "max_findings"]
 
 
 def cmd_checks(args: argparse.Namespace) -> int:
@@ -138,7 +151,7 @@ def cmd_checks(args: argparse.Namespace) -> int:
                     "description": spec.description,
                     "params": {
                         name: {"default": _describe_default(f), "description": f.description or ""}
-                        for name, f in spec.params_model.model_fields.items()
+                        for name, f in _params_in_order(spec)
                     },
                 }
             )
@@ -154,10 +167,10 @@ def cmd_checks(args: argparse.Namespace) -> int:
         if spec.description:
             for line in spec.description.splitlines():
                 print(f"  {line}")
-        params = spec.params_model.model_fields
+        params = _params_in_order(spec)
         if params:
             print("  parameters:")
-            for name, field in params.items():
+            for name, field in params:
                 desc = f" — {field.description}" if field.description else ""
                 print(f"    {name} (default {_describe_default(field)}){desc}")
     return EXIT_OK
@@ -286,6 +299,7 @@ def build_parser(wanted: str | None = None) -> argparse.ArgumentParser:
                 "add_act_arguments", "act_main")
     _add_module(sub, wanted, "audit", "bot.actions.cli", "show the audit log of actions", "add_audit_arguments",
                 "audit_main")
+    _add_module(sub, wanted, "doctor", "bot.doctor", "check the set-up: Slack, ClearML, storage, store, schedules")
     return parser
 
 
@@ -321,6 +335,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `clearml-chatops checks | head`: the reader left; nothing is wrong
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
     except Exception as exc:
         from bot.sim.scenario import ScenarioError
         from bot.store import StoreError

@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from bot.engine.findings import AREAS, Finding
 
@@ -26,7 +26,9 @@ class CheckParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    max_findings: int = 100
+    max_findings: int = Field(
+        default=100, ge=1, description="report at most this many problems, the worst first, plus one summary"
+    )
 
 
 class NoParams(CheckParams):
