@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from bot.durations import parse_duration
+from bot.incidents.digest import DigestSettings
 
 
 class ConfigError(Exception):
@@ -102,7 +103,10 @@ class SlackSettings(_Strict):
     routes: list[SlackRoute] = Field(default_factory=list)
     command: str = "/clearml"
     api_url: str | None = None
-    digest: dict[str, Any] | None = None
+    # the channel digest's schedule and contents (bot/incidents/digest.py); none: no digest
+    digest: DigestSettings | None = None
+    # also post each scheduled run's whole report (routed like `/clearml run`), besides the incident threads
+    scheduled_reports: bool = False
 
 
 class ActionAllow(_Strict):
@@ -122,11 +126,40 @@ class RotateSettings(_Strict):
     requeue_task: bool = False
 
 
+class ReproduceSettings(_Strict):
+    """Defaults of the reproduce button: how close a re-run must come to count as reproduced, how long to watch it,
+    and how often `serve` looks at the re-runs it watches."""
+
+    metric_rel_tol: float = Field(default=0.05, ge=0)
+    metric_abs_tol: float = Field(default=1e-9, ge=0)
+    duration_rel_tol: float = Field(default=0.5, ge=0)
+    metrics: list[str] = Field(default_factory=list)  # 'metric/variant' globs to compare (default: all)
+    timeout: str | float = "24h"
+    poll: str | float = "30s"
+
+    @field_validator("timeout", "poll")
+    @classmethod
+    def _duration(cls, value: str | float) -> str | float:
+        parse_duration(value)
+        return value
+
+    @property
+    def poll_s(self) -> float:
+        return parse_duration(self.poll)
+
+    def button_params(self) -> dict[str, Any]:
+        """The reproduce button's signed params: only what differs from the action's own defaults."""
+        return self.model_dump(exclude={"poll"}, exclude_defaults=True)
+
+
 class ActionsSettings(_Strict):
     dry_run: bool = False
     button_ttl: str | float = "24h"
+    # keys: action ids (clone, requeue, abort, rotate, reproduce, prioritize), and `resolve` / `silence` to
+    # restrict those incident buttons and commands (unrestricted when absent)
     allow: dict[str, ActionAllow] = Field(default_factory=dict)
     rotate: RotateSettings = Field(default_factory=RotateSettings)
+    reproduce: ReproduceSettings = Field(default_factory=ReproduceSettings)
 
 
 class Settings(_Strict):
@@ -183,7 +216,8 @@ def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
         settings = Settings.model_validate(raw)
     except ValidationError as exc:
         err = exc.errors()[0]
-        loc = ".".join(str(p) for p in err["loc"])
+        # drop the union-branch tags pydantic adds (`str`, `IntervalSchedule`, `function-after[...]`)
+        loc = ".".join(str(p) for p in err["loc"] if not _union_tag(p))
         raise ConfigError(f"config file {file}: setting `{loc}`: {err['msg']}") from None
     settings.config_path = str(file)
     if settings.default_server and settings.default_server not in settings.servers:
@@ -192,6 +226,11 @@ def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
             f"{', '.join(settings.servers) or '(none defined)'}"
         )
     return settings
+
+
+def _union_tag(part: Any) -> bool:
+    text = str(part)
+    return text in ("str", "int", "float", "bool", "IntervalSchedule", "CronSchedule", "StorageTarget") or "[" in text
 
 
 # ------------------------------------------------------------------------------------------------

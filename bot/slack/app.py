@@ -1,5 +1,7 @@
 """The Bolt app factory. Nothing is built at import time: `create_app(settings, store=...)` builds the Web API
-client, the outbox, the router and the work pool, registers the listener modules, and returns the `App`.
+client, the outbox (with the durable outbox behind it), the router, the work pool, the action core's dependencies
+and button signer, and the incident pipeline; registers the listener modules, and returns the `App`. The threads
+that drain the durable outbox and run schedules are `serve`'s (bot/slack/background.py).
 
 Listeners are registered per domain (`bot/slack/listeners/<domain>.py`, each with `register(app)`); what they need
 arrives in Bolt's context as `context["services"]` (a `BotServices`), put there by a global middleware.
@@ -9,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import weakref
 from collections.abc import Callable
 from pathlib import Path
@@ -20,17 +23,17 @@ from slack_sdk import WebClient
 
 from bot.config import Settings
 from bot.slack.client import make_web_client
-from bot.slack.listeners import commands, datasets
+from bot.slack.listeners import actions, commands, datasets, incidents
 from bot.slack.outbox import Outbox
 from bot.slack.routing import Router
-from bot.slack.services import BotServices, slack_secrets_from_env
+from bot.slack.services import BotServices, UserGroups, slack_secrets_from_env
 from bot.slack.workpool import WorkPool
 from bot.store import Store
 
 log = logging.getLogger(__name__)
 
-# Listener modules, each with `register(app)`. Actions (issue 5) and incident buttons (issue 6) add theirs here.
-LISTENER_MODULES = (commands, datasets)
+# Listener modules, each with `register(app)`.
+LISTENER_MODULES = (commands, datasets, actions, incidents)
 
 _SERVICES: weakref.WeakKeyDictionary[App, BotServices] = weakref.WeakKeyDictionary()
 
@@ -74,6 +77,7 @@ def create_app(
     services: BotServices | None = None
     # late-bound: the outbox redacts with everything the services know (ClearML keys of every server included)
     outbox = Outbox(client, secrets=lambda: services.secrets() if services is not None else secrets)
+    outbox.durable = _durable_outbox(store)
     services = BotServices(
         settings=settings,
         store=store,
@@ -83,7 +87,12 @@ def create_app(
         playbooks_dir=playbooks_directory(settings, playbooks_dir),
         command=settings.slack.command,
         slack_secrets=secrets,
+        groups=UserGroups(outbox.usergroup_members),
     )
+    _wire_actions(services)
+    from bot.slack.incidents import build_pipeline
+
+    services.incidents = build_pipeline(services)
     try:
         app = App(
             client=client,  # carries the token (passing both makes Bolt warn that `token` is unused)
@@ -95,11 +104,15 @@ def create_app(
             name="clearml-chatops",
             logger=logger or logging.getLogger("bot.slack.bolt"),
         )
-    except BoltError as exc:
-        raise SlackAuthError(
-            f"Slack refused SLACK_BOT_TOKEN ({_short_error(exc)}): copy the Bot User OAuth Token (xoxb-…) from "
-            "the app's OAuth & Permissions page, or reinstall the app to the workspace"
-        ) from None
+    except BaseException as exc:
+        if services.action_store is not None and services.action_store is not store:
+            services.action_store.close()  # nobody else will: the caller gets no app to shut down
+        if isinstance(exc, BoltError):
+            raise SlackAuthError(
+                f"Slack refused SLACK_BOT_TOKEN ({_short_error(exc)}): copy the Bot User OAuth Token (xoxb-…) from "
+                "the app's OAuth & Permissions page, or reinstall the app to the workspace"
+            ) from None
+        raise
     app.use(_inject(services))
     app.error(_on_error)
     for module in LISTENER_MODULES:
@@ -118,15 +131,52 @@ def create_app(
     return app
 
 
+def _durable_outbox(store: Store) -> Any:
+    """One per process: at construction it marks messages a killed predecessor was sending as uncertain."""
+    from bot.outbox import Outbox as DurableOutbox
+
+    return DurableOutbox(store, rng=random.Random())
+
+
+def _wire_actions(services: BotServices) -> None:
+    """The action core's collaborators, once per process: a second store connection (audit and idempotency rows
+    commit on their own), the authorizer with its user-group resolver, the button signer."""
+    from bot.actions import ActionDeps, Authorizer
+    from bot.actions.executor import signer_for
+    from bot.slack.action_buttons import ButtonMaker
+
+    store = services.store
+    services.action_store = store if str(store.path) == ":memory:" else Store(store.path)
+    groups = services.groups
+
+    async def members(group: str) -> frozenset[str]:
+        assert groups is not None
+        return await services.pool.io(groups.members, group)
+
+    deps = ActionDeps(
+        authorizer=Authorizer(services.settings.actions, group_members=members),
+        extra_secrets=list(services.slack_secrets),
+    )
+    try:
+        signer_for(services.action_store, deps)  # the key now: a problem shows at start, not at the first click
+    except (ValueError, OSError) as exc:
+        log.warning("action buttons are off: %s", exc)
+    services.action_deps = deps
+    services.buttons = ButtonMaker(services.settings, services.action_store, deps)
+
+
 def services_of(app: App) -> BotServices:
     return _SERVICES[app]
 
 
 def shutdown_app(app: App, timeout: float = 10.0) -> None:
-    """Let running jobs finish (up to `timeout`), then stop the work pool."""
+    """Let running jobs finish (up to `timeout`), then stop the work pool and close the actions' store connection."""
     services = _SERVICES.get(app)
     if services is not None:
         services.pool.stop(timeout)
+        if services.action_store is not None and services.action_store is not services.store:
+            services.action_store.close()
+            services.action_store = None
 
 
 def _inject(services: BotServices) -> Callable[..., BoltResponse]:

@@ -19,6 +19,8 @@ from slack_sdk.http_retry.builtin_handlers import (
 )
 from slack_sdk.http_retry.handler import RetryHandler
 
+from bot import metrics
+
 if TYPE_CHECKING:
     from bot.config import Settings
 
@@ -37,6 +39,14 @@ METHOD_SCOPES: dict[str, tuple[str, ...]] = {
     "chat.update": ("chat:write",),
     "chat.delete": ("chat:write",),
     "chat.postEphemeral": ("chat:write",),
+    # who may press a mutating button: `actions.allow.<action>.usergroups` (bot/actions/policy.py)
+    "usergroups.users.list": ("usergroups:read",),
+    # the durable outbox (bot/outbox.py): after a crash mid-send it looks for the message it may have posted (by the
+    # dedupe key in its metadata) before posting again, and turns a routed `#name` into the channel's id
+    "conversations.history": ("channels:history", "groups:history"),
+    "conversations.replies": ("channels:history", "groups:history"),
+    "conversations.list": ("channels:read", "groups:read"),
+    "conversations.info": ("channels:read", "groups:read"),  # `doctor`: can the bot post in each routed channel
 }
 
 # Scopes not tied to a Web API call: `commands` is what lets the app own a slash command.
@@ -84,6 +94,6 @@ def make_web_client(
         token=token,
         base_url=base_url or api_base_url(settings),
         timeout=timeout,
-        retry_handlers=retry_handlers(),
+        retry_handlers=metrics.counting(retry_handlers()),  # each retry (429, 5xx, connection) shows on /metrics
         logger=logger or logging.getLogger("bot.slack.web"),
     )

@@ -12,9 +12,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from bot.slack.messages.report import ReportOptions, render_run
+from bot.slack.messages.report import FindingButtons, ReportOptions, render_run
 from bot.slack.outbox import Outbox, Posted, SlackWriteError
-from bot.slack.routing import Router
+from bot.slack.routing import NoChannelError, Router
 
 if TYPE_CHECKING:
     from bot.engine.playbook import Playbook
@@ -57,3 +57,32 @@ def deliver_run(
             log.error("report for %s not posted: %s", ", ".join(result.playbooks), exc.explain())
         out.append(delivery)
     return out
+
+
+def queue_run_report(
+    outbox: Outbox,
+    router: Router,
+    result: RunResult,
+    playbook: Playbook | None,
+    *,
+    key: str,
+    opts: ReportOptions | None = None,
+    secrets: Sequence[str] = (),
+    buttons: FindingButtons | None = None,
+    queues: Sequence[tuple[str, str]] = (),
+) -> list[str]:
+    """A scheduled run's report through the durable outbox (nobody is waiting for it, so it must survive a Slack
+    outage or a restart): one message per routed channel, deduplicated by `key` (the run's id). Returns the
+    channels it was queued for."""
+    try:
+        plans = router.plan(result.findings, playbook)
+    except NoChannelError as exc:
+        log.error("report for %s not queued: %s", ", ".join(result.playbooks), exc)
+        return []
+    channels = []
+    for plan in plans:
+        part = result if plan.whole_report else dataclasses.replace(result, findings=plan.findings)
+        message = render_run(part, opts=opts, secrets=secrets, buttons=buttons, queues=queues)
+        outbox.enqueue(f"report:{key}:{plan.channel}", plan.channel, "post", message)
+        channels.append(plan.channel)
+    return channels

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from bot.clearml.errors import ClearMLError, CredentialsError, ServerUnavailableError
 from bot.config import ConfigError
@@ -18,6 +19,7 @@ from bot.engine import lookups
 from bot.engine.lookups import LookupInputError, Meta, open_snapshot, parse_ref, pick_server
 from bot.engine.playbook import PlaybookError
 from bot.redact import redact
+from bot.slack.messages.actions import queue_choice_actions
 from bot.slack.messages.common import SlackMessage
 from bot.slack.messages.help import render_failure, render_input_error, render_running
 from bot.slack.messages.lookups import (
@@ -33,6 +35,12 @@ from bot.slack.parsing import ParsedCommand
 from bot.slack.replies import CommandRequest, Reply
 from bot.slack.services import BotServices
 from bot.store import StoreError
+
+if TYPE_CHECKING:
+    from bot.config import ServerSettings
+    from bot.engine.playbook import Playbook
+    from bot.engine.runner import RunResult
+    from bot.engine.snapshot import Snapshot
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +128,31 @@ async def _task(services: BotServices, req: CommandRequest, parsed: ParsedComman
     meta = Meta()
     async with open_snapshot(services.settings, server, meta) as snap:
         diag = await lookups.task(snap, meta, ref.id, services.playbooks())
-    return Outcome(render_task(diag, requested_by=req.user_id, secrets=services.secrets()))
+        queues = await queue_options(services, snap, server.name, diag.actions)
+    buttons = (
+        services.buttons.for_subject(diag.actions, "task", diag.id, diag.name, server.name)
+        if services.buttons is not None
+        else []
+    )
+    return Outcome(
+        render_task(diag, requested_by=req.user_id, secrets=services.secrets(), buttons=buttons, queues=queues)
+    )
+
+
+async def queue_options(
+    services: BotServices, snap: Snapshot, server: str, actions: Iterable[str]
+) -> list[tuple[str, str]]:
+    """The server's queues for the select next to clone/requeue/reproduce buttons (only when one is shown); also
+    remembered for incident messages, which are rendered without ClearML at hand."""
+    if not set(actions) & queue_choice_actions():
+        return []
+    try:
+        found = [(q.id, q.name or q.id) for q in await snap.queues()]
+    except ClearMLError as exc:  # the buttons still work without a select (default queue)
+        log.info("no queue list for the select: %s", exc)
+        return services.queues.get(server)
+    services.queues.set(server, found)
+    return services.queues.get(server)
 
 
 async def _diff(services: BotServices, req: CommandRequest, parsed: ParsedCommand) -> Outcome:
@@ -147,22 +179,70 @@ async def _dataset(services: BotServices, req: CommandRequest, parsed: ParsedCom
     return Outcome(render_dataset(view, requested_by=req.user_id, secrets=services.secrets(), button_value=value))
 
 
-async def _run(services: BotServices, req: CommandRequest, parsed: ParsedCommand) -> Outcome:
+async def run_with_queues(
+    services: BotServices, playbook: Playbook, server: ServerSettings, trigger: str
+) -> tuple[RunResult, list[tuple[str, str]]]:
+    """Run a playbook; with the server's queues when a finding offers a button that can use one (from the run's
+    own snapshot: usually already fetched by the queue checks, so no extra call)."""
+    from bot.clearml.client import ClearMLClient
     from bot.engine.runner import run_playbooks
+    from bot.engine.snapshot import Snapshot
 
+    client = ClearMLClient(server)
+    try:
+        snap = Snapshot(client, server, services.settings)
+        result = await run_playbooks([playbook], services.settings, server, trigger=trigger, snapshot=snap)
+        actions = {a for f in result.findings for a in f.actions}
+        queues = await queue_options(services, snap, server.name, actions) if result.findings else []
+    finally:
+        await client.aclose()
+    return result, queues
+
+
+async def _run(services: BotServices, req: CommandRequest, parsed: ParsedCommand) -> Outcome:
     playbook = services.find_playbook(parsed.args[0])
     server_name = parsed.args[1] if len(parsed.args) > 1 else playbook.server
     server = pick_server(services.settings, server_name)
-    result = await run_playbooks([playbook], services.settings, server, trigger="slack")
+    result, queues = await run_with_queues(services, playbook, server, "slack")
     try:
         await services.pool.io(services.store.record_run, result)
     except StoreError as exc:  # the report still matters more than its history
         log.error("run not recorded: %s", exc)
     opts = ReportOptions(command=req.command, requested_by=req.user_id)
     secrets = services.secrets()
-    message = render_run(result, opts=opts, secrets=secrets)
+    maker = services.buttons
+    buttons = (lambda f: maker.for_finding(f, result.server)) if maker is not None else None
+    message = render_run(result, opts=opts, secrets=secrets, buttons=buttons, queues=queues)
     thread = render_run_details(result, opts=opts, secrets=secrets) if "--all" in parsed.flags else []
     return Outcome(message, thread)
+
+
+async def _silence(services: BotServices, req: CommandRequest, parsed: ParsedCommand) -> Outcome:
+    """Mute notifications matching a pattern for a while; the answer replaces the placeholder in the channel."""
+    from bot.actions import Actor
+    from bot.actions import audit as audit_mod
+    from bot.incidents.silences import SilenceError, add_silence, parse_silence_args
+    from bot.slack.incidents import may, now_utc
+    from bot.slack.messages.incidents import render_silence_added
+
+    try:
+        pattern, seconds, reason = parse_silence_args(" ".join(parsed.args))
+    except SilenceError as exc:
+        raise LookupInputError(str(exc)) from None
+    actor = Actor(id=req.user_id, via="slack")
+    permission = await services.pool.io(may, services, actor, "silence")
+    store = services.action_store or services.store
+    # audit rows are written here, on the loop thread that owns the actions' store connection
+    if not permission.allowed:
+        audit_mod.record(store, actor=actor, action="silence", server="", subject=pattern, outcome="denied",
+                         error=permission.reason)
+        raise LookupInputError(f"Not allowed: {permission.reason}.")
+    now = now_utc()
+    silence = await services.pool.io(add_silence, services.store, pattern, seconds, reason=reason,
+                                     by=f"<@{req.user_id}>", now=now)
+    audit_mod.record(store, actor=actor, action="silence", server="", subject=pattern, outcome="ok",
+                     params={"seconds": seconds, "reason": reason, "id": silence.id})
+    return Outcome(render_silence_added(silence, now, req.command))
 
 
 HANDLERS: dict[str, Handler] = {
@@ -173,4 +253,5 @@ HANDLERS: dict[str, Handler] = {
     "diff": _diff,
     "dataset": _dataset,
     "run": _run,
+    "silence": _silence,
 }

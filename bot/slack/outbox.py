@@ -1,9 +1,17 @@
 """The outbox: the one seam through which the bot writes to Slack (posts, updates, deletes, ephemeral messages,
 `response_url` replies).
 
-Today it sends directly, retried by the WebClient's handlers (429 + Retry-After, 5xx, connection errors); the
-durable outbox (SQLite queue, per-channel ordering, dedupe keys) replaces the inside of this class without
-changing its callers. Every payload is redacted here as a last line of defence, whatever the builders did.
+Two paths:
+- *interactive* writes (a command's "running…" placeholder and its result, private answers) are sent at once,
+  retried by the WebClient's handlers (429 + Retry-After, 5xx, connection errors): someone is waiting for them,
+  and if the bot dies meanwhile the person simply types the command again;
+- *unattended* writes (incident root messages, their updates and thread replies, digests, scheduled reports,
+  action outcomes, reproduce results) go through `enqueue()` into the durable outbox (bot/outbox.py: a SQLite
+  queue with dedupe keys, per-channel order, backoff honouring Retry-After, crash reconciliation), drained by its
+  worker thread that `serve` starts. Nobody would notice if one of those were lost, so they must not be.
+
+Every payload is redacted here as a last line of defence, whatever the builders did (for the durable path before
+it is stored, so the store never holds a secret either).
 """
 
 from __future__ import annotations
@@ -14,15 +22,23 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.webhook import WebhookClient
 
+from bot import metrics
 from bot.redact import redact
 from bot.slack.client import BOT_DISPLAY_NAME, METHOD_SCOPES, retry_handlers
 from bot.slack.messages.common import SlackMessage
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from bot.incidents.pipeline import Rendered
+    from bot.outbox import MessageKind
+    from bot.outbox import Outbox as DurableOutbox
 
 log = logging.getLogger(__name__)
 
@@ -86,13 +102,17 @@ class Posted:
     ts: str
 
 
-def _redact_tree(value: Any, secrets: Iterable[str]) -> Any:
+# Machine fields: ids, signed button values, message metadata. Redacting them could only break them.
+_NOT_TEXT = frozenset({"value", "action_id", "block_id", "metadata", "user", "ts", "thread_ts", "type"})
+
+
+def _redact_tree(value: Any, secrets: Iterable[str], key: str = "") -> Any:
     if isinstance(value, str):
-        return redact(value, secrets)
+        return value if key in _NOT_TEXT else redact(value, secrets)
     if isinstance(value, list):
-        return [_redact_tree(v, secrets) for v in value]
+        return [_redact_tree(v, secrets, key) for v in value]
     if isinstance(value, dict):
-        return {k: _redact_tree(v, secrets) for k, v in value.items()}
+        return {k: (v if k in _NOT_TEXT else _redact_tree(v, secrets, k)) for k, v in value.items()}
     return value
 
 
@@ -112,6 +132,72 @@ class Outbox:
         self._lock = threading.Lock()
         self.sent: Counter[str] = Counter()  # method -> successful calls (for /metrics and tests)
         self.failed: Counter[str] = Counter()
+        self.durable: DurableOutbox | None = None  # set by create_app; drained by the worker `serve` starts
+
+    # -- unattended writes: the durable outbox ----------------------------------------------------------------
+    def enqueue(
+        self,
+        key: str,
+        channel: str,
+        kind: MessageKind,
+        message: SlackMessage | Rendered | dict[str, Any],
+        *,
+        root_key: str | None = None,
+        supersede: bool = False,
+        thread_ts: str | None = None,
+        ts: str | None = None,
+        user: str | None = None,
+        now: datetime | None = None,
+    ) -> bool:
+        """Queue an unattended write in the durable outbox (same signature as `bot.outbox.Outbox.enqueue`, so the
+        incident pipeline takes this facade as its outbox). False when `key` was queued before (dedupe).
+
+        `message`: a SlackMessage, an incident `Rendered`, or a payload dict (`text`, `blocks`, ...). `root_key`
+        names a message this outbox posted (an incident root); `thread_ts` / `ts` (+ a channel *id*) a message
+        posted otherwise (a command's answer)."""
+        if self.durable is None:
+            raise RuntimeError("no durable outbox attached: create_app() attaches one")
+        if isinstance(message, SlackMessage):
+            payload: dict[str, Any] = {"text": message.text, "blocks": message.blocks_as_dicts()}
+            if message.metadata:
+                payload["metadata"] = message.metadata
+        elif isinstance(message, dict):
+            payload = dict(message)
+        else:  # an incident Rendered(text, blocks)
+            payload = {"text": message.text}
+            if message.blocks:
+                payload["blocks"] = message.blocks
+        if payload.get("blocks"):
+            from bot.outbox import _plain
+
+            # Block objects -> dicts now: slack_sdk checks Block Kit's limits here, before anything is stored
+            payload["blocks"] = _plain(payload["blocks"])
+        for name, value in (("thread_ts", thread_ts), ("ts", ts), ("user", user)):
+            if value:
+                payload[name] = value
+        payload = _redact_tree(payload, list(self._secrets()))
+        return self.durable.enqueue(key, channel, kind, payload, root_key=root_key, supersede=supersede, now=now)
+
+    def message_ref(self, key: str) -> tuple[str, str] | None:
+        """(channel id, ts) of a message the durable outbox posted (an incident root), once it is on Slack."""
+        return self.durable.message_ref(key) if self.durable is not None else None
+
+    # -- reads ------------------------------------------------------------------------------------------------
+    def usergroup_members(self, group: str) -> list[str]:
+        """Members of a Slack user group (`usergroups.users.list`, scope usergroups:read). Raises SlackWriteError
+        (despite the name: the same error vocabulary) when Slack refuses, e.g. `missing_scope`, `no_such_subteam`."""
+        method = "usergroups.users.list"
+        assert method in METHOD_SCOPES
+        try:
+            # the SDK's own method: read methods take form/query arguments, not a JSON body
+            data = self.client.usergroups_users_list(usergroup=group).data
+        except SlackApiError as exc:
+            error = str(exc.response.get("error") or "unknown_error") if exc.response is not None else "unknown_error"
+            raise SlackWriteError(method, error) from None
+        except (SlackClientError, OSError) as exc:
+            raise SlackWriteError(method, f"connection_error: {type(exc).__name__}") from None
+        users = data.get("users") if isinstance(data, dict) else None
+        return [str(u) for u in users or []]
 
     # -- payloads ---------------------------------------------------------------------------------------------
     def _payload(self, message: SlackMessage) -> dict[str, Any]:
@@ -129,6 +215,7 @@ class Outbox:
     def _count(self, method: str, ok: bool) -> None:
         with self._lock:
             (self.sent if ok else self.failed)[method] += 1
+        metrics.slack_call(method, "ok" if ok else "error")
 
     def _call(self, method: str, target: str | None, /, **kwargs: Any) -> dict[str, Any]:
         if method not in METHOD_SCOPES:  # keeps the scope table (and so the manifest) honest

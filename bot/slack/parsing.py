@@ -77,6 +77,22 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
     ),
     Subcommand("playbooks", "", "the playbooks this bot can run", instant=True),
     Subcommand("checks", "", "every check the playbooks can use", instant=True),
+    # Incidents and schedules: answered from the bot's store, so at once (no ClearML call).
+    Subcommand("incidents", "", "open incidents: severity, age, who acknowledged, link to each thread", instant=True),
+    Subcommand(
+        "silence",
+        "<check-or-subject-pattern> <duration> [reason]",
+        "mute notifications matching a check or subject for a while (still tracked); announced here",
+        2,
+        60,
+        example="silence agents.stale:gpu-box-* 2h kernel upgrade",
+    ),
+    Subcommand("silences", "", "active silences and when they end", instant=True),
+    Subcommand(
+        "unsilence", "<id>", "end a silence early (ids from `silences`)", 1, 1, instant=True, example="unsilence 3"
+    ),
+    Subcommand("schedules", "", "scheduled playbooks and the digest, with their next run times", instant=True),
+    Subcommand("audit", "[n]", "the last n button actions and who did them (default 10)", 0, 1, instant=True),
 )
 BY_NAME: dict[str, Subcommand] = {s.name: s for s in SUBCOMMANDS}
 
@@ -184,4 +200,6 @@ def _needs(sub: Subcommand) -> str:
         "task": "a task id or a ClearML web link to the task",
         "diff": "two task ids (or links)",
         "dataset": "a dataset id or a ClearML web link to the dataset",
+        "silence": "a check or subject pattern and a duration, e.g. `agents.stale:gpu-* 2h`",
+        "unsilence": "the silence's number (`/clearml silences` lists them)",
     }.get(sub.name, f"{sub.min_args} argument(s)")

@@ -1,5 +1,10 @@
 """`clearml-chatops serve [--http] [--port N] [--host H] [--playbooks DIR]`: run the Slack bot.
 
+Besides answering Slack, `serve` runs the background (bot/slack/background.py): the durable outbox's worker, the
+scheduled playbooks feeding the incident threads, the digest, and the reproduce watcher. SIGTERM stops them in
+order: no new scheduled runs, running commands and button jobs finish, the outbox sends what is queued (briefly;
+the rest waits in the store for the next start), the store closes.
+
 Socket Mode by default (`SLACK_BOT_TOKEN`, `SLACK_APP_TOKEN`; no public URL needed). `--http` serves Slack's requests
 on `/slack/events` (`SLACK_SIGNING_SECRET`) through uvicorn and Bolt's Starlette adapter. Both modes serve
 `GET /healthz` on the port: 200 only when the Slack connection is up (HTTP mode: `auth.test` answers ok, cached for
@@ -35,7 +40,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from bot.config import ConfigError, Settings, load_settings
-from bot.slack.app import SlackAuthError, create_app, playbooks_directory, shutdown_app
+from bot.slack.app import SlackAuthError, create_app, playbooks_directory, services_of, shutdown_app
 from bot.slack.client import api_base_url
 from bot.store import Store, StoreError
 
@@ -107,6 +112,7 @@ class Health:
         self._cached: tuple[float, bool, str] | None = None
         self._lock = threading.Lock()
         self.socket_handler: Any = None  # set in Socket Mode
+        self.outbox_depth: Any = None  # () -> messages not yet sent: reported, not a health condition
 
     def slack(self) -> tuple[bool, str]:
         if self.socket_handler is not None:
@@ -130,11 +136,17 @@ class Health:
         slack_ok, slack_detail = self.slack()
         store_ok, store_detail = store_writable(self._store_path)
         ok = slack_ok and store_ok
-        return ok, {
+        detail: dict[str, Any] = {
             "ok": ok,
             "slack": {"ok": slack_ok, "detail": slack_detail},
             "store": {"ok": store_ok, "detail": store_detail},
         }
+        if self.outbox_depth is not None and store_ok:
+            try:
+                detail["outbox"] = {"pending": int(self.outbox_depth())}
+            except Exception:  # informational only: never turns the probe red
+                pass
+        return ok, detail
 
 
 def build_asgi(app: App | None, health: Health) -> Starlette:
@@ -152,7 +164,9 @@ def build_asgi(app: App | None, health: Health) -> Starlette:
         ok, detail = await run_in_threadpool(health.check)
         return JSONResponse(detail, status_code=200 if ok else 503)
 
-    routes = [Route(HEALTH_PATH, healthz, methods=["GET", "HEAD"])]
+    from bot.metrics import metrics_route
+
+    routes = [Route(HEALTH_PATH, healthz, methods=["GET", "HEAD"]), metrics_route()]
     if app is not None:
         routes.append(Route(EVENTS_PATH, events, methods=["POST"]))
     return Starlette(routes=routes)
@@ -189,6 +203,8 @@ class BotServer:
         self._own_store = store is None
         self.app: App | None = None
         self.health: Health | None = None
+        self.background: Any = None  # bot.slack.background.Background
+        self._unwatch: Any = None  # stops /metrics reading the outbox before the store closes
         self.socket_handler: Any = None
         self._server: Any = None
         self._sock: socket.socket | None = None
@@ -254,6 +270,15 @@ class BotServer:
         self.health = Health(bot_token, base_url, self.store.path)
         if not self.http:
             self._connect_socket(app_token or "")
+        from bot.slack.background import Background
+
+        services = services_of(self.app)
+        self.background = Background(services, bot_token).start()
+        self.health.outbox_depth = services.outbox.durable.depth if services.outbox.durable is not None else None
+        if services.outbox.durable is not None:
+            from bot.metrics import watch_outbox
+
+            self._unwatch = watch_outbox(services.outbox.durable)  # /metrics reads the queue depth at scrape time
 
     def _connect_socket(self, app_token: str) -> None:
         from slack_bolt.adapter.socket_mode import SocketModeHandler
@@ -300,8 +325,8 @@ class BotServer:
 
         assert self.health is not None
         asgi = build_asgi(self.app if self.http else None, self.health)
-        config = uvicorn.Config(
-            asgi, log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=10
+        config = uvicorn.Config(  # log_config=None: uvicorn's lines go through the bot's handler (one line, redacted)
+            asgi, log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=10, log_config=None
         )
         return Server(config)
 
@@ -355,9 +380,17 @@ class BotServer:
             except Exception:  # closing a dead socket must not hide the real reason we stop
                 log.debug("socket mode close failed", exc_info=True)
             self.socket_handler = None
+        if self.background is not None:
+            self.background.stop_scheduling()  # no new runs; a running one may finish
         if self.app is not None:
-            shutdown_app(self.app)
+            shutdown_app(self.app)  # commands and button jobs finish (they may queue messages)
             self.app = None
+        if self.background is not None:
+            self.background.stop_outbox()  # send what is queued, briefly; the rest goes at the next start
+            self.background = None
+        if self._unwatch is not None:
+            self._unwatch()
+            self._unwatch = None
         if self._sock is not None:
             self._sock.close()
             self._sock = None
@@ -367,9 +400,18 @@ class BotServer:
 
 
 def _setup_logging() -> None:
-    if not logging.getLogger().handlers:
-        level = os.environ.get("LOG_LEVEL", "INFO").upper()
-        logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # One line per event, LOG_FORMAT=text|json, LOG_LEVEL; secrets redacted on every handler (docs/operations.md).
+    from bot.logs import setup_logging
+
+    setup_logging()
+
+
+def _register_secrets(settings: Settings) -> None:
+    """The ClearML keys of every configured server never appear in a log line, whatever variables hold them."""
+    from bot.engine.lookups import configured_servers
+    from bot.logs import add_secrets
+
+    add_secrets(s for server in configured_servers(settings) for s in server.secrets())
 
 
 def main(args: argparse.Namespace) -> int:
@@ -377,6 +419,7 @@ def main(args: argparse.Namespace) -> int:
     _setup_logging()
     try:
         settings = load_settings(getattr(args, "config", None))
+        _register_secrets(settings)
         server = BotServer(
             settings,
             http=bool(getattr(args, "http", False)),

@@ -1,5 +1,7 @@
 """What the listeners need, built once by `create_app` and handed to every listener through Bolt's context
-(`context["services"]`): settings, store, outbox, router, work pool, playbooks, and the secrets to redact.
+(`context["services"]`): settings, store, outbox, router, work pool, playbooks, the secrets to redact, and for the
+buttons: the action core's dependencies, the button signer, the incident pipeline, the scheduler, the live queues
+of each server (for queue selects) and Slack user-group members (for authorization).
 """
 
 from __future__ import annotations
@@ -8,8 +10,11 @@ import logging
 import os
 import re
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from bot.config import ServerSettings, Settings
 from bot.engine.lookups import configured_servers
@@ -20,7 +25,51 @@ from bot.slack.routing import Router
 from bot.slack.workpool import WorkPool
 from bot.store import Store
 
+if TYPE_CHECKING:
+    from bot.actions import ActionDeps
+    from bot.incidents.pipeline import IncidentPipeline
+    from bot.schedule import Scheduler
+    from bot.slack.action_buttons import ButtonMaker
+
 log = logging.getLogger(__name__)
+
+
+class QueueCache:
+    """Each server's queues as (id, name), from the last run or look-up that listed them: the options of the queue
+    select next to clone/requeue/reproduce buttons. Renderers must not call ClearML, so they read this."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_server: dict[str, list[tuple[str, str]]] = {}
+
+    def set(self, server: str, queues: list[tuple[str, str]]) -> None:
+        with self._lock:
+            self._by_server[server] = sorted(queues, key=lambda q: q[1].lower())
+
+    def get(self, server: str | None) -> list[tuple[str, str]]:
+        with self._lock:
+            return list(self._by_server.get(server or "", []))
+
+
+class UserGroups:
+    """Slack user-group members (`usergroups.users.list`), cached for `ttl_s` so a burst of clicks costs one call.
+    A group Slack will not list raises (the caller grants nothing: fail closed)."""
+
+    def __init__(self, fetch: Callable[[str], list[str]], *, ttl_s: float = 120.0) -> None:
+        self._fetch = fetch
+        self._ttl = ttl_s
+        self._lock = threading.Lock()
+        self._cache: dict[str, tuple[float, frozenset[str]]] = {}
+
+    def members(self, group: str) -> frozenset[str]:
+        with self._lock:
+            hit = self._cache.get(group)
+            if hit and hit[0] > time.monotonic():
+                return hit[1]
+        members = frozenset(self._fetch(group))
+        with self._lock:
+            self._cache[group] = (time.monotonic() + self._ttl, members)
+        return members
 
 _PLAYBOOK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
@@ -35,8 +84,30 @@ class BotServices:
     playbooks_dir: Path
     command: str = "/clearml"
     slack_secrets: list[str] = field(default_factory=list)
+    # actions: a second connection to the store file (audit and idempotency rows commit on their own, never
+    # inside another thread's incident transaction), the core's deps (one per process), the button signer.
+    # The action core writes through it without a lock of its own, so it is used on the work pool's event-loop
+    # thread only (`on_loop`): button clicks, the reproduce watcher, audit rows, `/clearml audit`.
+    action_store: Store | None = None
+    action_deps: ActionDeps | None = None
+    buttons: ButtonMaker | None = None
+    queues: QueueCache = field(default_factory=QueueCache)
+    groups: UserGroups | None = None
+    # set by `serve` (bot/slack/background.py): the incident pipeline and the scheduler
+    incidents: IncidentPipeline | None = None
+    scheduler: Scheduler | None = None
+    background: Any = None
     _servers: list[ServerSettings] | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def on_loop(self, fn: Callable[[], Any], timeout: float = 10.0) -> Any:
+        """Run `fn` (blocking, e.g. an audit write) on the work pool's loop thread and wait for it: the thread that
+        owns `action_store`. From the loop thread itself, just call it."""
+
+        async def job() -> Any:
+            return fn()
+
+        return self.pool.run_sync(job, timeout=timeout)
 
     # -- servers and secrets ----------------------------------------------------------------------------------
     @property

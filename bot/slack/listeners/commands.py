@@ -18,7 +18,8 @@ from bot.config import ConfigError
 from bot.engine.lookups import LookupInputError, parse_ref
 from bot.engine.playbook import PlaybookError
 from bot.engine.registry import REGISTRY, load_builtin_checks
-from bot.slack import jobs
+from bot.incidents.silences import SilenceError, parse_silence_args
+from bot.slack import incident_commands, jobs
 from bot.slack.messages.common import SlackMessage
 from bot.slack.messages.help import (
     render_busy,
@@ -45,13 +46,19 @@ def handle_command(ack: Ack, command: dict[str, Any], context: BoltContext) -> N
     services: BotServices = context["services"]
     request = CommandRequest.from_payload(command)
 
-    def reply_now(message: SlackMessage) -> None:
-        ack(services.outbox.ack_body(message, ephemeral=True))
+    def reply_now(message: SlackMessage, *, ephemeral: bool = True) -> None:
+        ack(services.outbox.ack_body(message, ephemeral=ephemeral))
 
     try:
         parsed = parse(request.text, request.command)
     except UsageError as err:
         reply_now(render_usage_error(err, request.command))
+        return
+    if parsed.name in incident_commands.COMMANDS:
+        # from the store, at once; a new silence is announced in the channel (everybody should know what stopped
+        # notifying), the rest is private
+        message, public = incident_commands.answer(services, parsed, request)
+        reply_now(message, ephemeral=not public)
         return
     instant = _instant(services, parsed, request)
     if instant is not None:
@@ -95,7 +102,9 @@ def _validate(services: BotServices, parsed: ParsedCommand) -> str | None:
         elif parsed.name == "diff":
             for arg in parsed.args:
                 parse_ref(arg, services.servers, kind="task")
-    except (PlaybookError, LookupInputError, ConfigError) as exc:
+        elif parsed.name == "silence":
+            parse_silence_args(" ".join(parsed.args))
+    except (PlaybookError, LookupInputError, ConfigError, SilenceError) as exc:
         return str(exc)
     return None
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from slack_sdk.models.blocks import ActionsBlock, Block, ButtonElement, ConfirmObject, PlainTextObject
 
@@ -34,6 +35,9 @@ from bot.slack.messages.common import (
     severity_count,
 )
 from bot.slack.messages.report import finding_lines
+
+if TYPE_CHECKING:
+    from bot.slack.messages.actions import ActionButton
 
 STATE_EMOJI = {"alive": ":large_green_circle:", "stale": ":large_yellow_circle:", "dead": ":red_circle:"}
 _STATE_ICON = {"critical": "🔴", "error": "🟠", "warning": "🟡", "info": "🟢", "ok": "🟢"}
@@ -234,7 +238,18 @@ ACTION_TEXT = {
 }
 
 
-def render_task(d: TaskDiagnosis, *, requested_by: str | None = None, secrets: Sequence[str] = ()) -> SlackMessage:
+def render_task(
+    d: TaskDiagnosis,
+    *,
+    requested_by: str | None = None,
+    secrets: Sequence[str] = (),
+    buttons: Sequence[ActionButton] = (),
+    queues: Sequence[tuple[str, str]] = (),
+) -> SlackMessage:
+    """One task's diagnosis; `buttons` (signed by the caller) for its suggested actions, with a select of `queues`
+    when one of them can run it elsewhere."""
+    from bot.slack.messages.actions import actions_block
+
     icon = _TASK_STATUS_ICON.get(d.status, "•")
     blocks: list[Block] = [header(f"{icon} Task {clip(d.name or d.id, 100)}: {d.status}")]
     facts = [
@@ -286,6 +301,9 @@ def render_task(d: TaskDiagnosis, *, requested_by: str | None = None, secrets: S
         advice.append("*Suggested:* " + "; ".join(ACTION_TEXT.get(a, a) for a in d.actions))
     if advice:
         blocks.append(section("\n".join(advice)))
+    block = actions_block(buttons, block_id="acts:task", queues=queues)
+    if block is not None:
+        blocks.append(block)
     text = f"Task {d.name or d.id}: {d.status}" + (f" ({d.failure.title})" if d.failure else "")
     return _finish(text, blocks, context(*meta_context(d.meta, _requested(requested_by))))
 

@@ -5,7 +5,7 @@ rest with the command that shows everything.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -33,6 +33,10 @@ from bot.slack.messages.common import (
 
 if TYPE_CHECKING:
     from bot.engine.runner import RunResult
+    from bot.slack.messages.actions import ActionButton
+
+# A finding's action buttons (bot/slack/action_buttons.py signs them before rendering).
+FindingButtons = Callable[[Finding], Sequence["ActionButton"]]
 
 # Evidence keys that are bulky or only for machines (incident correlation reads `related`).
 _HIDDEN_EVIDENCE = {"related", "lines", "log_tail", "raw"}
@@ -160,8 +164,20 @@ def run_context(result: RunResult, opts: ReportOptions) -> list[str]:
     return parts
 
 
-def render_run(result: RunResult, *, opts: ReportOptions | None = None, secrets: Sequence[str] = ()) -> SlackMessage:
-    """The report of one run in one message (≤ 50 blocks, each section ≤ 3000 characters)."""
+def render_run(
+    result: RunResult,
+    *,
+    opts: ReportOptions | None = None,
+    secrets: Sequence[str] = (),
+    buttons: FindingButtons | None = None,
+    queues: Sequence[tuple[str, str]] = (),
+) -> SlackMessage:
+    """The report of one run in one message (≤ 50 blocks, each section ≤ 3000 characters).
+
+    `buttons`: the action buttons of a finding; each group's shown findings get one actions block (with a select
+    of `queues`, the server's (id, name), when a button can use one)."""
+    from bot.slack.messages.actions import actions_block
+
     opts = opts or ReportOptions()
     worst = worst_severity(result.findings)
     title = run_title(result)
@@ -193,9 +209,15 @@ def render_run(result: RunResult, *, opts: ReportOptions | None = None, secrets:
                 opts=opts,
             )
         )
-        if len(texts) <= budget:
+        shown_items = items[: min(opts.examples_per_group, len(items))]
+        group_buttons = [b for f in shown_items for b in buttons(f)] if buttons is not None else []
+        block = actions_block(group_buttons, block_id=f"acts:{len(blocks)}", queues=queues)
+        needed = len(texts) + (1 if block is not None else 0)
+        if needed <= budget:
             blocks.extend(section(t) for t in texts)
-            budget -= len(texts)
+            if block is not None:
+                blocks.append(block)
+            budget -= needed
         else:
             leftover[sev] = leftover.get(sev, 0) + len(items)
     if leftover:

@@ -1,0 +1,173 @@
+"""The incident pipeline as the Slack bot runs it: the Block Kit renderer, channel routing by the Slack router,
+the durable outbox, and what the renderer needs to know beyond the incident (action buttons, live queues, the
+actions already taken on the incident's subjects).
+
+Who may press the incident buttons (documented in docs/slack.md):
+- acknowledge and snooze: anyone who can see the message (they are in the channel): both only change who is
+  notified, the incident stays tracked;
+- resolve, and `/clearml silence`: anyone, unless `actions.allow.resolve` / `actions.allow.silence` lists users or
+  user groups, then only those (a manual resolve hides a live problem until its grace period ends; a silence
+  mutes a check for everybody).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from bot.incidents.db import parse_iso, rows, transaction
+from bot.incidents.digest import thread_url
+from bot.incidents.pipeline import IncidentPipeline
+from bot.incidents.tracker import IncidentView, root_key
+from bot.slack.messages.actions import STATUS_ICON
+from bot.slack.messages.incidents import SlackIncidentRenderer, TakenAction
+from bot.slack.routing import NoChannelError
+
+if TYPE_CHECKING:
+    from bot.actions import Actor
+    from bot.engine.playbook import Playbook
+    from bot.slack.services import BotServices
+
+log = logging.getLogger(__name__)
+
+RESTRICTABLE = ("resolve", "silence")
+
+
+def build_pipeline(services: BotServices) -> IncidentPipeline:
+    """The pipeline `serve` feeds with scheduled runs, and the incident buttons act on."""
+    buttons = services.buttons
+    renderer = SlackIncidentRenderer(
+        buttons=(lambda f, server: buttons.for_finding(f, server)) if buttons is not None else None,
+        queues=services.queues.get,
+        actions_taken=lambda view: actions_taken(services, view),
+        secrets=services.secrets,
+        command=services.command,
+    )
+    return IncidentPipeline(
+        services.store,
+        outbox=services.outbox,  # type: ignore[arg-type]  # the facade: redacts, then the durable outbox
+        renderer=renderer,
+        router=incident_router(services),
+        settings=services.settings,
+    )
+
+
+def incident_router(services: BotServices) -> Callable[[IncidentView], str | None]:
+    """An incident's channel: the first `slack.routes` entry matching its leading finding, else its playbook's
+    `channel`, else the default channel (the same rules as reports)."""
+
+    def route(view: IncidentView) -> str | None:
+        playbook: Playbook | None = None
+        if view.playbook:
+            playbook = next((p for p in services.playbooks() if p.name == view.playbook), None)
+        try:
+            return services.router.finding_route(view.primary.finding, playbook).channel
+        except NoChannelError as exc:
+            log.error("incident #%s has nowhere to go: %s", view.id, exc)
+            return None
+
+    return route
+
+
+def actions_taken(services: BotServices, view: IncidentView) -> list[TakenAction]:
+    """Successful actions on the incident's subjects since it opened (the action core's idempotency table), so
+    the root message keeps "Requeued by @x" instead of offering the button again."""
+    subjects = sorted({m.subject.id for m in view.members})
+    if not subjects:
+        return []
+    marks = ", ".join("?" for _ in subjects)
+    try:
+        with transaction(services.store) as conn:
+            found = rows(
+                conn,
+                f"SELECT action, subject, finished_at, outcome FROM action_runs WHERE status = 'ok' AND server = ? "
+                f"AND subject IN ({marks}) ORDER BY finished_at",
+                (view.server, *subjects),
+            )
+    except sqlite3.OperationalError:  # no action has ever run: the table does not exist yet
+        return []
+    out = []
+    for r in found:
+        finished = parse_iso(r["finished_at"])
+        if finished is None or finished < view.opened_at:
+            continue
+        try:
+            outcome = json.loads(r["outcome"] or "{}")
+        except ValueError:
+            outcome = {}
+        line = f"{STATUS_ICON['ok']} {outcome.get('mrkdwn') or outcome.get('text') or r['action']}"
+        out.append(TakenAction(action=r["action"], subject=r["subject"], line=line))
+    return out
+
+
+def thread_link(services: BotServices, incident_id: int) -> str | None:
+    ref = services.outbox.message_ref(root_key(incident_id))
+    return thread_url(*ref) if ref is not None else None
+
+
+def incident_by_root_ts(services: BotServices, channel: str, ts: str) -> int | None:
+    """The incident whose root message is (channel, ts), if any (a click in its thread)."""
+    try:
+        with transaction(services.store) as conn:
+            found = rows(conn, "SELECT key, channel_id FROM outbox WHERE ts = ? AND kind = 'post' AND key LIKE "
+                               "'incident:%:root'", (ts,))
+    except sqlite3.OperationalError:
+        return None
+    for r in found:
+        if not r["channel_id"] or r["channel_id"] == channel:
+            try:
+                return int(str(r["key"]).split(":")[1])
+            except (IndexError, ValueError):
+                return None
+    return None
+
+
+@dataclass(frozen=True)
+class Permission:
+    allowed: bool
+    reason: str
+
+
+def may(services: BotServices, actor: Actor, what: str) -> Permission:
+    """resolve / silence: anyone, unless `actions.allow.<what>` names users or user groups (blocking: Slack may be
+    asked for a group's members; cached)."""
+    rule = services.settings.actions.allow.get(what)
+    if rule is None or not (rule.users or rule.usergroups):
+        return Permission(True, f"anyone may {what} (no actions.allow.{what})")
+    if actor.id in rule.users:
+        return Permission(True, f"in actions.allow.{what}.users")
+    unresolved = []
+    for group in rule.usergroups:
+        if services.groups is None:
+            unresolved.append(group)
+            continue
+        try:
+            if actor.id in services.groups.members(group):
+                return Permission(True, f"in user group {group}")
+        except Exception as exc:  # Slack refused (missing scope, unknown group): grant nothing
+            log.warning("cannot resolve user group %s: %s", group, exc)
+            unresolved.append(group)
+    reason = f"only the users and user groups in actions.allow.{what} may {what}"
+    if unresolved:
+        reason += f" (user groups {', '.join(unresolved)} could not be listed: usergroups:read scope?)"
+    return Permission(False, reason)
+
+
+def open_incidents(services: BotServices) -> Sequence[IncidentView]:
+    pipeline = services.incidents
+    if pipeline is None:
+        from bot.incidents.tracker import IncidentTracker
+
+        return IncidentTracker(services.store).list_incidents("open")
+    return pipeline.tracker.list_incidents("open")
+
+
+def now_utc() -> datetime:
+    from datetime import UTC
+
+    return datetime.now(UTC)

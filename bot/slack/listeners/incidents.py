@@ -1,0 +1,103 @@
+"""The buttons of an incident's root message: Acknowledge, Snooze 1 h / 4 h / 24 h, Resolve.
+
+Ack at once; the change runs on the work pool through the incident pipeline, which edits the root message and
+notes it in the thread through the durable outbox, in one transaction with the change. Acknowledge and snooze are
+for anyone in the channel; resolve for anyone unless `actions.allow.resolve` restricts it (bot/slack/incidents.py).
+Refusals (not allowed, already resolved, already acknowledged by you) are private notes. Every press is in the
+audit log (`/clearml audit`).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from slack_bolt import Ack, App, BoltContext
+
+from bot.actions import Actor
+from bot.actions import audit as audit_mod
+from bot.incidents.tracker import IncidentError
+from bot.slack.incidents import may
+from bot.slack.messages.actions import render_note
+from bot.slack.messages.incidents import ACK_ACTION, RESOLVE_ACTION, SNOOZE_ACTIONS
+from bot.slack.outbox import SlackWriteError
+from bot.slack.services import BotServices
+from bot.slack.workpool import PoolBusyError
+
+log = logging.getLogger(__name__)
+
+
+def register(app: App) -> None:
+    for action_id in (ACK_ACTION, RESOLVE_ACTION, *SNOOZE_ACTIONS):
+        app.action(action_id)(handle_button)
+
+
+def handle_button(ack: Ack, body: dict[str, Any], action: dict[str, Any], context: BoltContext) -> None:
+    ack()
+    services: BotServices = context["services"]
+    user = body.get("user") or {}
+    actor = Actor(id=str(user.get("id") or ""), name=str(user.get("username") or user.get("name") or ""), via="slack")
+    channel = str((body.get("channel") or {}).get("id") or (body.get("container") or {}).get("channel_id") or "")
+    response_url = body.get("response_url") or None
+    action_id = str(action.get("action_id") or "")
+    raw = str(action.get("value") or "")
+
+    async def job() -> None:
+        audit = await services.pool.io(press, services, actor, channel, response_url, action_id, raw)
+        if audit is not None:  # here, on the loop thread that owns the actions' store connection
+            audit_mod.record(services.action_store or services.store, actor=actor, **audit)
+
+    try:
+        services.pool.submit(job, name=f"incident {action_id}")
+    except PoolBusyError:
+        log.warning("incident button %s by %s dropped: the work pool is full", action_id, actor.id)
+
+
+def press(
+    services: BotServices, actor: Actor, channel: str, response_url: str | None, action_id: str, raw: str
+) -> dict[str, Any] | None:
+    """Blocking: the pipeline's transaction and, for refusals, a private note. Returns the audit row to write."""
+    op = "ack" if action_id == ACK_ACTION else "resolve" if action_id == RESOLVE_ACTION else "snooze"
+    try:
+        incident_id = int(raw)
+    except ValueError:
+        _tell(services, channel, actor.id, response_url, "That button does not name an incident.")
+        return None
+    pipeline = services.incidents
+    if pipeline is None:
+        _tell(services, channel, actor.id, response_url,
+              "Incidents are handled by `clearml-chatops serve`, which is not running them here.")
+        return None
+    subject = f"incident #{incident_id}"
+    if op == "resolve":
+        permission = may(services, actor, "resolve")
+        if not permission.allowed:
+            _tell(services, channel, actor.id, response_url, f"Not allowed: {permission.reason}.")
+            return {"action": "incident.resolve", "server": "", "subject": subject, "outcome": "denied",
+                    "error": permission.reason}
+    mention = f"<@{actor.id}>"
+    try:
+        if op == "ack":
+            notes = pipeline.acknowledge(incident_id, mention)
+        elif op == "snooze":
+            notes = pipeline.snooze(incident_id, mention, seconds=SNOOZE_ACTIONS[action_id])
+        else:
+            notes = pipeline.resolve(incident_id, mention)
+    except IncidentError as exc:
+        _tell(services, channel, actor.id, response_url, f"Nothing changed: {exc}.")
+        return None
+    if not notes and op == "ack":
+        _tell(services, channel, actor.id, response_url, f"You had already acknowledged incident #{incident_id}.")
+    return {"action": f"incident.{op}", "server": "", "subject": subject, "outcome": "ok",
+            "params": {"seconds": SNOOZE_ACTIONS[action_id]} if op == "snooze" else {}}
+
+
+def _tell(services: BotServices, channel: str, user: str, response_url: str | None, text: str) -> None:
+    message = render_note(text)
+    try:
+        if response_url:
+            services.outbox.respond(response_url, message, ephemeral=True)
+        elif channel and user:
+            services.outbox.ephemeral(channel, user, message)
+    except SlackWriteError as exc:
+        log.warning("could not tell %s: %s", user, exc.explain())
