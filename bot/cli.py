@@ -211,6 +211,12 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    if args.live:  # real clearml-agents, a real failure and the bot's fix (bot/live/demo.py)
+        from bot.live.demo import main as live_demo
+
+        return live_demo(args)
+    if args.quick or args.state_dir:
+        raise UsageError("--quick and --state-dir only go with --live")
     from bot.sim.server import SimServer
 
     settings = load_settings(args.config) if args.config else Settings()
@@ -289,6 +295,11 @@ def build_parser(wanted: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--playbooks", dest="playbooks_dir", help="playbooks directory (default: ./playbooks)")
     p.add_argument("--format", choices=["text", "json"], default="text")
     p.add_argument("--verbose", "-v", action="store_true")
+    p.add_argument("--live", action="store_true",
+                   help="instead: real clearml-agents run tasks, one is killed, the bot catches it, restarts it and "
+                        "requeues its task (needs the [live] extra; about a minute)")
+    p.add_argument("--quick", action="store_true", help="with --live: shorter tasks and intervals")
+    p.add_argument("--state-dir", help="with --live: keep the agents' homes, logs and the store here")
     _add_common(p)
     p.set_defaults(func=cmd_demo)
 

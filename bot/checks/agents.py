@@ -74,6 +74,12 @@ def _restart_advice(worker: Worker | None, worker_id: str) -> str:
 
 
 class StaleParams(CheckParams):
+    notice_after: OptionalDuration = Field(
+        default=60.0,
+        description="silence after which a still-young gap is noted as `info` (two missed 30 s reports): a killed "
+        "agent shows up within two report intervals, without a warning for one lost report; null turns it off "
+        "(so does a value at or above stale_after)",
+    )
     stale_after: Duration = Field(
         default=120.0, description="silence after which an agent is stale (agents report every 30 s: 4 missed reports)"
     )
@@ -106,7 +112,11 @@ async def agents_stale(snap: Snapshot, params: StaleParams) -> list[Finding]:
         if not matches_any(worker.id, params.workers) or matches_any(worker.id, params.ignore):
             continue
         age = worker_age_s(snap, worker)
-        if age is None or age <= params.stale_after:
+        if age is None:
+            continue
+        if age <= params.stale_after:
+            if params.notice_after is not None and age > params.notice_after:
+                findings.append(_missed_reports(snap, worker, age, params))
             continue
         severity: Severity = "critical" if age > params.dead_after else "warning"
         running = f", was running {worker.task_name or worker.task_id}" if worker.task_id else ""
@@ -152,6 +162,31 @@ async def agents_stale(snap: Snapshot, params: StaleParams) -> list[Finding]:
             )
         )
     return findings
+
+
+def _missed_reports(snap: Snapshot, worker: Worker, age: float, params: StaleParams) -> Finding:
+    """The early notice: two reports missed. Often a busy host or a network blip; a killed agent looks the
+    same for its first minute, so say it now (as info) and let the warning come at `stale_after`."""
+    return Finding(
+        check="agents.stale",
+        severity="info",
+        title=f"Agent {worker.id} missed its last reports (silent {human(age)})",
+        detail=(
+            f"Agents report every 30 s; this one has been silent {human(age)}. It becomes a warning at "
+            f"{human(params.stale_after)} of silence."
+        ),
+        subject=worker_subject(worker.id),
+        evidence={
+            "worker": worker.id,
+            "last_activity": when(snap, worker.last_activity_time),
+            "silent_s": int(age),
+            "running_task": {"id": worker.task_id, "name": worker.task_name} if worker.task_id else None,
+            "notice_after_s": params.notice_after,
+            "stale_after_s": params.stale_after,
+        },
+        links=[snap.worker_link(worker.id)],
+        remediation="Nothing yet if it reports again shortly; otherwise see the agent's host (process, network).",
+    )
 
 
 # ------------------------------------------------------------------------------------------------

@@ -92,7 +92,11 @@ def test_healthy_fleet_is_quiet_with_defaults_and_shipped_playbooks(sim_factory:
 
 def test_agents_going_silent_as_time_passes(sim_factory: Any) -> None:
     sim = sim_factory(scenario="healthy-fleet")
-    sim.clock.advance(150)  # every agent's last report is now 150-175 s old
+    sim.clock.advance(65)  # two missed reports (65-90 s of silence): named at once, but only as info
+    early = by_subject(run(sim, "agents.stale"), "agents.stale")
+    assert len(early) == 8 and {f.severity for f in early.values()} == {"info"}
+    assert all("missed its last reports" in f.title for f in early.values())
+    sim.clock.advance(85)  # every agent's last report is now 150-175 s old
     stale = by_subject(run(sim, "agents.stale"), "agents.stale")
     assert len(stale) == 8 and {f.severity for f in stale.values()} == {"warning"}
     sim.clock.advance(350)  # 500-525 s: past dead_after, still listed (the server drops them at 600 s)
@@ -123,6 +127,7 @@ def test_filters_and_thresholds_from_params(sim_factory: Any) -> None:
     result = run(sim, ("agents.stale", {"stale_after": "5m", "dead_after": "10m", "ignore": ["cpu-*"]}),
                  ("agents.unserved_queues", {"queues": ["gpu-*"], "critical_wait": "10m"}))
     stale = by_subject(result, "agents.stale")
+    assert stale.pop("gpu-box-2:gpu0").severity == "info"  # 3 m: under the raised stale_after, only noted
     assert set(stale) == {SPOT} and stale[SPOT].severity == "warning"  # 9 m: stale, not yet dead at 10 m
     [unserved] = by_subject(result, "agents.unserved_queues").values()
     assert unserved.subject.name == "gpu-a10-spot" and unserved.severity == "critical"
