@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
+from bot import metrics
 from bot.incidents.db import insert, iso, parse_iso, row, rows, transaction, update, utc
 
 if TYPE_CHECKING:
@@ -54,6 +55,8 @@ log = logging.getLogger(__name__)
 
 MessageKind = Literal["post", "update", "reply", "ephemeral"]
 KINDS: tuple[str, ...] = ("post", "update", "reply", "ephemeral")
+SLACK_METHODS = {"post": "chat.postMessage", "reply": "chat.postMessage", "update": "chat.update",
+                 "ephemeral": "chat.postEphemeral"}
 METADATA_EVENT = "clearml_chatops"
 
 # Slack errors that no retry can fix, with what to do about them. {channel} is filled in.
@@ -351,7 +354,9 @@ class Outbox:
         try:
             result = sender(message)
         except Exception as exc:
+            metrics.slack_call(SLACK_METHODS[message.kind], _classify(exc)[1])
             return self._failed_attempt(message, exc, now)
+        metrics.slack_call(SLACK_METHODS[message.kind])
         with transaction(self.store) as conn:
             conn.execute(
                 "UPDATE outbox SET status = 'sent', ts = ?, channel_id = ?, sent_at = ?, last_error = NULL, "

@@ -23,23 +23,39 @@ class StoreError(Exception):
     """The store cannot be opened or written; the message names the path and the fix."""
 
 
+def store_hint(exc: BaseException) -> str:
+    """What to do about an SQLite error, for the messages people read (the error itself is terse)."""
+    text = str(exc).lower()
+    if "locked" in text or "busy" in text:
+        return (" (another process holds the store's write lock: a second bot or a sqlite3 shell on the same file;"
+                " stop it, or give each bot its own `store:`)")
+    if "full" in text or "disk i/o" in text or "no space" in text:
+        return " (the disk is full or failing: free space on that volume; nothing already stored is lost)"
+    if "readonly" in text or "read-only" in text:
+        return " (the file or its directory is read-only for this user)"
+    return ""
+
+
 class Store:
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, busy_timeout_s: float = 10.0) -> None:
+        """`busy_timeout_s`: how long a write waits for another process's lock before it fails (tests shorten it)."""
         self.path = Path(path)
         self._lock = threading.RLock()
         self._ensured: set[str] = set()
         try:
             if str(self.path) != ":memory:":
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(str(self.path), timeout=10, check_same_thread=False, isolation_level=None)
+            conn = sqlite3.connect(str(self.path), timeout=busy_timeout_s, check_same_thread=False,
+                                   isolation_level=None)
             self.db = sqlite_utils.Database(conn)
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
-            self.db.execute("PRAGMA busy_timeout=10000")
+            self.db.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
             self._migrate()
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(
-                f"cannot open the store at {self.path}: {exc}. Set `store:` in the config file to a writable path"
+                f"cannot open the store at {self.path}: {exc}{store_hint(exc)}. Set `store:` in the config file to a "
+                "writable path"
             ) from None
 
     def ensure_table(
@@ -111,9 +127,16 @@ class Store:
         from bot.engine.findings import worst_severity
 
         at = result.started_at.astimezone(UTC).isoformat(timespec="microseconds")
+        from bot.incidents.db import insert, transaction
+
         try:
-            with self._lock, self.db.conn:
-                run_id = self.db["runs"].insert(
+            # One explicit transaction: the connection is in autocommit mode, where `with conn:` (and sqlite-utils'
+            # inserts) commit each statement on its own, so a failure between the two inserts (a full disk) left
+            # a run row without its findings.
+            with transaction(self) as conn:
+                run_id = insert(
+                    conn,
+                    "runs",
                     {
                         "started_at": at,
                         "duration_s": round(result.duration_s, 3),
@@ -126,25 +149,27 @@ class Store:
                         "problems": len(result.problems),
                         "findings": len(result.findings),
                         "checks": json.dumps([{"id": c.id, "status": c.status} for c in result.checks]),
-                    }
-                ).last_pk
-                self.db["findings"].insert_all(
-                    {
-                        "run_id": run_id,
-                        "at": at,
-                        "check_id": f.check,
-                        "severity": f.severity,
-                        "fingerprint": f.fingerprint,
-                        "subject_kind": f.subject.kind,
-                        "subject_id": f.subject.id,
-                        "subject_name": f.subject.name,
-                        "title": f.title,
-                        "finding": f.model_dump_json(),
-                    }
-                    for f in result.findings
+                    },
                 )
+                for f in result.findings:
+                    insert(
+                        conn,
+                        "findings",
+                        {
+                            "run_id": run_id,
+                            "at": at,
+                            "check_id": f.check,
+                            "severity": f.severity,
+                            "fingerprint": f.fingerprint,
+                            "subject_kind": f.subject.kind,
+                            "subject_id": f.subject.id,
+                            "subject_name": f.subject.name,
+                            "title": f.title,
+                            "finding": f.model_dump_json(),
+                        },
+                    )
         except sqlite3.Error as exc:
-            raise StoreError(f"cannot write to the store at {self.path}: {exc}") from None
+            raise StoreError(f"cannot write to the store at {self.path}: {exc}{store_hint(exc)}") from None
         return int(run_id)  # type: ignore[arg-type]
 
     def history(

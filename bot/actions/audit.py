@@ -1,7 +1,7 @@
 """The audit trail: one row per attempt, whatever its outcome, in the store's `audit` table.
 
 Columns: id, at (UTC ISO), actor_id, actor_name, via (slack|terminal), action, server, subject, params (JSON),
-outcome (ok|denied|failed|dry_run|expired|tampered|duplicate|refused|cancelled), error, created_ids (JSON),
+outcome (ok|denied|failed|dry_run|expired|tampered|duplicate|refused|cancelled|interrupted), error, created_ids (JSON),
 detail (the steps done or planned, command output), idempotency_key, context (JSON: Slack channel/ts).
 Every free-text column is redacted before it is written.
 
@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
+from bot import metrics
 from bot.actions.base import Actor
 from bot.redact import redact
 from bot.store import Store
@@ -90,7 +91,9 @@ def record(
         "context": json.dumps(context or {}, sort_keys=True, default=str),
     }
     with _lock:
-        return int(store.db["audit"].insert(row).last_pk)  # type: ignore[union-attr, arg-type]
+        audit_id = int(store.db["audit"].insert(row).last_pk)  # type: ignore[union-attr, arg-type]
+    metrics.action(action, outcome)  # after the write: an attempt counts once it is on record
+    return audit_id
 
 
 def recent(

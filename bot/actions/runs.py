@@ -126,3 +126,34 @@ def finish(store: Store, key: str, *, status: str, outcome: dict[str, Any], now:
             "update action_runs set status = ?, finished_at = ?, outcome = ? where key = ?",
             (status, now.astimezone(UTC).isoformat(), json.dumps(outcome, default=str), key),
         )
+
+
+INTERRUPTED = "interrupted"
+
+
+def recover_interrupted(store: Store, *, now: datetime | None = None) -> list[RunRow]:
+    """At start-up: runs left `running` by a process that died mid-action (kill -9, OOM, a node lost).
+
+    Each becomes `interrupted` (not retryable: part of it may have happened, so a second click answers "already
+    done … interrupted" instead of acting twice) and gets the audit row its attempt never wrote. Call it before
+    serving clicks; only one bot process may use a store, so every `running` row here is a dead one's."""
+    from bot.actions import audit
+
+    ensure_schema(store)
+    now = now or datetime.now(UTC)
+    with _lock:
+        rows = [_row(r) for r in store.db["action_runs"].rows_where("status = 'running'")]  # type: ignore[union-attr]
+        for run in rows:
+            when = run.started_at.astimezone(UTC).strftime("%H:%M UTC")
+            text = (f"interrupted: the bot stopped while this {run.action} of {run.subject} ran (started {when}); "
+                    "part of it may have been done, check the subject's state before acting again")
+            store.db.execute(
+                "update action_runs set status = ?, finished_at = ?, outcome = ? where key = ? and status = 'running'",
+                (INTERRUPTED, now.astimezone(UTC).isoformat(), json.dumps({"status": INTERRUPTED, "text": text}),
+                 run.key),
+            )
+            raw = next(store.db["action_runs"].rows_where("key = ?", [run.key]))  # type: ignore[union-attr]
+            audit.record(store, actor=Actor(id=run.actor_id, name=run.actor_name, via=run.via),  # type: ignore[arg-type]
+                         action=run.action, server=str(raw.get("server") or ""), subject=run.subject,
+                         outcome=INTERRUPTED, error=text, idempotency_key=run.key, at=now)
+    return rows

@@ -564,7 +564,9 @@ async def failure_causes(snap: Snapshot, params: FailureCausesParams) -> list[Fi
         tasks = tasks + [t for t in stopped if "non-responsive" in f"{t.status_reason} {t.status_message}".lower()]
     tasks = [t for t in tasks if "dataset" not in t.system_tags]
     tasks.sort(key=lambda t: t.status_changed or datetime.min.replace(tzinfo=UTC), reverse=True)
-    tasks = tasks[: params.max_tasks]
+    # Logs are read for the most recent max_tasks only; the older ones are still counted (a burst of failures must
+    # never look smaller than it is), in one finding of their own.
+    tasks, unread = tasks[: params.max_tasks], tasks[params.max_tasks :]
     if not tasks:
         return []
     logs = await log_tails(snap, tasks, params.lines)
@@ -625,7 +627,46 @@ async def failure_causes(snap: Snapshot, params: FailureCausesParams) -> list[Fi
                 actions=list(cause.actions),
             )
         )
+    if unread:
+        findings.append(_unclassified(snap, params, unread, len(tasks), server_anchor))
     return findings
+
+
+def _unclassified(
+    snap: Snapshot, params: FailureCausesParams, unread: list[Task], classified: int, anchor: Subject
+) -> Finding:
+    """The failures in the window beyond `max_tasks`: counted and listed, their logs not read."""
+    n = len(unread)
+    severity: Severity = "critical" if params.critical_count is not None and n >= params.critical_count else "warning"
+    plural = "s" if n != 1 else ""
+    return Finding(
+        check="repro.failure_causes",
+        severity=severity,
+        title=f"{n} more failed task{plural} in the window, not classified (max_tasks={params.max_tasks})",
+        detail=(
+            f"{classified + n} tasks failed within the window; the logs of the {classified} most recent were read and "
+            f"are grouped by cause above, these {n} earlier ones were not."
+        ),
+        subject=anchor,
+        fingerprint=fingerprint_for("repro.failure_causes", anchor, "unclassified"),
+        evidence={
+            "cause": "unclassified",
+            "count": n,
+            "classified": classified,
+            "tasks": [
+                {"id": t.id, "name": t.name, "status_changed": iso(t.status_changed), "link": snap.task_link(t)}
+                for t in unread[: params.max_listed]
+            ],
+            "window_s": params.window,
+        },
+        links=[snap.task_link(t) for t in unread[:10]],
+        remediation=(
+            f"A burst this large usually has one cause: see the cause findings of this run. To classify every "
+            f"failure, raise max_tasks (now {params.max_tasks}, at most 5000) in the playbook; each task read costs "
+            "one events.get_task_log call."
+        ),
+        actions=[],
+    )
 
 
 # ================================================================================================

@@ -304,7 +304,7 @@ async def probe(snap: Snapshot, params: ProbeParams) -> list[Finding]:
         if not params.only or matches_any(t.url, params.only) or matches_any(t.label, params.only)
     ]
     if not targets:
-        return [
+        return [_refused_finding(snap, url) for url in ctx.refused] + [
             Finding(
                 check="storage.probe",
                 severity="info",
@@ -353,7 +353,22 @@ async def probe(snap: Snapshot, params: ProbeParams) -> list[Finding]:
             finding = finding.model_copy(update=update)
         return finding
 
-    return list(await asyncio.gather(*(one(t) for t in targets)))
+    findings = list(await asyncio.gather(*(one(t) for t in targets)))
+    return findings + [_refused_finding(snap, url) for url in ctx.refused]
+
+
+def _refused_finding(snap: Snapshot, url: str) -> Finding:
+    return Finding(
+        check="storage.probe",
+        severity="error",
+        title=f"Not probed: {url} is not a configured storage location",
+        detail="A playbook's `urls` may only name places the bot's configuration already knows: a `storage:` "
+        "target (or a path under one), the ClearML server's own hosts, or an s3:// bucket clearml.conf has "
+        "credentials for. Anything else is never contacted, so a playbook cannot make the bot reach arbitrary hosts.",
+        subject=Subject(kind="storage", id=url, name=url),
+        remediation="Add the location under `storage:` in the bot's config file (an admin's decision), or remove it "
+        "from the playbook's `urls`.",
+    )
 
 
 # ================================================================================================

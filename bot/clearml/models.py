@@ -19,7 +19,10 @@ def parse_time(value: Any) -> datetime | None:
         return value if value.tzinfo else value.replace(tzinfo=UTC)
     if isinstance(value, int | float):
         seconds = value / 1000.0 if value > 1e11 else float(value)
-        return datetime.fromtimestamp(seconds, tz=UTC)
+        try:
+            return datetime.fromtimestamp(seconds, tz=UTC)
+        except (ValueError, OverflowError, OSError):  # NaN, or outside what a datetime can hold: not a time
+            return None
     if isinstance(value, str):
         text = value.strip().replace("Z", "+00:00")
         try:
@@ -32,6 +35,19 @@ def parse_time(value: Any) -> datetime | None:
 
 def _ref(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
+
+
+def _list(value: Any) -> list[Any]:
+    # A field of the wrong type (a server bug, a proxy rewriting JSON) reads as empty, never as a crash.
+    return value if isinstance(value, list) else []
+
+
+def _strs(value: Any) -> list[str]:
+    return [str(v) for v in _list(value) if isinstance(v, str | int | float)]
+
+
+def _id(value: Any) -> str | None:
+    return str(value) if isinstance(value, str | int) and value != "" else None
 
 
 @dataclass
@@ -59,7 +75,7 @@ class Worker:
         task = _ref(doc.get("task"))
         queues = [
             QueueRef(id=str(q.get("id", "")), name=str(q.get("name") or q.get("id") or ""))
-            for q in doc.get("queues") or []
+            for q in _list(doc.get("queues"))
             if isinstance(q, dict)
         ]
         return cls(
@@ -69,10 +85,10 @@ class Worker:
             register_time=parse_time(doc.get("register_time")),
             last_activity_time=parse_time(doc.get("last_activity_time")),
             last_report_time=parse_time(doc.get("last_report_time")),
-            task_id=task.get("id") or None,
+            task_id=_id(task.get("id")),
             task_name=str(task.get("name") or ""),
             queues=queues,
-            tags=list(doc.get("tags") or []),
+            tags=_strs(doc.get("tags")),
             raw=doc,
         )
 
@@ -101,19 +117,19 @@ class Queue:
     @classmethod
     def from_api(cls, doc: dict[str, Any]) -> Queue:
         entries = []
-        for entry in doc.get("entries") or []:
+        for entry in _list(doc.get("entries")):
             if not isinstance(entry, dict):
                 continue
             task = entry.get("task")
-            task_id = task.get("id") if isinstance(task, dict) else task
+            task_id = _id(task.get("id") if isinstance(task, dict) else task)
             if task_id:
                 entries.append(QueueEntry(task_id=str(task_id), added=parse_time(entry.get("added"))))
         return cls(
             id=str(doc.get("id", "")),
             name=str(doc.get("display_name") or doc.get("name") or doc.get("id") or ""),
             entries=entries,
-            tags=list(doc.get("tags") or []),
-            system_tags=list(doc.get("system_tags") or []),
+            tags=_strs(doc.get("tags")),
+            system_tags=_strs(doc.get("system_tags")),
             raw=doc,
         )
 
@@ -161,8 +177,8 @@ class Task:
             completed=parse_time(doc.get("completed")),
             last_update=parse_time(doc.get("last_update")),
             last_worker=str(doc.get("last_worker") or ""),
-            system_tags=list(doc.get("system_tags") or []),
-            tags=list(doc.get("tags") or []),
+            system_tags=_strs(doc.get("system_tags")),
+            tags=_strs(doc.get("tags")),
             raw=doc,
         )
 

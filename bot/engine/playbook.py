@@ -20,11 +20,29 @@ class PlaybookError(Exception):
     """A playbook that cannot be used; the message says where and what to change."""
 
 
+def validate_timezone(value: str | None) -> str | None:
+    """An IANA timezone name APScheduler accepts (else the scheduler would fail when the job is added)."""
+    if value is None:
+        return value
+    from apscheduler.util import astimezone
+
+    try:
+        astimezone(value)
+    except Exception:
+        raise ValueError(f"unknown timezone {value!r}: use an IANA name such as Europe/Berlin or UTC") from None
+    return value
+
+
 class IntervalSchedule(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     every: str | float
     timezone: str | None = None
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str | None) -> str | None:
+        return validate_timezone(value)
 
     @field_validator("every")
     @classmethod
@@ -78,6 +96,11 @@ class Playbook(BaseModel):
     channel: str | None = None
     checks: list[CheckEntry] = Field(min_length=1)
     path: str | None = Field(default=None, exclude=True)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str | None) -> str | None:
+        return validate_timezone(value)
 
     @field_validator("schedule")
     @classmethod
@@ -144,11 +167,21 @@ def _closest(word: str, options: list[str]) -> str:
     return f" (did you mean `{match[0]}`?)" if match else ""
 
 
-def _plain(value: Any) -> Any:
+MAX_NODES = 100_000  # YAML anchors can make a tiny file expand to billions of values ("billion laughs")
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def _plain(value: Any, budget: list[int]) -> Any:
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise _TooLarge
     if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
+        return {k: _plain(v, budget) for k, v in value.items()}
     if isinstance(value, list):
-        return [_plain(v) for v in value]
+        return [_plain(v, budget) for v in value]
     return value
 
 
@@ -161,10 +194,18 @@ def parse_playbook(text: str, source: str = "<playbook>") -> Playbook:
         where = f":{mark.line + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise PlaybookError(f"{source}{where}: not valid YAML: {problem}") from None
+    except RecursionError:
+        raise PlaybookError(f"{source}: nested too deeply to be a playbook") from None
     if not isinstance(doc, dict):
         raise PlaybookError(f"{source}: a playbook is a mapping with `name` and `checks`, got {type(doc).__name__}")
     try:
-        playbook = Playbook.model_validate(_plain(doc))
+        plain = _plain(doc, [MAX_NODES])
+    except (_TooLarge, RecursionError):
+        raise PlaybookError(
+            f"{source}: more than {MAX_NODES} values once YAML anchors are expanded: too large to be a playbook"
+        ) from None
+    try:
+        playbook = Playbook.model_validate(plain)
     except ValidationError as exc:
         raise PlaybookError(_describe(exc, doc, source)) from None
     for index, entry in enumerate(playbook.checks):
@@ -217,6 +258,13 @@ def _describe(exc: ValidationError, doc: Any, source: str) -> str:
     return f"{where}: `{key}`: {err['msg']}"
 
 
+# Parsed playbooks by path and content. The Slack bot reads the playbooks directory on every command, and parsing
+# YAML with line numbers costs milliseconds per file (a third of the bot's CPU during a burst of /clearml status);
+# reading the file is cheap, so an edited file is always noticed. Callers get copies: a Playbook is mutable.
+_PARSED: dict[tuple[str, str], Playbook] = {}
+_PARSED_MAX = 256
+
+
 def load_playbook(path: str | Path) -> Playbook:
     file = Path(path)
     if not file.is_file():
@@ -225,8 +273,15 @@ def load_playbook(path: str | Path) -> Playbook:
         text = file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise PlaybookError(f"{file}: cannot read: {exc}") from None
+    key = (str(file), text)
+    cached = _PARSED.get(key)
+    if cached is not None:
+        return cached.model_copy(deep=True)
     playbook = parse_playbook(text, str(file))
     playbook.path = str(file)
+    if len(_PARSED) >= _PARSED_MAX:
+        _PARSED.clear()
+    _PARSED[key] = playbook.model_copy(deep=True)
     return playbook
 
 

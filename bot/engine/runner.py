@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
+from bot import metrics
 from bot.clearml.errors import ClearMLError, ServerUnavailableError
 from bot.engine.findings import SEVERITY_RANK, Finding, Subject, is_problem
 from bot.engine.registry import REGISTRY, load_builtin_checks
@@ -195,7 +196,7 @@ async def run_playbooks(
 
     findings = _dedupe(findings)
     findings.sort(key=lambda f: (-f.rank, f.check, f.subject.name or f.subject.id))
-    return RunResult(
+    result = RunResult(
         playbooks=[pb.name for pb in playbooks],
         server=server.name,
         server_url=server.api_url,
@@ -209,6 +210,8 @@ async def run_playbooks(
         trigger=trigger,
         metrics=dict(snap.metrics),
     )
+    metrics.record_run(result)
+    return result
 
 
 def _dedupe(findings: list[Finding]) -> list[Finding]:

@@ -2,7 +2,9 @@
 
 `GET /` answers "OK" (validating a token only if one is sent); `POST /` takes a multipart upload whose field
 names are the target paths and answers the JSON list of stored paths; `GET|HEAD /<path>` downloads (with
-Range support); `DELETE /<path>` deletes; `POST /delete_many` deletes files or folders. Everything but the
+Range support); `DELETE /<path>` deletes; `POST /delete_many` deletes files or folders. Objects are bytes in
+memory, or `DiskFile`s (scenario `files: {path: {file: /abs/path}}`) served from disk through mmap, so that a
+multi-gigabyte dataset costs the simulator no memory and no copies. Everything but the
 ping needs `Authorization: Bearer <api token>` (or the `clearml_token_basic` cookie), like a server with
 `fileserver.auth.enabled: true`.
 """
@@ -11,6 +13,8 @@ from __future__ import annotations
 
 import json
 import mimetypes
+import mmap
+import os
 import re
 import urllib.parse
 from email.parser import BytesParser
@@ -18,6 +22,7 @@ from email.policy import HTTP
 from typing import TYPE_CHECKING
 
 from bot.sim.errors import ApiError
+from bot.sim.state import DiskFile
 
 if TYPE_CHECKING:
     from bot.sim.api import ApiApp, Response
@@ -107,7 +112,15 @@ class FilesApp:
         return _response(405, _werkzeug_page(405, "Method Not Allowed",
                                              "The method is not allowed for the requested URL."))
 
-    def _download(self, rel: str, content: bytes, headers: dict[str, str], query: str, head: bool) -> Response:
+    def _download(self, rel: str, content: bytes | DiskFile, headers: dict[str, str], query: str,
+                  head: bool) -> Response:
+        if isinstance(content, DiskFile):
+            try:
+                content = _mapped(content.path)
+            except OSError:
+                return _response(404, _werkzeug_page(
+                    404, "Not Found", "The requested URL was not found on the server. If you entered the URL "
+                    "manually please check your spelling and try again."))
         ctype = mimetypes.guess_type(rel)[0] or "application/octet-stream"
         extra = {"Accept-Ranges": "bytes", "Cache-Control": "no-cache"}
         if "download" in urllib.parse.parse_qs(query, keep_blank_values=True):
@@ -195,3 +208,14 @@ class FilesApp:
                     continue
                 deleted[str(item)] = rel
         return _response(200, json.dumps({"deleted": deleted, "errors": errors}))
+
+
+def _mapped(path: str) -> bytes:
+    """The file's bytes without reading them: a read-only mmap viewed as bytes (slicing a memoryview copies
+    nothing, and the socket sends straight from the page cache). Typed as bytes for Response, which only needs
+    len(), slicing and a buffer to write."""
+    with open(path, "rb") as fh:
+        if os.fstat(fh.fileno()).st_size == 0:
+            return b""
+        mapped = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+    return memoryview(mapped)  # type: ignore[return-value]

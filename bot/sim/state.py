@@ -162,6 +162,15 @@ class Credential:
     user: str
 
 
+@dataclass(frozen=True)
+class DiskFile:
+    """A file-server object kept on disk instead of in memory (benchmark datasets of gigabytes): served by the file
+    server straight from `path` (read at request time, so the file must outlive the simulator's use of it). Deleting
+    the object through the file server forgets it; the file on disk is never touched."""
+
+    path: str
+
+
 class SimState:
     """All simulated server data. Hold `lock` while reading or writing (it is re-entrant)."""
 
@@ -187,7 +196,8 @@ class SimState:
         self.tasks: dict[str, dict[str, Any]] = {}
         self.models: dict[str, dict[str, Any]] = {}
         self.events: dict[str, list[dict[str, Any]]] = {}  # task id -> log events sorted by timestamp
-        self.files: dict[str, bytes] = {}  # file-server path (no leading slash) -> content
+        # file-server path (no leading slash) -> content, or a DiskFile served from disk (large objects)
+        self.files: dict[str, bytes | DiskFile] = {}
         self.queue_metrics: dict[str, dict[str, Any]] = {}  # queue id -> explicit series
         self.scrolls: dict[str, int] = {}
         self.faults = Faults()

@@ -113,6 +113,7 @@ def create_app(
                 "the app's OAuth & Permissions page, or reinstall the app to the workspace"
             ) from None
         raise
+    app.use(_well_formed)  # first: listeners may rely on the field types Slack documents
     app.use(_inject(services))
     app.error(_on_error)
     for module in LISTENER_MODULES:
@@ -185,6 +186,49 @@ def _inject(services: BotServices) -> Callable[..., BoltResponse]:
         return next()
 
     return inject_services
+
+
+# Interaction payload fields that Slack always sends as objects (when it sends them at all).
+_OBJECT_FIELDS = ("user", "channel", "team", "container", "message", "view", "state", "enterprise")
+_NULLABLE = ("enterprise", "team")
+
+
+def _malformed(body: Any) -> str | None:
+    """Why a request does not have the shape Slack documents (None when it does). Only Slack can send signed
+    requests, so this is a guard against surprises, not a security boundary: listeners stay simple and a stray
+    shape gets a clear 400 instead of a listener crashing half-way."""
+    if not isinstance(body, dict):
+        return "the body is not an object"
+    if "type" in body and not isinstance(body["type"], str):
+        return "`type` is not a string"
+    for name in _OBJECT_FIELDS:
+        # Slack sends `"enterprise": null` (and may for `team`) outside Enterprise Grid; the others are objects
+        if name in body and not isinstance(body[name], dict) and not (body[name] is None and name in _NULLABLE):
+            return f"`{name}` is not an object"
+    actions = body.get("actions")
+    if actions is not None:
+        if not isinstance(actions, list) or not actions:
+            return "`actions` is not a non-empty list"
+        for action in actions:
+            if not isinstance(action, dict) or not isinstance(action.get("action_id"), str):
+                return "an action has no `action_id`"
+            if any(k in action and not isinstance(action[k], str) for k in ("value", "block_id", "type")):
+                return "an action's value, block_id or type is not a string"
+    values = (body.get("state") or {}).get("values")
+    if values is not None and not (isinstance(values, dict) and all(isinstance(v, dict) for v in values.values())):
+        return "`state.values` is not an object of objects"
+    blocks = (body.get("message") or {}).get("blocks")
+    if blocks is not None and not isinstance(blocks, list):
+        return "`message.blocks` is not a list"
+    return None
+
+
+def _well_formed(body: dict[str, Any], next: Callable[[], BoltResponse]) -> BoltResponse:
+    problem = _malformed(body)
+    if problem is not None:
+        log.warning("refused a malformed Slack request: %s", problem)
+        return BoltResponse(status=400, body=f"malformed Slack request: {problem}")
+    return next()
 
 
 def _on_error(error: Exception, body: dict[str, Any], request: BoltRequest) -> None:

@@ -278,7 +278,7 @@ class Outbox:
         webhook = WebhookClient(response_url, timeout=self._webhook_timeout, retry_handlers=retry_handlers())
         try:
             resp = webhook.send_dict(body)
-        except (SlackClientError, OSError) as exc:
+        except (SlackClientError, OSError, ValueError) as exc:  # ValueError: not a URL at all (urllib)
             self._count("response_url", False)
             raise SlackWriteError("response_url", f"connection_error: {type(exc).__name__}") from None
         if resp.status_code != 200:

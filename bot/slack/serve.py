@@ -154,10 +154,20 @@ def build_asgi(app: App | None, health: Health) -> Starlette:
 
     async def events(request: Request) -> Response:
         body = await request.body()
-        bolt_request = to_bolt_request(request, body)
-        # Bolt's App is synchronous: dispatch in a worker thread so that one request never blocks the event loop
-        # (the adapter's own handler calls dispatch on the loop).
-        bolt_response = await run_in_threadpool(app.dispatch, bolt_request)  # type: ignore[union-attr]
+        stamp = request.headers.get("x-slack-request-timestamp")
+        if stamp is not None and not stamp.strip().isdigit():
+            # Bolt's signature check would raise on int("yesterday") and answer 500: it is simply not signed
+            return JSONResponse({"ok": False, "error": "invalid request signature"}, status_code=401)
+        try:
+            bolt_request = to_bolt_request(request, body)
+            # Bolt's App is synchronous: dispatch in a worker thread so that one request never blocks the event loop
+            # (the adapter's own handler calls dispatch on the loop).
+            bolt_response = await run_in_threadpool(app.dispatch, bolt_request)  # type: ignore[union-attr]
+        except Exception as exc:
+            # A shape Slack never sends (`"user": false`, `"actions": {}`) trips Bolt's own parsing before any
+            # listener (or the signature check) runs: refuse it plainly instead of a 500 with a traceback.
+            log.warning("refused a malformed request to %s: %s", EVENTS_PATH, type(exc).__name__)
+            return JSONResponse({"ok": False, "error": "malformed Slack request"}, status_code=400)
         return to_starlette_response(bolt_response)
 
     async def healthz(request: Request) -> Response:
@@ -251,6 +261,11 @@ class BotServer:
         self._bind()  # a taken port fails before anything talks to Slack
         if self.store is None:
             self.store = Store(self.settings.store_path)
+        from bot.actions.runs import recover_interrupted
+
+        for run in recover_interrupted(self.store):  # actions a killed process left half-done: audited, not redone
+            log.warning("action %s on %s by %s was interrupted by a restart; audited as interrupted", run.action,
+                        run.subject, run.actor_name or run.actor_id)
         base_url = api_base_url(self.settings)
         extra = [t for t in (app_token,) if t]
         try:

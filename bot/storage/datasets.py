@@ -198,6 +198,8 @@ async def read_artifact(ctx: StorageContext, uri: str, max_bytes: int) -> bytes:
         elif loc.kind == "http":
             import httpx
 
+            if not ctx.allows(uri):
+                raise ArtifactError(_not_allowed(uri))
             async with httpx.AsyncClient(verify=_verify(ctx), timeout=30.0, follow_redirects=True) as http:
                 resp = await http.get(uri)
             if resp.status_code >= 400:
@@ -217,6 +219,13 @@ async def read_artifact(ctx: StorageContext, uri: str, max_bytes: int) -> bytes:
     if len(data) > max_bytes:
         raise ArtifactError(f"{uri} is larger than {max_bytes} bytes")
     return data
+
+
+def _not_allowed(uri: str) -> str:
+    # Dataset records are written by anyone with ClearML access: the bot only fetches from hosts its own
+    # configuration names, never from wherever a record points (cloud metadata services, internal admin pages).
+    return (f"not fetched: {uri} is on neither the ClearML file server nor a configured storage target; add its host "
+            "under `storage:` in the bot's config if it is a real artifact store")
 
 
 def _read_file(path: str, max_bytes: int) -> bytes:
@@ -281,6 +290,8 @@ class ArtifactReader:
         loc = locate(uri, self.ctx.targets, self.ctx.conf)
         try:
             if loc.kind == "http":
+                if not self.ctx.allows(uri):
+                    return False, _not_allowed(uri)
                 http = await self._client()
                 headers = await self._headers(uri)
                 resp = await http.head(uri, headers=headers)
@@ -308,6 +319,8 @@ class ArtifactReader:
         loc = locate(uri, self.ctx.targets, self.ctx.conf)
         try:
             if loc.kind == "http":
+                if not self.ctx.allows(uri):
+                    raise ArtifactError(_not_allowed(uri))
                 http = await self._client()
                 total = 0
                 async with http.stream("GET", uri, headers=await self._headers(uri)) as resp:

@@ -37,17 +37,44 @@ class StorageContext:
     server: ServerSettings
     targets: list[StorageTarget] = field(default_factory=list)
     conf: ClearmlConf = field(default_factory=ClearmlConf)
+    refused: list[str] = field(default_factory=list)  # playbook URLs outside the configuration: never contacted
 
     @classmethod
     def from_snapshot(cls, snap: Snapshot, extra_urls: Iterable[str] = ()) -> StorageContext:
+        """The configured targets, plus those of `extra_urls` (a playbook's) that the configuration already
+        covers; the others go to `refused`, so a playbook cannot point the bot at an arbitrary host."""
         from bot.config import StorageTarget
 
         settings: Settings | None = snap.settings
         targets = list(settings.storage_targets) if settings is not None else []
-        known = {t.url for t in targets}
-        targets += [StorageTarget(url=u) for u in extra_urls if u not in known]
         conf = load_clearml_conf(conf_path_for(settings, snap.server))
-        return cls(snap.client, snap.server, targets, conf)
+        ctx = cls(snap.client, snap.server, targets, conf)
+        known = {t.url for t in targets}
+        for url in extra_urls:
+            if url in known:
+                continue
+            if ctx.allows(url):
+                ctx.targets.append(StorageTarget(url=url))
+            else:
+                ctx.refused.append(url)
+        return ctx
+
+    def allows(self, url: str) -> bool:
+        """Whether a playbook may name `url`: under a configured storage target, on one of the ClearML server's own
+        hosts (api, web, files), or (s3://) a bucket clearml.conf holds credentials for. Local paths never."""
+        from bot.storage.credentials import _conf_s3_entry, match_target
+
+        loc = locate(url, self.targets, self.conf)
+        if loc.kind in ("file", "unknown"):
+            return False
+        if match_target(loc, self.targets, self.conf) is not None:
+            return True
+        if loc.kind == "http":
+            own = {_netloc(u) for u in (self.server.api_url, self.server.web_url, self.server.files_url)}
+            return _netloc(url) in own
+        if loc.kind == "s3":
+            return _conf_s3_entry(loc, loc.host, self.conf) is not None
+        return False
 
     def secrets(self) -> list[str]:
         """Every secret value this context could put into a message: redact them all."""
@@ -70,6 +97,14 @@ class StorageContext:
     def is_files_url(self, url: str) -> bool:
         files = self.server.files_url.rstrip("/")
         return url.rstrip("/") == files or url.startswith(files + "/")
+
+
+def _netloc(url: str) -> str:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return f"{parts.scheme}://{(parts.hostname or '').lower()}:{port}"
 
 
 async def probe_target(

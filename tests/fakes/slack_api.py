@@ -196,6 +196,8 @@ class FakeSlack:
         self.usergroups: dict[str, list[str]] = {}
         self.faults: list[Fault] = []
         self.latency: dict[str, float] = {}
+        # scopes of the bot token, sent as X-OAuth-Scopes (as Slack does) when set; None sends no header
+        self.scopes: list[str] | None = None
         self._lock = threading.Condition()
         self._ts = itertools.count(1)
         self._ids = itertools.count(1)
@@ -411,6 +413,8 @@ class FakeSlack:
             call.status, call.response = fault.status, {"ok": False, "error": fault.error or "internal_error"}
         else:
             call.response = self._answer(method, args, token)
+        if self.scopes is not None and token == self.bot_token:
+            extra["X-OAuth-Scopes"] = ",".join(self.scopes)
         self._record(call, self.calls)
         return call.status, call.response, extra
 

@@ -105,6 +105,17 @@ def test_failure_causes_critical_when_one_cause_dominates(sim_factory: Any) -> N
         "storage"}
 
 
+def test_failure_causes_counts_failures_beyond_max_tasks(sim_factory: Any) -> None:
+    sim = sim_factory(scenario=ZOO_DATA)
+    everything = of(run(sim, ("repro.failure_causes", {})), "repro.failure_causes")
+    total = sum(f.evidence["count"] for f in everything)
+    capped = of(run(sim, ("repro.failure_causes", {"max_tasks": 3})), "repro.failure_causes")
+    unread = [f for f in capped if f.evidence["cause"] == "unclassified"]
+    assert len(unread) == 1 and unread[0].evidence["count"] == total - 3 and unread[0].evidence["classified"] == 3
+    assert sum(f.evidence["count"] for f in capped) == total  # a burst never looks smaller than it is
+    assert "max_tasks" in unread[0].remediation and unread[0].severity == "warning"
+
+
 def test_failure_causes_quiet_without_failures(sim_factory: Any) -> None:
     assert of(run(sim_factory(scenario=HEALTHY_DATA), ("repro.failure_causes", {})), "repro.failure_causes") == []
 

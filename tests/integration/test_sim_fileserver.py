@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
+from bot.sim.scenario import ScenarioError
 from bot.sim.server import SimServer
 from tests.helpers import sim_data
 
@@ -158,3 +159,20 @@ def test_file_server_faults(sim: SimServer) -> None:
         httpx.get(url + "/", timeout=2)
     sim.clear_faults()
     assert httpx.get(url + "/", timeout=2).text == "OK"
+
+
+def test_objects_served_from_disk(sim_factory: Any, tmp_path: Any) -> None:
+    blob = bytes(range(256)) * 64
+    (tmp_path / "chunk.zip").write_bytes(blob)
+    scenario = {"name": "disk", "files": {"big/chunk.zip": {"file": str(tmp_path / "chunk.zip")}}}
+    sim = sim_factory(scenario)
+    url = sim.files_url + "/big/chunk.zip"
+    got = httpx.get(url, headers=bearer(sim))
+    assert got.status_code == 200 and got.content == blob
+    part = httpx.get(url, headers={**bearer(sim), "Range": "bytes=256-511"})
+    assert part.status_code == 206 and part.content == blob[256:512]
+    assert httpx.head(url, headers=bearer(sim)).headers["content-length"] == str(len(blob))
+    assert httpx.delete(url, headers=bearer(sim)).status_code == 200
+    assert (tmp_path / "chunk.zip").read_bytes() == blob  # forgetting the object leaves the file alone
+    with pytest.raises(ScenarioError, match="not an existing file"):
+        SimServer({"name": "bad", "files": {"x.bin": {"file": str(tmp_path / "missing.bin")}}})

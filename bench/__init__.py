@@ -1,0 +1,1 @@
+"""Benchmarks for clearml-chatops: `python -m bench [--quick]` (see docs/benchmarks.md)."""

@@ -1,0 +1,1 @@
+"""Child processes of the benchmarks: each does one side of one comparison and prints one RESULT line."""

@@ -1,0 +1,151 @@
+"""Boundaries: what a playbook or a ClearML record can make the bot contact (only the configured ClearML servers and
+storage targets; a URL anywhere else is refused with a finding that says why, and is never requested), and which
+HTTP requests reach the bot's listeners at all (only those carrying Slack's valid, fresh signature; the basic
+forged/replayed cases are in tests/e2e/test_slack_security.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.config import Settings
+from bot.engine.playbook import CheckEntry, Playbook
+from bot.engine.runner import RunResult, run_playbooks
+from bot.sim.server import SimServer
+from tests.e2e.conftest import HttpBot, command_form, signed_headers
+from tests.helpers import server_settings
+
+SCENARIOS = Path(__file__).resolve().parents[2] / "bot" / "sim" / "scenarios"
+
+
+class Recorder:
+    """An HTTP server standing for a host nobody configured (a cloud metadata service, an internal admin page):
+    it records every request it gets."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, str]] = []
+        recorder = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _any(self) -> None:
+                recorder.requests.append((self.command, self.path))
+                self.send_response(200)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _any
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self.thread.start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=5)
+
+
+@pytest.fixture
+def recorder() -> Iterator[Recorder]:
+    rec = Recorder()
+    try:
+        yield rec
+    finally:
+        rec.stop()
+
+
+def run(sim: SimServer, settings: Settings, *checks: tuple[str, dict[str, Any]]) -> RunResult:
+    playbook = Playbook(name="urls", checks=[CheckEntry(check=c, params=p) for c, p in checks])
+    return asyncio.run(run_playbooks([playbook], settings, server_settings(sim), deadline_s=30))
+
+
+def test_a_playbook_cannot_point_storage_probes_at_an_arbitrary_host(
+    sim_factory: Callable[..., SimServer], recorder: Recorder, tmp_path: Path
+) -> None:
+    sim = sim_factory("basic")
+    local = tmp_path / "somewhere"
+    urls = [
+        f"{recorder.url}/latest/meta-data/",  # not configured: never contacted
+        f"file://{local}",  # the bot's own disk: never written
+        "s3://someone-elses-bucket/probe/",  # a bucket nobody gave the bot credentials for
+        f"{sim.files_url}/probes/",  # the ClearML server's own file server: allowed
+    ]
+    result = run(sim, Settings(), ("storage.probe", {"urls": urls}))
+    assert recorder.requests == []
+    assert not local.exists()
+    refused = {f.subject.id: f for f in result.findings if f.title.startswith("Not probed")}
+    assert set(refused) == set(urls[:3])
+    for finding in refused.values():
+        assert finding.severity == "error" and "storage:" in finding.remediation
+    probed = [f for f in result.findings if f.subject.id == urls[3]]
+    assert probed and probed[0].severity == "ok"
+
+    # Once an admin lists the host under `storage:`, the same playbook may probe it.
+    configured = Settings(storage=[recorder.url + "/"])
+    run(sim, configured, ("storage.probe", {"urls": [f"{recorder.url}/latest/meta-data/"]}))
+    assert recorder.requests
+
+
+def _point_dataset_at(sim: SimServer, name: str, url: str) -> int:
+    """Rewrite a dataset version's artifact URIs (state.json and chunks) to `url`, as a ClearML user who can edit
+    tasks could; returns how many were changed."""
+    changed = 0
+    with sim.state.lock:
+        for doc in sim.state.tasks.values():
+            if name not in str(doc.get("name")):
+                continue
+            artifacts = (doc.get("execution") or {}).get("artifacts") or []
+            items = artifacts.values() if isinstance(artifacts, dict) else artifacts
+            for artifact in items:
+                uri = str(artifact.get("uri") or "")
+                if uri.startswith(sim.files_url):
+                    artifact["uri"] = url + uri[len(sim.files_url):]
+                    changed += 1
+    return changed
+
+
+def test_a_dataset_record_cannot_point_the_bot_at_an_arbitrary_host(
+    sim_factory: Callable[..., SimServer], recorder: Recorder
+) -> None:
+    sim = sim_factory(scenario=SCENARIOS / "healthy-data.yaml")
+    assert _point_dataset_at(sim, "alpaca-cleaned", recorder.url) >= 2
+    result = run(sim, Settings(), ("datasets.integrity", {"names": ["alpaca-*"], "verify": "hash"}))
+    assert recorder.requests == []  # neither state.json nor a chunk was fetched from there
+    [finding] = [f for f in result.findings if f.check == "datasets.integrity"]
+    assert finding.severity in ("critical", "error", "warning")
+    assert "not fetched" in str(finding.model_dump()) and "storage:" in str(finding.model_dump())
+
+
+def test_only_requests_with_a_valid_fresh_signature_reach_a_listener(http_bot: HttpBot) -> None:
+    body = urllib.parse.urlencode(command_form("status"))
+    good = signed_headers(body)
+    now = int(time.time())
+    bad_headers = [
+        {**good, "X-Slack-Request-Timestamp": "yesterday"},  # not a number
+        {k: v for k, v in good.items() if k != "X-Slack-Request-Timestamp"},  # no timestamp at all
+        {**good, "X-Slack-Signature": good["X-Slack-Signature"].replace("v0=", "v1=")},  # unknown scheme
+        {**good, "X-Slack-Signature": "v0=" + "0" * 64},  # right shape, wrong value
+        signed_headers(body, timestamp=now - 299) | {"X-Slack-Request-Timestamp": str(now - 400)},  # re-dated
+    ]
+    for headers in bad_headers:
+        assert http_bot.post(body, headers).status_code == 401, headers
+    # a payload Slack would never send, unsigned: refused before it is parsed into anything
+    junk = urllib.parse.urlencode({"payload": json.dumps({"type": "block_actions", "user": False})})
+    assert http_bot.post(junk, {"Content-Type": "application/x-www-form-urlencoded"}).status_code in (400, 401)
+    time.sleep(0.3)  # anything wrongly accepted would have started posting by now
+    assert http_bot.slack.calls_to("chat.postMessage") == [] and http_bot.slack.responses == []
+    assert http_bot.post(body, signed_headers(body)).status_code == 200  # and the genuine request still works
