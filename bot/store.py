@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -70,11 +71,20 @@ class Store:
         use, so the store needs no central list of every feature's tables."""
         if name not in self._ensured:
             with self._lock:
-                table = self.db.table(name)
-                if not table.exists():
-                    table.create(columns, pk=pk, if_not_exists=True)
-                for columns_of_index in indexes:
-                    table.create_index(list(columns_of_index), if_not_exists=True)
+                for attempt in range(50):
+                    try:
+                        table = self.db.table(name)
+                        if not table.exists():
+                            table.create(columns, pk=pk, if_not_exists=True)
+                        for columns_of_index in indexes:
+                            table.create_index(list(columns_of_index), if_not_exists=True)
+                        break
+                    except sqlite3.OperationalError as exc:
+                        # Schema changes from several connections at once can fail "locked" without waiting
+                        # for the busy timeout; they are idempotent, so try again shortly.
+                        if "locked" not in str(exc) or attempt == 49:
+                            raise
+                        time.sleep(0.05)
                 self._ensured.add(name)
         return self.db.table(name)
 
