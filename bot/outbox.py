@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from bot import metrics
 from bot.incidents.db import insert, iso, parse_iso, row, rows, transaction, update, utc
+from bot.redact import redact_tree
 
 if TYPE_CHECKING:
     from slack_sdk import WebClient
@@ -615,22 +616,6 @@ def _classify(exc: Exception) -> tuple[int | None, str, float | None]:
 
 
 _CHANNEL_ID = re.compile(r"^[CGD][A-Z0-9]{6,}$")
-# Machine fields: ids, the dedupe key in metadata, signed button values. Everything else a person can read.
-_NOT_TEXT = frozenset({"metadata", "user", "ts", "thread_ts", "action_id", "block_id", "type", "value"})
-
-
-def _redacted(value: Any, secrets: list[str], key: str = "") -> Any:
-    from bot.redact import redact
-
-    if isinstance(value, str):
-        return value if key in _NOT_TEXT else redact(value, secrets)
-    if isinstance(value, list):
-        return [_redacted(v, secrets, key) for v in value]
-    if isinstance(value, dict):
-        return {k: (v if k in _NOT_TEXT else _redacted(v, secrets, k)) for k, v in value.items()}
-    return value
-
-
 class WebClientSender:
     """Sends outbox messages with a slack_sdk WebClient.
 
@@ -653,7 +638,7 @@ class WebClientSender:
 
     def __call__(self, message: OutboxMessage) -> SendResult:
         # Redacted at the last moment, whatever the renderers did: no credential-looking string reaches Slack.
-        p = _redacted(message.payload, list(self.secrets()))
+        p = redact_tree(message.payload, self.secrets())
         common: dict[str, Any] = {"text": p["text"]}
         if p.get("blocks"):
             common["blocks"] = p["blocks"]

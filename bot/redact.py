@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from typing import Any
 
 # Credential-looking strings: Slack tokens, AWS access key ids, `key=value` pairs of secret-ish names,
 # bearer/basic authorization values and URLs with user:password.
@@ -33,3 +34,20 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
     for pattern, repl in _PATTERNS:
         text = pattern.sub(repl, text)
     return text
+
+
+# Machine fields of Slack payloads: ids, the dedupe key in message metadata, signed button values.
+# Redacting them could only break them; everything else is text a person reads.
+SLACK_MACHINE_FIELDS = frozenset({"value", "action_id", "block_id", "metadata", "user", "ts", "thread_ts", "type"})
+
+
+def redact_tree(value: Any, secrets: Iterable[str], key: str = "") -> Any:
+    """A JSON-like payload with `redact` applied to every text field except the machine fields."""
+    secrets = list(secrets)
+    if isinstance(value, str):
+        return value if key in SLACK_MACHINE_FIELDS else redact(value, secrets)
+    if isinstance(value, list):
+        return [redact_tree(v, secrets, key) for v in value]
+    if isinstance(value, dict):
+        return {k: (v if k in SLACK_MACHINE_FIELDS else redact_tree(v, secrets, k)) for k, v in value.items()}
+    return value

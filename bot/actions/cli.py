@@ -19,13 +19,16 @@ import argparse
 import asyncio
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bot.actions import audit as audit_mod
 from bot.actions.base import ACTION_IDS, ActionError, ActionOutcome, ActionRequest, Actor, Refusal, get_spec
 from bot.actions.executor import ActionDeps, execute_action, plan_action
-from bot.config import ConfigError, load_settings
+from bot.config import ConfigError, Settings, load_settings
 from bot.durations import format_duration
+
+if TYPE_CHECKING:
+    from bot.store import Store
 
 EXIT_OK, EXIT_NOT_DONE, EXIT_USAGE = 0, 1, 2
 
@@ -110,19 +113,23 @@ def _confirm(prompt: str) -> bool | None:
     return answer.strip().lower() in ("y", "yes")
 
 
-def act_main(args: argparse.Namespace) -> int:
-    try:
-        settings = load_settings(args.config)
-    except ConfigError as exc:
-        _err(str(exc))
-        return EXIT_USAGE
+def _open(args: argparse.Namespace) -> tuple[Settings, Store] | None:
+    """The config and the store, or None after saying on stderr which setting is wrong (exit 2)."""
     from bot.store import Store, StoreError
 
     try:
-        store = Store(settings.store_path)
-    except StoreError as exc:
+        settings = load_settings(args.config)
+        return settings, Store(settings.store_path)
+    except (ConfigError, StoreError) as exc:
         _err(str(exc))
+        return None
+
+
+def act_main(args: argparse.Namespace) -> int:
+    opened = _open(args)
+    if opened is None:
         return EXIT_USAGE
+    settings, store = opened
     try:
         return _act(args, settings, store)
     finally:
@@ -194,18 +201,10 @@ def _wait(args: argparse.Namespace, settings: Any, store: Any, watch_id: int, de
 
 
 def audit_main(args: argparse.Namespace) -> int:
-    try:
-        settings = load_settings(args.config)
-    except ConfigError as exc:
-        _err(str(exc))
+    opened = _open(args)
+    if opened is None:
         return EXIT_USAGE
-    from bot.store import Store, StoreError
-
-    try:
-        store = Store(settings.store_path)
-    except StoreError as exc:
-        _err(str(exc))
-        return EXIT_USAGE
+    _settings, store = opened
     try:
         rows = audit_mod.recent(store, args.n, action=args.action, subject=args.subject, outcome=args.outcome)
     finally:

@@ -29,7 +29,7 @@ from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.webhook import WebhookClient
 
 from bot import metrics
-from bot.redact import redact
+from bot.redact import redact_tree
 from bot.slack.client import BOT_DISPLAY_NAME, METHOD_SCOPES, retry_handlers
 from bot.slack.messages.common import SlackMessage
 
@@ -102,20 +102,6 @@ class Posted:
     ts: str
 
 
-# Machine fields: ids, signed button values, message metadata. Redacting them could only break them.
-_NOT_TEXT = frozenset({"value", "action_id", "block_id", "metadata", "user", "ts", "thread_ts", "type"})
-
-
-def _redact_tree(value: Any, secrets: Iterable[str], key: str = "") -> Any:
-    if isinstance(value, str):
-        return value if key in _NOT_TEXT else redact(value, secrets)
-    if isinstance(value, list):
-        return [_redact_tree(v, secrets, key) for v in value]
-    if isinstance(value, dict):
-        return {k: (v if k in _NOT_TEXT else _redact_tree(v, secrets, k)) for k, v in value.items()}
-    return value
-
-
 class Outbox:
     """All Slack writes. Thread-safe: the WebClient is, and the counters are under a lock."""
 
@@ -175,7 +161,7 @@ class Outbox:
         for name, value in (("thread_ts", thread_ts), ("ts", ts), ("user", user)):
             if value:
                 payload[name] = value
-        payload = _redact_tree(payload, list(self._secrets()))
+        payload = redact_tree(payload, self._secrets())
         return self.durable.enqueue(key, channel, kind, payload, root_key=root_key, supersede=supersede, now=now)
 
     def message_ref(self, key: str) -> tuple[str, str] | None:
@@ -204,7 +190,7 @@ class Outbox:
         body: dict[str, Any] = {"text": message.text, "blocks": message.blocks_as_dicts()}
         if message.metadata:
             body["metadata"] = message.metadata
-        return _redact_tree(body, list(self._secrets()))
+        return redact_tree(body, self._secrets())
 
     def ack_body(self, message: SlackMessage, *, ephemeral: bool = True) -> dict[str, Any]:
         """The body for an immediate `ack(...)` reply (not a Web API write, but redacted the same way)."""
