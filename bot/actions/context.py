@@ -36,6 +36,10 @@ class DryRunViolation(RuntimeError):
     """A mutating ClearML call was attempted during a dry run (a bug in a planner): nothing was sent."""
 
 
+# As agents.stale's dead_after and agents.orphaned_tasks' worker_dead_after: 16 missed 30 s reports.
+WORKER_DEAD_AFTER_S = 480.0
+
+
 class ReadOnlyClient:
     """Wraps the client while planning and in dry run: only read endpoints pass.
 
@@ -138,11 +142,26 @@ class ActionContext:
                 return w
         return None
 
+    def server_now(self) -> datetime:
+        """The server's clock when the client has seen it (ages must not depend on this host's clock)."""
+        server_time = getattr(self.client, "server_time", None)
+        seen = server_time() if callable(server_time) else None
+        return seen if isinstance(seen, datetime) else self.now()
+
     async def worker_running(self, task_id: str) -> dict[str, Any] | None:
-        """The live worker currently reporting this task, if any: no such worker = the task is orphaned."""
+        """The live worker currently reporting this task, if any: no such worker = the task is orphaned.
+
+        A worker the server still lists (it keeps one 600 s) but that has been silent past WORKER_DEAD_AFTER_S
+        runs nothing: agents.orphaned_tasks already calls its task orphaned and suggests requeue, so the
+        requeue must not then refuse it as "running on a live worker"."""
+        from bot.clearml.models import Worker
+
         for w in await self.live_workers():
             task = w.get("task")
             if isinstance(task, dict) and task.get("id") == task_id:
+                seen = Worker.from_api(w).last_seen
+                if seen is not None and (self.server_now() - seen).total_seconds() > WORKER_DEAD_AFTER_S:
+                    return None
                 return w
         return None
 

@@ -225,6 +225,17 @@ def test_requeue_refuses_a_task_running_on_a_live_worker(world: World) -> None:
     assert world.writes() == []
 
 
+def test_requeue_takes_a_task_whose_listed_worker_went_silent_past_dead_after(world: World) -> None:
+    # The server keeps listing a dead agent (and its task) for 600 s; past 480 s of silence agents.orphaned_tasks
+    # already calls the task orphaned and suggests requeue, so the requeue must go through.
+    world.sim.clock.advance(500)
+    tid = world.tid("running-live")
+    out = world.click(world.token("requeue", tid))
+    assert out.status == "ok", out
+    assert [n for n, _ in world.writes()][-1] == "tasks.enqueue"
+    assert world.task(tid)["status"] == "queued" and tid in world.entries("gpu")
+
+
 def test_requeue_of_a_completed_task_is_refused_with_clone_offered(world: World) -> None:
     for name in ("completed-task", "published-task"):
         out = world.click(world.token("requeue", world.tid(name)))
