@@ -169,31 +169,33 @@ def run(workdir: Path, *, quick: bool) -> tuple[dict[str, Any], list[Row]]:
 
     single, ours, sdk, procs = rate("single"), rate("ours"), rate("sdk"), rate("procs")
     ceiling = cores * single
-    # paired per round (the single-thread run came seconds before ours), then the median: robust to load that
-    # comes and goes on a shared machine
+    # The headline, as in benchmark 1: per round (the single-thread run came seconds before ours), then the median.
+    # Beside it: each side's best round (load only ever slows a run down), and the same per-round median against
+    # one process per core, i.e. against what the machine really gave in parallel in that round.
     paired = median([o["mb_per_s"] / (cores * s["mb_per_s"]) for o, s in zip(samples["ours"], samples["single"],
                                                                               strict=True)])
-    # Other tenants' load only ever slows a run down: each side's best round estimates what it can do (the headline
-    # ratio, as for benchmark 1); the median of per-round ratios is kept beside it.
+    paired_procs = median([o["mb_per_s"] / p["mb_per_s"] for o, p in zip(samples["ours"], samples["procs"],
+                                                                         strict=True)])
     best = {kind: max(s["mb_per_s"] for s in samples[kind]) for kind in samples}
     best_ratio = best["ours"] / (cores * best["single"])
     ok = all(s["severity"] == "ok" for s in samples["ours"] + samples["ours_chunks"]) and not any(
         s["mismatches"] for kind in ("single", "procs", "sdk") for s in samples[kind])
     detail = {"bytes": ds["bytes"], "files": ds["files"], "chunks": ds["chunks"], "cores": cores,
-              "setup_s": setup_s, "all_verified_intact": ok, "ratio_vs_cores_x_single": best_ratio,
-              "ratio_vs_cores_x_single_paired_median": paired, "best_mb_per_s": best, "mb_per_s": {
+              "setup_s": setup_s, "all_verified_intact": ok, "ratio_vs_cores_x_single": paired,
+              "ratio_vs_cores_x_single_best_rounds": best_ratio, "ratio_vs_process_per_core": paired_procs,
+              "best_mb_per_s": best, "mb_per_s": {
                   "ours_local_copy": ours, "ours_chunks_via_file_server": rate("ours_chunks"), "sdk": sdk,
                   "single_thread": single, "cores_x_single": ceiling, "process_per_core": procs},
               "samples": samples}
     name = f"4 datasets ({ds['bytes'] / 1e9:.1f} GB, {ds['files']} files)"
     rows = [
-        Row(name, f"hash throughput vs {cores} x single thread (best round each)", best["ours"],
-            cores * best["single"], f"{cores} x hashlib", "MB/s", ratio=best_ratio, target=f">= {TARGET}x",
-            met=best_ratio >= TARGET),
         Row(name, f"hash throughput vs {cores} x single thread (median of rounds)", ours, ceiling,
-            f"{cores} x hashlib", "MB/s", ratio=paired),
+            f"{cores} x hashlib", "MB/s", ratio=paired, target=f">= {TARGET}x", met=paired >= TARGET),
+        Row(name, f"hash throughput vs {cores} x single thread (best round each)", best["ours"],
+            cores * best["single"], f"{cores} x hashlib", "MB/s", ratio=best_ratio),
         Row(name, "hash throughput vs clearml SDK", ours, sdk, "verify_dataset_hash", "MB/s"),
-        Row(name, "hash throughput vs one process per core", ours, procs, f"{cores} processes", "MB/s"),
+        Row(name, "hash throughput vs one process per core (median of rounds)", ours, procs, f"{cores} processes",
+            "MB/s", ratio=paired_procs),
         Row(name, "chunks via file server (download+unzip+hash)", rate("ours_chunks"), ceiling,
             f"{cores} x hashlib", "MB/s"),
         Row(name, "every file verified intact by every side", 1.0 if ok else 0.0, None, "", "", target="yes",

@@ -87,11 +87,12 @@ def one_fleet(label: str, workers: int, queues: int, tasks: int, workdir: Path, 
             "detections": rounds[-1]["sdk"]["detections"],
         },
         "sdk_get_tasks": naive_result,
-        # Other tenants' load only ever adds time, so each side's fastest round is the best estimate of its own
-        # cost (as timeit takes the minimum): the headline ratio. The median of the per-round ratios (both sides
-        # of a round ran seconds apart) is kept beside it.
-        "ratio_wall_vs_replay": min(r["bot"]["wall_s"] for r in rounds) / min(r["replay"]["wall_s"] for r in rounds),
-        "ratio_wall_vs_replay_paired_median": median([r["bot"]["wall_s"] / r["replay"]["wall_s"] for r in rounds]),
+        # The headline: the median of the per-round ratios (both sides of a round ran seconds apart, under the
+        # same load from other tenants). Beside it, the ratio of each side's fastest round (load only ever adds
+        # time, so the minimum estimates a side's own cost, as timeit takes it), which swings more run to run.
+        "ratio_wall_vs_replay": median([r["bot"]["wall_s"] / r["replay"]["wall_s"] for r in rounds]),
+        "ratio_wall_vs_replay_best_rounds": min(r["bot"]["wall_s"] for r in rounds)
+        / min(r["replay"]["wall_s"] for r in rounds),
         "best_wall_s": {"bot": min(r["bot"]["wall_s"] for r in rounds),
                         "replay": min(r["replay"]["wall_s"] for r in rounds),
                         "sdk": min(r["sdk"]["wall_s"] for r in rounds)},
@@ -118,11 +119,12 @@ def run(workdir: Path, *, quick: bool) -> tuple[dict[str, Any], list[Row]]:
         largest = res["label"] == "L"
         bot, sdk = res["bot"], res["sdk"]
         best = res["best_wall_s"]
-        rows.append(Row(name, "wall time vs httpx replay (best round each)", best["bot"], best["replay"], "replay",
-                        "s", ratio=res["ratio_wall_vs_replay"], target=f"<= {WALL_TARGET}x" if largest else "",
-                        met=res["ratio_wall_vs_replay"] <= WALL_TARGET if largest else None))
         rows.append(Row(name, "wall time vs httpx replay (median of rounds)", bot["wall_s"], res["replay"]["wall_s"],
-                        "replay", "s", ratio=res["ratio_wall_vs_replay_paired_median"]))
+                        "replay", "s", ratio=res["ratio_wall_vs_replay"],
+                        target=f"<= {WALL_TARGET}x" if largest else "",
+                        met=res["ratio_wall_vs_replay"] <= WALL_TARGET if largest else None))
+        rows.append(Row(name, "wall time vs httpx replay (best round each)", best["bot"], best["replay"], "replay",
+                        "s", ratio=res["ratio_wall_vs_replay_best_rounds"]))
         rows.append(Row(name, "wall time vs clearml SDK", bot["wall_s"], sdk["wall_s"], "SDK query_tasks", "s",
                         ratio=res["ratio_wall_vs_sdk"]))
         non_paging = bot["api_calls"] - bot["paging_calls"]

@@ -1,7 +1,7 @@
 """Run the benchmarks, print the table, write the JSON.
 
-    .venv/bin/python -m bench                       # all five (about 10 minutes on 2 cores)
-    .venv/bin/python -m bench --quick               # smaller and fewer rounds (about 3 minutes)
+    .venv/bin/python -m bench                       # all five (about 7 minutes on 2 cores)
+    .venv/bin/python -m bench --quick               # smaller and fewer rounds (about 2 minutes)
     .venv/bin/python -m bench --only fleet,slash    # some of them
     .venv/bin/python -m bench --json out.json       # default: bench/results.json
 
