@@ -222,3 +222,22 @@ def ratio(a: float | None, b: float | None) -> float | None:
 def sim_env(sim: Sim) -> dict[str, str]:
     """CLEARML_* variables for a child (the bot or the SDK) talking to `sim`."""
     return dict(sim.env)
+
+
+# Calls and bytes the clearml SDK's requests sessions made (the SDK-based baselines count through this).
+COUNTS = {"calls": 0, "bytes": 0}
+
+
+def count_requests() -> None:
+    """Count every HTTP request a `requests.Session` sends in this process into COUNTS."""
+    import requests
+
+    send = requests.Session.send
+
+    def counting_send(self: requests.Session, request: Any, **kwargs: Any) -> Any:
+        response = send(self, request, **kwargs)
+        COUNTS["calls"] += 1
+        COUNTS["bytes"] += len(response.content)
+        return response
+
+    requests.Session.send = counting_send  # type: ignore[method-assign]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -58,3 +59,19 @@ def sim_data(sim: Any, endpoint: str, payload: dict[str, Any] | None = None, **k
     assert resp.status_code == 200, resp.text
     data: dict[str, Any] = resp.json()["data"]
     return data
+
+
+class AfterFirstTasksPage(httpx.AsyncHTTPTransport):
+    """A real HTTP transport that runs `hook` once, right after the first tasks.get_all answer: a way to change
+    the server's state between two pages of a listing."""
+
+    def __init__(self, hook: Callable[[], None]) -> None:
+        super().__init__()
+        self.hook: Callable[[], None] | None = hook
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await super().handle_async_request(request)
+        if self.hook is not None and request.url.path.endswith("/tasks.get_all"):
+            hook, self.hook = self.hook, None
+            hook()
+        return response

@@ -26,7 +26,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from bench.common import cpu_s, emit, peak_rss_mb
+from bench.common import COUNTS, count_requests, cpu_s, emit, peak_rss_mb
 
 # playbooks/health.yaml
 STALE_AFTER, DEAD_AFTER = 120.0, 480.0
@@ -35,22 +35,6 @@ MAX_LENGTH, MAX_WAIT = 20, 1800.0
 
 TASK_FIELDS = ["name", "status", "project", "last_update", "status_changed", "started", "last_worker",
                "system_tags", "execution.queue"]
-
-COUNTS = {"calls": 0, "bytes": 0}
-
-
-def count_requests() -> None:
-    import requests
-
-    send = requests.Session.send
-
-    def counting_send(self: requests.Session, request: Any, **kwargs: Any) -> Any:
-        response = send(self, request, **kwargs)
-        COUNTS["calls"] += 1
-        COUNTS["bytes"] += len(response.content)
-        return response
-
-    requests.Session.send = counting_send  # type: ignore[method-assign]
 
 
 def aware(value: Any) -> datetime | None:

@@ -20,23 +20,7 @@ import sys
 import time
 from typing import Any
 
-from bench.common import emit, peak_rss_mb
-
-COUNTS = {"calls": 0, "bytes": 0}
-
-
-def count_requests() -> None:
-    import requests
-
-    send = requests.Session.send
-
-    def counting_send(self: requests.Session, request: Any, **kwargs: Any) -> Any:
-        response = send(self, request, **kwargs)
-        COUNTS["calls"] += 1
-        COUNTS["bytes"] += len(response.content)
-        return response
-
-    requests.Session.send = counting_send  # type: ignore[method-assign]
+from bench.common import COUNTS, count_requests, emit, peak_rss_mb
 
 
 def main() -> None:

@@ -191,7 +191,7 @@ async def server_reachable(snap: Snapshot, params: ReachableParams) -> list[Find
                 title=f"{_host_port(snap.server.api_url)} answers debug.ping with an error",
                 detail=exc.describe(),
                 subject=server_subject(snap),
-                evidence={"endpoint": exc.endpoint, "code": exc.code, "subcode": exc.subcode, "message": exc.message},
+                evidence=exc.evidence(),
                 remediation=(
                     f"The URL does not reach a ClearML API server's root. Check {api_host_setting(snap.server)} "
                     "(scheme, host, port, and no extra path unless a proxy strips it)."
@@ -297,13 +297,7 @@ async def server_credentials(snap: Snapshot, params: CheckParams) -> list[Findin
                 detail=f"{exc.describe()}. The server is reachable, so the host is right and the keys are wrong "
                 "(unknown, revoked, or from another server).",
                 subject=subject,
-                evidence={
-                    "endpoint": exc.endpoint,
-                    "code": exc.code,
-                    "subcode": exc.subcode,
-                    "message": exc.message,
-                    "api_url": server.api_url,
-                },
+                evidence={**exc.evidence(), "api_url": server.api_url},
                 links=[f"{snap.web}/settings/workspace-configuration"],
                 remediation=(
                     "Use a key pair created on this server (web UI: Settings > Workspace > Create new "
@@ -320,7 +314,7 @@ async def server_credentials(snap: Snapshot, params: CheckParams) -> list[Findin
                 title="ClearML issues tokens that it then rejects",
                 detail=exc.describe(),
                 subject=subject,
-                evidence={"endpoint": exc.endpoint, "code": exc.code, "subcode": exc.subcode, "message": exc.message},
+                evidence=exc.evidence(),
                 remediation=(
                     "Login works but the session token is refused: several apiserver replicas with different "
                     "`secure.auth.token_secret`, or a proxy rewriting the Authorization header. Give all replicas "
@@ -339,7 +333,7 @@ async def server_credentials(snap: Snapshot, params: CheckParams) -> list[Findin
                 title=f"{_host_port(server.api_url)} does not serve the ClearML login endpoints",
                 detail=exc.describe(),
                 subject=subject,
-                evidence={"endpoint": exc.endpoint, "code": exc.code, "subcode": exc.subcode, "message": exc.message},
+                evidence=exc.evidence(),
                 remediation=f"The URL answers JSON but is not a ClearML API server: check {api_host_setting(server)}."
                 + _port_hint(server.api_url),
             )
@@ -352,7 +346,7 @@ async def server_credentials(snap: Snapshot, params: CheckParams) -> list[Findin
                 title="The API keys log in, but their role may not read the current user",
                 detail=exc.describe(),
                 subject=subject,
-                evidence={"endpoint": exc.endpoint, "code": exc.code, "subcode": exc.subcode, "message": exc.message},
+                evidence=exc.evidence(),
                 remediation="Give the bot a key pair of a regular (non-guest) user so it can read workers, queues "
                 "and tasks.",
             )

@@ -19,6 +19,10 @@ class ClearMLError(Exception):
         self.message = message
         super().__init__(self.describe())
 
+    def evidence(self) -> dict[str, object]:
+        """What the server answered, as a finding's evidence."""
+        return {"endpoint": self.endpoint, "code": self.code, "subcode": self.subcode, "message": self.message}
+
     def describe(self) -> str:
         where = f"{self.endpoint}: " if self.endpoint else ""
         codes = f" ({self.code}/{self.subcode})" if self.code else ""

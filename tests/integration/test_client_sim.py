@@ -7,7 +7,6 @@ from collections.abc import Awaitable, Callable, Iterator
 from datetime import timedelta
 from typing import Any, TypeVar
 
-import httpx
 import pytest
 
 from bot.clearml.client import ClearMLClient
@@ -18,7 +17,7 @@ from bot.clearml.errors import (
     StatusTransitionError,
 )
 from bot.config import ServerSettings
-from tests.helpers import server_settings
+from tests.helpers import AfterFirstTasksPage, server_settings
 
 sim_server = pytest.importorskip("bot.sim.server")
 SimServer = sim_server.SimServer
@@ -190,21 +189,6 @@ def test_expired_token_relogin_and_server_clock(sim: Any) -> None:
     assert abs(server_now - sim_now) < timedelta(seconds=2)  # the client follows the server's clock
 
 
-class _AfterFirstPage(httpx.AsyncHTTPTransport):
-    """A real transport that runs a hook once, after the first tasks.get_all answer (between pages)."""
-
-    def __init__(self, hook: Callable[[], None]) -> None:
-        super().__init__()
-        self.hook: Callable[[], None] | None = hook
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        response = await super().handle_async_request(request)
-        if self.hook is not None and request.url.path.endswith("/tasks.get_all"):
-            hook, self.hook = self.hook, None
-            hook()
-        return response
-
-
 @pytest.fixture(scope="module")
 def fleet() -> Iterator[Any]:
     generate_fleet = pytest.importorskip("bot.sim.fleet").generate_fleet
@@ -259,7 +243,7 @@ def test_tasks_leaving_the_filter_while_paging(fleet: Any) -> None:
         return await cl.get_all("tasks.get_all", {"status": statuses, "only_fields": ["id", "status"]}, key="tasks")
 
     try:
-        tasks = with_client(fleet, body, transport=_AfterFirstPage(abort_read_tasks))
+        tasks = with_client(fleet, body, transport=AfterFirstTasksPage(abort_read_tasks))
     finally:
         with fleet.state.lock:
             for task_id, status in originals.items():

@@ -11,7 +11,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 import bot.sim.scenario as sim_scenario
@@ -25,7 +24,7 @@ from bot.sim.server import SimServer
 from bot.slack.serve import BotServer
 from tests.e2e.conftest import HttpBot, bot_env, sim_settings
 from tests.fakes.slack_api import Call, FakeSlack
-from tests.helpers import server_settings
+from tests.helpers import AfterFirstTasksPage, server_settings
 
 REPO = Path(__file__).resolve().parents[2]
 SimFactory = Callable[..., SimServer]
@@ -192,21 +191,6 @@ def test_token_expiring_mid_run_costs_exactly_one_relogin(sim_factory: SimFactor
 # -- results shifting between pages ---------------------------------------------------------------------------------
 
 
-class _BetweenPages(httpx.AsyncHTTPTransport):
-    """A real HTTP transport that changes the server's state once, right after the first page of tasks."""
-
-    def __init__(self, hook: Callable[[], None]) -> None:
-        super().__init__()
-        self.hook: Callable[[], None] | None = hook
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        response = await super().handle_async_request(request)
-        if self.hook is not None and request.url.path.endswith("/tasks.get_all"):
-            hook, self.hook = self.hook, None
-            hook()
-        return response
-
-
 def test_tasks_changing_status_mid_scan_are_neither_counted_twice_nor_lost(sim_factory: SimFactory) -> None:
     sim = sim_factory(generate_fleet(workers=20, queues=6, tasks=1300, seed=11))
     wanted = ["completed", "failed"]
@@ -233,7 +217,7 @@ def test_tasks_changing_status_mid_scan_are_neither_counted_twice_nor_lost(sim_f
 
     async def scan() -> list[dict[str, Any]]:
         server = server_settings(sim, timeout_s=5.0)
-        async with ClearMLClient(server, transport=_BetweenPages(change)) as client:
+        async with ClearMLClient(server, transport=AfterFirstTasksPage(change)) as client:
             return await client.get_all("tasks.get_all", {"status": wanted, "only_fields": ["id", "status"]},
                                         key="tasks")
 
