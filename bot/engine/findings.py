@@ -51,6 +51,9 @@ class Finding(BaseModel):
     links: list[str] = Field(default_factory=list)
     remediation: str = ""
     actions: list[ActionId] = Field(default_factory=list)
+    # Correlation (engine) sets this to the fingerprint of the root finding this one is a consequence of,
+    # so reports and incidents can fold consequences under their root cause.
+    caused_by: str | None = None
 
     @model_validator(mode="after")
     def _default_fingerprint(self) -> Finding:
