@@ -69,6 +69,26 @@ def _restart_advice(worker: Worker | None, worker_id: str) -> str:
     )
 
 
+MAX_POOL_METRICS = 20  # pools (queues) with a per-run `agents.alive[<pool>]` gauge: the largest ones
+
+
+def pool_metrics(workers: list[Worker], ages: list[float | None], stale_after: float) -> dict[str, float]:
+    """`agents.alive[<queue name>]` for the pools with the most registered agents (a pool: the agents serving one
+    queue): what the digest's "agents alive per pool" chart draws."""
+    registered: dict[str, int] = {}
+    alive: dict[str, int] = {}
+    for worker, age in zip(workers, ages, strict=True):
+        for ref in worker.queues:
+            pool = ref.name or ref.id
+            if not pool:
+                continue
+            registered[pool] = registered.get(pool, 0) + 1
+            if age is not None and age <= stale_after:
+                alive[pool] = alive.get(pool, 0) + 1
+    largest = sorted(registered, key=lambda p: (-registered[p], p))[:MAX_POOL_METRICS]
+    return {f"agents.alive[{pool}]": float(alive.get(pool, 0)) for pool in largest}
+
+
 # ------------------------------------------------------------------------------------------------
 # agents.stale
 
@@ -108,6 +128,7 @@ async def agents_stale(snap: Snapshot, params: StaleParams) -> list[Finding]:
     ages = [worker_age_s(snap, w) for w in workers]
     snap.metrics["agents.registered"] = len(workers)
     snap.metrics["agents.alive"] = sum(1 for a in ages if a is not None and a <= params.stale_after)
+    snap.metrics.update(pool_metrics(workers, ages, params.stale_after))
     for worker in workers:
         if not matches_any(worker.id, params.workers) or matches_any(worker.id, params.ignore):
             continue

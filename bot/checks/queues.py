@@ -53,6 +53,9 @@ def _load(snap: Snapshot, workers: list[Worker], stale_after: float) -> tuple[li
     return live, [w for w in live if w.task_id]
 
 
+MAX_QUEUE_METRICS = 20  # queues with per-run `queues.length[<queue>]` / `queues.wait_s[<queue>]` gauges
+
+
 # ------------------------------------------------------------------------------------------------
 # queues.backlog
 
@@ -77,6 +80,10 @@ async def queues_backlog(snap: Snapshot, params: BacklogParams) -> list[Finding]
     waits = sorted(a for q in all_queues for e in q.entries if (a := snap.age_s(e.added)) is not None)
     snap.metrics["queues.pending"] = sum(len(q.entries) for q in all_queues)
     snap.metrics["queues.wait_median_s"] = waits[len(waits) // 2] if waits else 0.0
+    # per queue, for the backlog charts: the longest queues only (a queue absent from a run had nothing waiting)
+    for q in sorted((q for q in all_queues if q.entries), key=lambda q: (-len(q.entries), q.name))[:MAX_QUEUE_METRICS]:
+        snap.metrics[f"queues.length[{q.name or q.id}]"] = float(len(q.entries))
+        snap.metrics[f"queues.wait_s[{q.name or q.id}]"] = float(snap.age_s(q.oldest_added()) or 0.0)
     queues = [q for q in all_queues if q.entries and selected((q.name, q.id), params.queues)]
     if not queues:
         return []
