@@ -54,10 +54,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-MessageKind = Literal["post", "update", "reply", "ephemeral"]
-KINDS: tuple[str, ...] = ("post", "update", "reply", "ephemeral")
+MessageKind = Literal["post", "update", "reply", "ephemeral", "file"]
+KINDS: tuple[str, ...] = ("post", "update", "reply", "ephemeral", "file")
 SLACK_METHODS = {"post": "chat.postMessage", "reply": "chat.postMessage", "update": "chat.update",
-                 "ephemeral": "chat.postEphemeral"}
+                 "ephemeral": "chat.postEphemeral", "file": "files.completeUploadExternal"}
 METADATA_EVENT = "clearml_chatops"
 
 # Slack errors that no retry can fix, with what to do about them. {channel} is filled in.
@@ -208,6 +208,8 @@ class Outbox:
             raise OutboxError("an update needs root_key (or payload['ts']): which message does it edit?")
         if kind == "ephemeral" and not payload.get("user"):
             raise OutboxError("an ephemeral message needs payload['user']")
+        if kind == "file" and not (isinstance(payload.get("file"), dict) and payload["file"].get("content_b64")):
+            raise OutboxError("a file needs payload['file'] with filename, title, alt_txt and content_b64")
         if not str(payload.get("text") or "").strip():
             raise OutboxError("a message needs a top-level `text` (notifications and screen readers use it)")
         now = utc(now)
@@ -364,12 +366,18 @@ class Outbox:
                 "uncertain = 0 WHERE id = ?",
                 (result.ts or message.target_ts, result.channel or message.channel_id, iso(now), message.id),
             )
+            if message.kind == "file":  # the bytes are on Slack now: keep the row, not the image
+                payload = {**message.payload, "file": {k: v for k, v in message.payload["file"].items()
+                                                       if k != "content_b64"}}
+                conn.execute("UPDATE outbox SET payload = ? WHERE id = ?", (json.dumps(payload), message.id))
         return _Outcome("sent")
 
     def _reconcile(self, message: OutboxMessage, sender: Sender, now: datetime) -> _Outcome | None:
         """An uncertain message: was it posted before the crash? None means "go ahead and send"."""
-        if message.kind == "update":
-            return None  # idempotent: editing to the same content again is harmless
+        if message.kind in ("update", "file"):
+            # an update is idempotent; a file (a chart) carries no metadata to look it up by, and showing a chart
+            # twice after a crash mid-upload is better than not at all
+            return None
         if message.kind == "ephemeral":
             with transaction(self.store) as conn:
                 r = row(conn, "SELECT * FROM outbox WHERE id = ?", (message.id,))
@@ -637,6 +645,8 @@ class WebClientSender:
         self._ids: dict[str, str] = {}
 
     def __call__(self, message: OutboxMessage) -> SendResult:
+        if message.kind == "file":
+            return self._upload(message)
         # Redacted at the last moment, whatever the renderers did: no credential-looking string reaches Slack.
         p = redact_tree(message.payload, self.secrets())
         common: dict[str, Any] = {"text": p["text"]}
@@ -661,6 +671,24 @@ class WebClientSender:
             channel=channel, metadata=metadata, unfurl_links=bool(p.get("unfurl_links", False)), **common, **extra
         )
         return SendResult(ts=resp.get("ts"), channel=resp.get("channel"))
+
+    def _upload(self, message: OutboxMessage) -> SendResult:
+        """A file (a chart) into a channel or a thread: `files_upload_v2` (files.getUploadURLExternal, the upload,
+        files.completeUploadExternal; scope files:write). The bytes are not text: only the title and alt text are
+        redacted."""
+        import base64
+
+        spec = dict(message.payload["file"])
+        content = base64.b64decode(spec.pop("content_b64"))
+        spec = redact_tree(spec, self.secrets())
+        channel = message.channel_id or self.channel_id(message.channel)  # the upload takes ids only
+        extra: dict[str, Any] = {"thread_ts": message.thread_ts} if message.thread_ts else {}
+        comment = message.payload.get("initial_comment")
+        if comment:
+            extra["initial_comment"] = redact_tree(comment, self.secrets())
+        self.client.files_upload_v2(channel=channel, content=content, filename=spec.get("filename") or "chart.png",
+                                    title=spec.get("title") or None, alt_txt=spec.get("alt_txt") or None, **extra)
+        return SendResult(ts=None, channel=channel)
 
     def find_posted(self, message: OutboxMessage, since: datetime) -> SendResult | None:
         """The message with this outbox key if Slack has it (posted before a crash), else None.

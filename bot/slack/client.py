@@ -47,6 +47,17 @@ METHOD_SCOPES: dict[str, tuple[str, ...]] = {
     "conversations.replies": ("channels:history", "groups:history"),
     "conversations.list": ("channels:read", "groups:read"),
     "conversations.info": ("channels:read", "groups:read"),  # `doctor`: can the bot post in each routed channel
+    # charts (bot/charts) into digest and incident threads, by slack_sdk's files_upload_v2 (through the outbox)
+    "files.getUploadURLExternal": ("files:write",),
+    "files.completeUploadExternal": ("files:write",),
+    # the App Home tab (bot/slack/home): Slack documents no scope for publishing a bot's own Home view
+    "views.publish": (),
+}
+
+# Scopes the bot works without, with what is lost: `doctor` warns instead of failing, and the bot leaves the
+# feature out when the token's scopes (X-OAuth-Scopes of auth.test) do not include the scope.
+OPTIONAL_SCOPES: dict[str, str] = {
+    "files:write": "charts are not uploaded: digests and incident threads go out with text trends only",
 }
 
 # Scopes not tied to a Web API call: `commands` is what lets the app own a slash command.

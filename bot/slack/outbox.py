@@ -36,6 +36,7 @@ from bot.slack.messages.common import SlackMessage
 if TYPE_CHECKING:
     from datetime import datetime
 
+    from bot.charts.render import RenderedChart
     from bot.incidents.pipeline import Rendered
     from bot.outbox import MessageKind
     from bot.outbox import Outbox as DurableOutbox
@@ -119,6 +120,8 @@ class Outbox:
         self.sent: Counter[str] = Counter()  # method -> successful calls (for /metrics and tests)
         self.failed: Counter[str] = Counter()
         self.durable: DurableOutbox | None = None  # set by create_app; drained by the worker `serve` starts
+        self._scopes: set[str] | None = None
+        self._scopes_known = False
 
     # -- unattended writes: the durable outbox ----------------------------------------------------------------
     def enqueue(
@@ -163,6 +166,61 @@ class Outbox:
                 payload[name] = value
         payload = redact_tree(payload, self._secrets())
         return self.durable.enqueue(key, channel, kind, payload, root_key=root_key, supersede=supersede, now=now)
+
+    def enqueue_file(
+        self,
+        key: str,
+        channel: str,
+        chart: RenderedChart,
+        *,
+        root_key: str | None = None,
+        thread_ts: str | None = None,
+        now: datetime | None = None,
+    ) -> bool:
+        """Queue a chart upload (files_upload_v2) in the durable outbox: into the thread of the message `root_key`
+        names (a digest, an incident root) or `thread_ts`, else into the channel. Title and alt text are redacted
+        here; the PNG bytes are stored base64 until sent, then dropped from the row."""
+        import base64
+
+        if self.durable is None:
+            raise RuntimeError("no durable outbox attached: create_app() attaches one")
+        described = redact_tree({"text": chart.title, "file": {"filename": chart.filename, "title": chart.title,
+                                                                "alt_txt": chart.alt_text}}, self._secrets())
+        described["file"]["content_b64"] = base64.b64encode(chart.png).decode("ascii")
+        if thread_ts:
+            described["thread_ts"] = thread_ts
+        return self.durable.enqueue(key, channel, "file", described, root_key=root_key, now=now)
+
+    def token_scopes(self) -> set[str] | None:
+        """The bot token's scopes (auth.test's X-OAuth-Scopes), asked once; None when Slack does not say."""
+        with self._lock:
+            if self._scopes_known:
+                return self._scopes
+        scopes: set[str] | None = None
+        try:
+            resp = self.client.auth_test()
+            headers = {k.lower(): v for k, v in (resp.headers or {}).items()}
+            raw = headers.get("x-oauth-scopes")
+            if isinstance(raw, list):
+                raw = raw[0] if raw else None
+            if raw is not None:
+                scopes = {p.strip() for p in str(raw).split(",") if p.strip()}
+        except (SlackApiError, SlackClientError, OSError) as exc:
+            log.info("cannot read the token's scopes (%s): assuming every scope is granted", type(exc).__name__)
+            return None  # not cached: ask again next time
+        with self._lock:
+            self._scopes, self._scopes_known = scopes, True
+        return scopes
+
+    def can_upload_files(self) -> bool:
+        """False when the token's scopes are known and lack files:write (then charts are left out, text stays)."""
+        scopes = self.token_scopes()
+        return scopes is None or "files:write" in scopes
+
+    def publish_home(self, user: str, view: dict[str, Any]) -> None:
+        """`views.publish` of a user's App Home (interactive: someone just opened the tab; retried by the client's
+        handlers, not queued: an old Home view is worth nothing after a restart). Redacted like every write."""
+        self._call("views.publish", user, user_id=user, view=redact_tree(view, self._secrets()))
 
     def message_ref(self, key: str) -> tuple[str, str] | None:
         """(channel id, ts) of a message the durable outbox posted (an incident root), once it is on Slack."""

@@ -58,7 +58,23 @@ LIMITS = {
 KNOWN_BLOCKS = {"section", "header", "context", "divider", "actions", "image", "input", "rich_text", "markdown"}
 
 
-def validate_message(payload: dict[str, Any]) -> list[str]:
+def validate_view(view: Any) -> list[str]:
+    """Problems with a `views.publish` view (a Home tab), as Slack would see them ([] when fine)."""
+    if isinstance(view, str):
+        try:
+            view = json.loads(view)
+        except ValueError:
+            return ["view is not valid JSON"]
+    if not isinstance(view, dict):
+        return ["view is not an object"]
+    problems = [] if view.get("type") == "home" else [f"view type {view.get('type')!r} is not 'home'"]
+    if len(str(view.get("private_metadata") or "")) > 3000:
+        problems.append("private_metadata > 3000")
+    # a view has no top-level text; its blocks are checked like a message's, with the Home tab's 100-block limit
+    return problems + validate_message({"text": "-", "blocks": view.get("blocks") or []}, max_blocks=100)
+
+
+def validate_message(payload: dict[str, Any], *, max_blocks: int = LIMITS["blocks"]) -> list[str]:
     """Problems with a message payload, as Slack would see them ([] when fine)."""
     problems: list[str] = []
     text = payload.get("text")
@@ -74,8 +90,8 @@ def validate_message(payload: dict[str, Any]) -> list[str]:
         return problems
     if not isinstance(blocks, list):
         return [*problems, "blocks is not a list"]
-    if len(blocks) > LIMITS["blocks"]:
-        problems.append(f"{len(blocks)} blocks > {LIMITS['blocks']}")
+    if len(blocks) > max_blocks:
+        problems.append(f"{len(blocks)} blocks > {max_blocks}")
     for i, block in enumerate(blocks):
         where = f"blocks[{i}]"
         if not isinstance(block, dict) or block.get("type") not in KNOWN_BLOCKS:
@@ -194,6 +210,9 @@ class FakeSlack:
         self.channels: dict[str, Channel] = {}
         self.messages: dict[str, dict[str, dict[str, Any]]] = {}  # channel id -> ts -> message
         self.usergroups: dict[str, list[str]] = {}
+        self.views: dict[str, dict[str, Any]] = {}  # user id -> the Home view last published for them
+        self.uploads: dict[str, dict[str, Any]] = {}  # file id -> {filename, length, alt_txt, data (after upload)}
+        self.files: list[dict[str, Any]] = []  # shared files: id, title, alt_txt, data, channel, thread_ts
         self.faults: list[Fault] = []
         self.latency: dict[str, float] = {}
         # scopes of the bot token, sent as X-OAuth-Scopes (as Slack does) when set; None sends no header
@@ -342,7 +361,7 @@ class FakeSlack:
 
     def web_api_methods(self) -> set[str]:
         with self._lock:
-            return {c.method for c in self.calls}
+            return {c.method for c in self.calls if c.method != "upload"}  # the upload URL is not a Web API method
 
     # -- request handling -------------------------------------------------------------------------------------
     def _handle(self, req: BaseHTTPRequestHandler) -> None:
@@ -366,6 +385,8 @@ class FakeSlack:
         token = auth[7:] if auth.lower().startswith("bearer ") else args.pop("token", None)
         if parts.path.startswith("/response/"):
             status, body, extra = self._response_url(parts.path.rsplit("/", 1)[-1], args, headers)
+        elif parts.path.startswith("/upload/"):
+            status, body, extra = self._upload(parts.path.rsplit("/", 1)[-1], raw)
         elif parts.path.startswith("/api/"):
             method = parts.path[len("/api/") :]
             status, body, extra = self._api(method, args, token, headers)
@@ -480,6 +501,8 @@ class FakeSlack:
             if ch is None:
                 return {"ok": False, "error": "channel_not_found"}
             return {"ok": True, "members": [BOT_USER_ID] if ch.member else [], "response_metadata": {"next_cursor": ""}}
+        if method in ("views.publish", "files.getUploadURLExternal", "files.completeUploadExternal"):
+            return self._views_and_files(method, args)
         if method == "usergroups.users.list":
             group = str(args.get("usergroup", ""))
             if group not in self.usergroups:
@@ -546,6 +569,89 @@ class FakeSlack:
         if not args.get("user"):
             return {"ok": False, "error": "user_not_in_channel"}
         return {"ok": True, "message_ts": self._ts_now()}
+
+    def _views_and_files(self, method: str, args: dict[str, Any]) -> dict[str, Any]:
+        if method == "views.publish":
+            user = str(args.get("user_id") or "")
+            if not user.startswith("U"):
+                return {"ok": False, "error": "invalid_arguments"}
+            view = args.get("view")
+            if isinstance(view, str):
+                view = json.loads(view)
+            problems = validate_view(view)
+            if problems:
+                self.violations.extend(f"views.publish: {p}" for p in problems)
+                if self.strict:
+                    return {"ok": False, "error": "invalid_arguments", "response_metadata": {"messages": problems}}
+            self.views[user] = view
+            return {"ok": True, "view": {"id": f"V0{next(self._ids):08d}", "type": "home", **view}}
+        if self.scopes is not None and "files:write" not in self.scopes:
+            return {"ok": False, "error": "missing_scope", "needed": "files:write"}
+        if method == "files.getUploadURLExternal":
+            try:
+                length = int(args.get("length") or 0)
+            except ValueError:
+                length = 0
+            if not args.get("filename") or length <= 0:
+                return {"ok": False, "error": "invalid_arguments"}
+            if len(str(args.get("alt_txt") or "")) > 1000:
+                return {"ok": False, "error": "invalid_arguments"}
+            file_id = f"F0{next(self._ids):08d}"
+            self.uploads[file_id] = {"filename": args["filename"], "length": length, "alt_txt": args.get("alt_txt")}
+            return {"ok": True, "upload_url": f"{self.url}/upload/{file_id}", "file_id": file_id}
+        # files.completeUploadExternal
+        try:
+            files = json.loads(str(args.get("files") or "[]"))
+        except ValueError:
+            return {"ok": False, "error": "invalid_arguments"}
+        if not isinstance(files, list) or not files:
+            return {"ok": False, "error": "invalid_arguments"}
+        cid = self._resolve(str(args.get("channel_id") or "")) if args.get("channel_id") else None
+        ch = self.channels.get(cid or "")
+        if args.get("channel_id") and ch is None:
+            return {"ok": False, "error": "channel_not_found"}
+        if ch is not None and not ch.member:
+            return {"ok": False, "error": "not_in_channel"}
+        thread_ts = args.get("thread_ts") or None
+        if thread_ts and (ch is None or thread_ts not in self.messages.get(ch.id, {})):
+            return {"ok": False, "error": "invalid_thread_ts"}
+        done = []
+        for f in files:
+            upload = self.uploads.get(str((f or {}).get("id")))
+            if upload is None or "data" not in upload:
+                return {"ok": False, "error": "file_not_found"}
+            record = {"id": f["id"], "title": f.get("title") or upload["filename"], "name": upload["filename"],
+                      "alt_txt": upload.get("alt_txt"), "data": upload["data"],
+                      "channel": ch.id if ch else None, "thread_ts": thread_ts,
+                      "initial_comment": args.get("initial_comment")}
+            self.files.append(record)
+            done.append({"id": f["id"], "title": record["title"], "name": record["name"]})
+        if ch is not None:
+            ts = self._ts_now()
+            self.messages.setdefault(ch.id, {})[ts] = {
+                "ts": ts, "text": args.get("initial_comment") or "", "thread_ts": thread_ts, "user": BOT_USER_ID,
+                "files": done,
+            }
+        return {"ok": True, "files": done}
+
+    def _upload(self, file_id: str, raw: bytes) -> tuple[int, Any, dict[str, str]]:
+        """The upload URL files.getUploadURLExternal handed out: takes the bytes (Slack answers `OK - <size>`)."""
+        with self._lock:
+            upload = self.uploads.get(file_id)
+            if upload is None:
+                return 404, b"upload not found", {}
+            if len(raw) != upload["length"]:
+                return 400, b"length mismatch", {}
+            upload["data"] = raw
+            self.calls.append(Call("upload", {"file_id": file_id, "bytes": len(raw)}, None, {}, time.time()))
+            self._lock.notify_all()
+        return 200, f"OK - {len(raw)}".encode(), {}
+
+    def files_in(self, channel: str, thread_ts: str | None = None) -> list[dict[str, Any]]:
+        """Files shared into a channel (and thread, when given)."""
+        with self._lock:
+            cid = self._resolve(channel) or channel
+            return [f for f in self.files if f["channel"] == cid and (thread_ts is None or f["thread_ts"] == thread_ts)]
 
     def _response_url(
         self, name: str, args: dict[str, Any], headers: dict[str, str]
