@@ -250,9 +250,9 @@ def alt_text(spec: ChartSpec) -> str:
             vals = s.values
             if not vals:
                 continue
-            f = lambda v: _fmt(v, panel.unit)  # noqa: E731
-            parts.append(f"{panel.y_label}, {s.label}: {len(vals)} runs, first {f(vals[0])}, min {f(min(vals))}, "
-                         f"max {f(max(vals))}, last {f(vals[-1])}.")
+            u = panel.unit
+            parts.append(f"{panel.y_label}, {s.label}: {len(vals)} runs, first {_fmt(vals[0], u)}, "
+                         f"min {_fmt(min(vals), u)}, max {_fmt(max(vals), u)}, last {_fmt(vals[-1], u)}.")
         if panel.omitted:
             parts.append(f"Not drawn: {', '.join(panel.omitted)}.")
         for label, values in panel.stacks:

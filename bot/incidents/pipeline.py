@@ -68,6 +68,11 @@ class IncidentRenderer(Protocol):
 # -- keys -------------------------------------------------------------------------------------------------------
 
 
+def digest_key(channel: str | None, period_end: datetime) -> str:
+    """Dedupe key of a digest message (its charts are thread replies to it)."""
+    return f"digest:{channel}:{period_end.isoformat()}"
+
+
 def event_key(incident_id: int, seq: int, part: str) -> str:
     """Dedupe key of one outbox message caused by notification `seq` of an incident (stable across retries)."""
     return f"incident:{incident_id}:{seq}:{part}"
@@ -330,7 +335,7 @@ class IncidentPipeline:
         with transaction(self.store):
             digest = digest_mod.build_digest(self.store, now, settings=settings, channel=channel)
             message = self.renderer.digest(digest)
-            self._emit(f"digest:{channel}:{digest.period_end.isoformat()}", channel, "post", message, None, now=now)
+            self._emit(digest_key(channel, digest.period_end), channel, "post", message, None, now=now)
             digest_mod.record_digest(self.store, digest)
         return digest
 

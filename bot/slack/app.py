@@ -22,6 +22,7 @@ from slack_bolt.error import BoltError
 from slack_sdk import WebClient
 
 from bot.config import Settings
+from bot.slack import home
 from bot.slack.client import make_web_client
 from bot.slack.listeners import actions, commands, datasets, incidents
 from bot.slack.outbox import Outbox
@@ -33,7 +34,7 @@ from bot.store import Store
 log = logging.getLogger(__name__)
 
 # Listener modules, each with `register(app)`.
-LISTENER_MODULES = (commands, datasets, actions, incidents)
+LISTENER_MODULES = (commands, datasets, actions, incidents, home)
 
 _SERVICES: weakref.WeakKeyDictionary[App, BotServices] = weakref.WeakKeyDictionary()
 
@@ -93,6 +94,9 @@ def create_app(
     from bot.slack.incidents import build_pipeline
 
     services.incidents = build_pipeline(services)
+    from bot.slack.home.service import HomeService
+
+    services.home = HomeService(services)
     try:
         app = App(
             client=client,  # carries the token (passing both makes Bolt warn that `token` is unused)

@@ -97,6 +97,7 @@ class BotServices:
     incidents: IncidentPipeline | None = None
     scheduler: Scheduler | None = None
     background: Any = None
+    home: Any = None  # the App Home (bot/slack/home/service.py: HomeService), set by create_app
     _servers: list[ServerSettings] | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 

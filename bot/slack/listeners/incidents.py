@@ -10,6 +10,7 @@ audit log (`/clearml audit`).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from slack_bolt import Ack, App, BoltContext
@@ -54,25 +55,32 @@ def handle_button(ack: Ack, body: dict[str, Any], action: dict[str, Any], contex
 
 
 def press(
-    services: BotServices, actor: Actor, channel: str, response_url: str | None, action_id: str, raw: str
+    services: BotServices, actor: Actor, channel: str, response_url: str | None, action_id: str, raw: str,
+    tell: Callable[[str], None] | None = None,
 ) -> dict[str, Any] | None:
-    """Blocking: the pipeline's transaction and, for refusals, a private note. Returns the audit row to write."""
+    """Blocking: the pipeline's transaction and, for refusals, a private note (through `tell` when given: the
+    Home tab shows it in the viewer's own view). Returns the audit row to write."""
+    def say(text: str) -> None:
+        if tell is not None:
+            tell(text)
+        else:
+            _tell(services, channel, actor.id, response_url, text)
+
     op = "ack" if action_id == ACK_ACTION else "resolve" if action_id == RESOLVE_ACTION else "snooze"
     try:
         incident_id = int(raw)
     except ValueError:
-        _tell(services, channel, actor.id, response_url, "That button does not name an incident.")
+        say("That button does not name an incident.")
         return None
     pipeline = services.incidents
     if pipeline is None:
-        _tell(services, channel, actor.id, response_url,
-              "Incidents are handled by `clearml-chatops serve`, which is not running them here.")
+        say("Incidents are handled by `clearml-chatops serve`, which is not running them here.")
         return None
     subject = f"incident #{incident_id}"
     if op == "resolve":
         permission = may(services, actor, "resolve")
         if not permission.allowed:
-            _tell(services, channel, actor.id, response_url, f"Not allowed: {permission.reason}.")
+            say(f"Not allowed: {permission.reason}.")
             return {"action": "incident.resolve", "server": "", "subject": subject, "outcome": "denied",
                     "error": permission.reason}
     mention = f"<@{actor.id}>"
@@ -84,10 +92,10 @@ def press(
         else:
             notes = pipeline.resolve(incident_id, mention)
     except IncidentError as exc:
-        _tell(services, channel, actor.id, response_url, f"Nothing changed: {exc}.")
+        say(f"Nothing changed: {exc}.")
         return None
     if not notes and op == "ack":
-        _tell(services, channel, actor.id, response_url, f"You had already acknowledged incident #{incident_id}.")
+        say(f"You had already acknowledged incident #{incident_id}.")
     return {"action": f"incident.{op}", "server": "", "subject": subject, "outcome": "ok",
             "params": {"seconds": SNOOZE_ACTIONS[action_id]} if op == "snooze" else {}}
 

@@ -1,0 +1,259 @@
+"""What the App Home shows, gathered as plain data: the fleet of each configured server (ClearML, cached), and
+from the store the open incidents, the next scheduled runs and the last digest's trends.
+
+ClearML is asked through `FleetCache`: one snapshot per server (auth, workers, queues: three calls) shared by
+everyone who opens the Home tab within `ttl_s`, and one fetch in flight per server however many people open it
+at once (they all await the same task). Everything runs on the work pool's event loop, so the cache needs no lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import json
+import logging
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from bot.clearml.errors import ClearMLError
+from bot.engine.lookups import Meta, agent_thresholds, open_snapshot, worker_state
+from bot.incidents.db import parse_iso, row, transaction, utc
+from bot.incidents.digest import TREND_METRICS, Trend, thread_url
+from bot.incidents.tracker import IncidentView, root_key
+from bot.redact import redact
+
+if TYPE_CHECKING:
+    from bot.config import ServerSettings, Settings
+    from bot.engine.playbook import Playbook
+    from bot.slack.services import BotServices
+
+log = logging.getLogger(__name__)
+
+MAX_POOLS = 12
+MAX_QUEUES = 10
+NO_QUEUE = "(no queue)"
+
+
+@dataclass(frozen=True)
+class PoolState:
+    """The agents serving one queue (or matching an `agents.missing` pattern): how many are alive, stale, dead
+    (silent past dead_after: still registered), and missing (an expected minimum not registered at all)."""
+
+    name: str
+    alive: int = 0
+    stale: int = 0
+    dead: int = 0
+    missing: int = 0
+    expected: int | None = None  # the agents.missing minimum, for a pattern pool
+
+
+@dataclass(frozen=True)
+class QueueLine:
+    name: str
+    length: int
+    oldest_wait_s: float | None
+    link: str
+
+
+@dataclass(frozen=True)
+class FleetState:
+    server: str
+    web_url: str
+    fetched_at: datetime
+    reachable: bool
+    error: str = ""
+    agents: dict[str, int] = field(default_factory=dict)  # alive / stale / dead
+    pools: tuple[PoolState, ...] = ()
+    queues: tuple[QueueLine, ...] = ()  # the longest first, capped at MAX_QUEUES
+    queues_total: int = 0
+    waiting_total: int = 0
+    api_calls: int = 0
+
+
+@dataclass(frozen=True)
+class IncidentLine:
+    id: int
+    server: str
+    severity: str
+    title: str
+    opened_at: datetime
+    ack_by: str | None
+    snoozed_until: datetime | None
+    thread: str | None  # a link to the incident's thread, once its root message is posted
+
+
+@dataclass(frozen=True)
+class NextRun:
+    name: str
+    kind: str
+    schedule: str
+    next_run: datetime | None
+    last_status: str | None
+
+
+@dataclass(frozen=True)
+class DigestTrends:
+    at: datetime
+    headline: str
+    trends: tuple[Trend, ...]
+
+
+@dataclass(frozen=True)
+class HomeData:
+    now: datetime
+    fleets: tuple[FleetState, ...]
+    incidents: tuple[IncidentLine, ...]
+    next_runs: tuple[NextRun, ...]
+    digest: DigestTrends | None
+    playbooks: tuple[str, ...]  # names offered as "run" buttons
+    command: str = "/clearml"
+
+
+# -- ClearML: the fleet of one server ---------------------------------------------------------------------------
+
+
+def _expected_pools(playbooks: list[Playbook]) -> list[tuple[str, int]]:
+    """(pattern, min) from the first playbook that configures agents.missing."""
+    for pb in playbooks:
+        for entry in pb.checks:
+            if entry.check == "agents.missing":
+                out = []
+                for e in (entry.params or {}).get("expected") or []:
+                    if isinstance(e, dict) and e.get("pattern"):
+                        out.append((str(e["pattern"]), int(e.get("min", 1))))
+                return out
+    return []
+
+
+async def fetch_fleet(settings: Settings, server: ServerSettings, playbooks: list[Playbook]) -> FleetState:
+    """One snapshot: workers and queues (with their entries) of `server`. Never raises for ClearML trouble: an
+    unreachable server or refused keys are a state the Home tab shows."""
+    meta = Meta()
+    now = utc(None)
+    secrets = server.secrets()
+    try:
+        async with open_snapshot(settings, server, meta) as snap:
+            workers = await snap.workers()
+            queues = await snap.queues()
+            stale_after, dead_after = agent_thresholds(playbooks)
+            states = [worker_state(snap, w, stale_after, dead_after) for w in workers]
+            pools: dict[str, dict[str, int]] = {}
+            for ws in states:
+                for q in ws.queues or [NO_QUEUE]:
+                    counts = pools.setdefault(q, {"alive": 0, "stale": 0, "dead": 0})
+                    counts[ws.state] += 1
+            pool_list = [PoolState(redact(name, secrets), **c) for name, c in pools.items()]
+            for pattern, minimum in _expected_pools(playbooks):
+                matching = [s for s in states if fnmatch.fnmatchcase(s.id, pattern)]
+                alive = sum(1 for s in matching if s.state == "alive")
+                stale = sum(1 for s in matching if s.state == "stale")
+                dead = sum(1 for s in matching if s.state == "dead")
+                pool_list.append(PoolState(pattern, alive, stale, dead, max(0, minimum - len(matching)), minimum))
+            # the pools with trouble first, then the largest
+            pool_list.sort(key=lambda p: (-(p.missing + p.dead + p.stale), -(p.alive + p.stale + p.dead), p.name))
+            lines = [
+                QueueLine(redact(q.name or q.id, secrets), len(q.entries), snap.age_s(q.oldest_added()),
+                          snap.queue_link(q.id))
+                for q in queues
+            ]
+            lines.sort(key=lambda q: (-q.length, -(q.oldest_wait_s or 0.0), q.name))
+            return FleetState(
+                server=server.name, web_url=server.web_url, fetched_at=now, reachable=True,
+                agents={s: sum(1 for w in states if w.state == s) for s in ("alive", "stale", "dead")},
+                pools=tuple(pool_list[:MAX_POOLS]), queues=tuple(lines[:MAX_QUEUES]), queues_total=len(lines),
+                waiting_total=sum(q.length for q in lines), api_calls=meta.api_calls,
+            )
+    except ClearMLError as exc:
+        return FleetState(server=server.name, web_url=server.web_url, fetched_at=now, reachable=False,
+                          error=redact(exc.describe(), secrets), api_calls=meta.api_calls)
+
+
+class FleetCache:
+    """Each server's FleetState for `ttl_s`; concurrent requests share the one fetch in flight. Loop-bound."""
+
+    def __init__(self, fetch: Any, *, ttl_s: float = 30.0, clock: Any = time.monotonic) -> None:
+        self._fetch = fetch  # async (server) -> FleetState
+        self.ttl_s = ttl_s
+        self._clock = clock
+        self._states: dict[str, tuple[float, FleetState]] = {}
+        self._inflight: dict[str, asyncio.Task[FleetState]] = {}
+        self.fetches = 0  # how many times ClearML was asked (for tests and /metrics-minded readers)
+
+    async def get(self, server: ServerSettings, *, max_age_s: float | None = None) -> FleetState:
+        max_age = self.ttl_s if max_age_s is None else max_age_s
+        hit = self._states.get(server.name)
+        if hit is not None and self._clock() - hit[0] <= max_age:
+            return hit[1]
+        task = self._inflight.get(server.name)
+        if task is None:
+            task = asyncio.ensure_future(self._load(server))
+            self._inflight[server.name] = task
+        return await asyncio.shield(task)
+
+    async def _load(self, server: ServerSettings) -> FleetState:
+        try:
+            self.fetches += 1
+            state = await self._fetch(server)
+            self._states[server.name] = (self._clock(), state)
+            return state
+        finally:
+            self._inflight.pop(server.name, None)
+
+    def invalidate(self) -> None:
+        self._states.clear()
+
+
+# -- the store: incidents, schedules, the last digest -------------------------------------------------------------
+
+
+def incident_lines(services: BotServices, incidents: list[IncidentView]) -> list[IncidentLine]:
+    out = []
+    for v in incidents:
+        ref = services.outbox.message_ref(root_key(v.id))
+        out.append(IncidentLine(id=v.id, server=v.server, severity=v.severity, title=v.title, opened_at=v.opened_at,
+                                ack_by=v.ack_by, snoozed_until=v.snoozed_until,
+                                thread=thread_url(*ref) if ref else None))
+    return out
+
+
+def next_runs(services: BotServices, now: datetime, limit: int = 5) -> list[NextRun]:
+    """From the running scheduler when there is one (serve), else computed from the playbooks and the store."""
+    from bot.schedule import build_jobs
+    from bot.schedule import next_runs as compute
+
+    try:
+        if services.scheduler is not None:
+            infos = services.scheduler.next_runs(now)
+        else:
+            from bot.incidents.digest import DigestSettings
+
+            jobs = build_jobs(services.playbooks(), DigestSettings.from_settings(services.settings))
+            infos = compute(jobs, services.store, now)
+    except Exception as exc:  # a broken digest setting must not blank the Home tab
+        log.info("no schedule list for the Home tab: %s", exc)
+        return []
+    return [NextRun(i.name, i.kind, i.schedule, i.next_run, i.last_status) for i in infos[:limit]]
+
+
+def last_digest(services: BotServices) -> DigestTrends | None:
+    """The last digest's trends: its medians against the digest before it (as the digest message said them)."""
+    try:
+        with transaction(services.store) as conn:
+            last = row(conn, "SELECT * FROM digests ORDER BY at DESC, id DESC LIMIT 1")
+            if last is None:
+                return None
+            before = row(conn, "SELECT metrics FROM digests WHERE id != ? AND at <= ? ORDER BY at DESC, id DESC "
+                               "LIMIT 1", (last["id"], last["at"]))
+    except sqlite3.OperationalError:  # no digest table yet
+        return None
+    current = {k: float(v) for k, v in json.loads(last["metrics"] or "{}").items()}
+    previous = {k: float(v) for k, v in json.loads(before["metrics"] or "{}").items()} if before else {}
+    trends = tuple(Trend(metric=name, label=label, current=current.get(name), previous=previous.get(name),
+                         better=better, unit=unit)
+                   for name, label, better, unit in TREND_METRICS if name in current)
+    headline = str(json.loads(last["summary"] or "{}").get("headline") or "")
+    at = parse_iso(last["at"])
+    return DigestTrends(at=at, headline=headline, trends=trends) if at else None
