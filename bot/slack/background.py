@@ -141,6 +141,7 @@ class Background:
         run_id = services.store.record_run(result)
         assert services.incidents is not None
         services.incidents.handle_run(result, run_id=run_id)
+        self._after_run()
         if services.settings.slack.scheduled_reports:
             maker = services.buttons
             queue_run_report(
@@ -153,7 +154,31 @@ class Background:
 
     def run_digest(self, trigger: str) -> Any:
         assert self.services.incidents is not None
-        return self.services.incidents.post_digest()
+        digest = self.services.incidents.post_digest()
+        try:  # the charts follow the text in its thread; the digest stands without them
+            from bot.slack.charts import post_digest_charts
+
+            post_digest_charts(self.services, digest)
+        except Exception:
+            log.exception("digest charts failed; the digest went out with its text trends")
+        return digest
+
+    def _after_run(self) -> None:
+        """After a scheduled run: a backlog incident's chart once its trend shows; fresh Home tabs for whoever
+        looked recently. Neither may fail the run (it is recorded and its messages queued already)."""
+        services = self.services
+        try:
+            from bot.slack.charts import post_incident_charts
+            from bot.slack.incidents import open_incidents
+
+            post_incident_charts(services, list(open_incidents(services)))
+        except Exception:
+            log.exception("incident charts failed")
+        if services.home is not None:
+            try:
+                services.home.refresh_after_run()
+            except Exception:
+                log.exception("refreshing the Home tabs failed")
 
     def tick_reproduce(self) -> list[WatchResult]:
         """Look at every re-run being watched once; post each finished comparison into its thread."""

@@ -47,8 +47,12 @@ def test_top_level_keys_and_types(manifest: dict[str, Any]) -> None:
     assert settings["interactivity"]["is_enabled"] is True  # buttons (dataset hash check, actions)
     assert settings["socket_mode_enabled"] is True  # the default `serve` mode
     assert isinstance(settings["org_deploy_enabled"], bool) and isinstance(settings["token_rotation_enabled"], bool)
-    # no Events API subscription: the bot reacts to its command and its buttons only
-    assert "event_subscriptions" not in settings
+    # one Events API subscription: the Home tab (bot/slack/home), which the app_home feature enables
+    assert settings["event_subscriptions"] == {"bot_events": ["app_home_opened"]}
+    assert features["app_home"]["home_tab_enabled"] is True
+    from bot.slack import home
+
+    assert home.register is not None
 
 
 def test_scopes_are_exactly_what_the_code_needs(manifest: dict[str, Any]) -> None:
