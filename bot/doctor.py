@@ -165,7 +165,7 @@ class Doctor:
     def check_slack(self) -> None:
         from slack_sdk.errors import SlackApiError, SlackClientError
 
-        from bot.slack.client import required_bot_scopes
+        from bot.slack.client import OPTIONAL_SCOPES, required_bot_scopes
 
         token = (self.env.get("SLACK_BOT_TOKEN") or "").strip()
         if not token:
@@ -199,11 +199,15 @@ class Doctor:
             scopes: set[str] | None = None
         else:
             scopes = {s.strip() for s in header.split(",") if s.strip()}
-            missing = sorted(required_bot_scopes() - scopes)
+            missing = sorted(required_bot_scopes() - scopes - set(OPTIONAL_SCOPES))
+            optional = sorted(set(OPTIONAL_SCOPES) - scopes)
             if missing:
                 self.add("FAIL", "slack.scopes", f"the bot token lacks {', '.join(missing)}",
                          "add them under oauth_config.scopes.bot (manifest.yml has them) and reinstall the app")
-            else:
+            for scope in optional:  # the bot works without these, with less
+                self.add("warn", f"slack.scope {scope}", f"the bot token lacks {scope}: {OPTIONAL_SCOPES[scope]}",
+                         f"add {scope} under oauth_config.scopes.bot (manifest.yml has it) and reinstall the app")
+            if not missing:
                 self.add("ok", "slack.scopes", f"{len(scopes)} scopes, all {len(required_bot_scopes())} needed")
         self._check_mode()
         self._check_channels(client, scopes)

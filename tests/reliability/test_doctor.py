@@ -23,7 +23,7 @@ checks:
   - check: agents.stale
 """
 SCOPES = ["commands", "chat:write", "chat:write.public", "usergroups:read", "channels:history", "groups:history",
-          "channels:read", "groups:read"]
+          "channels:read", "groups:read", "files:write"]
 
 
 def setup(tmp_path: Path, sim: SimServer, slack: FakeSlack, monkeypatch: pytest.MonkeyPatch, **config: Any) -> Path:
@@ -132,3 +132,20 @@ def test_no_slack_and_a_broken_config_are_reported_not_raised(
     assert rows["slack.token"]["status"] == "FAIL" and "SLACK_BOT_TOKEN" in rows["slack.token"]["detail"]
     assert rows["clearml default"]["status"] == "FAIL" and "CLEARML_API_HOST" in rows["clearml default"]["fix"] + \
         rows["clearml default"]["detail"]
+
+
+def test_a_missing_files_write_scope_is_a_warning_that_says_charts_are_off(
+    sim_factory: Callable[..., SimServer], fake_slack: FakeSlack, tmp_path: Path, env: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    fake_slack.add_channel("ml-alerts")
+    fake_slack.add_channel("ml-oncall", private=True, member=True)
+    fake_slack.scopes = [s for s in SCOPES if s != "files:write"]
+    config = setup(tmp_path, sim_factory("basic"), fake_slack, env)
+    code, rows = doctor(config, capsys)
+    assert code == 0  # the bot works without it: digests go out with text trends only
+    assert rows["slack.scopes"]["status"] == "ok"
+    row = rows["slack.scope files:write"]
+    assert row["status"] == "warn"
+    assert "charts are not uploaded" in row["detail"] and "text trends" in row["detail"]
+    assert "files:write" in row["fix"] and "reinstall" in row["fix"]
