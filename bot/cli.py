@@ -187,6 +187,8 @@ def cmd_history(args: argparse.Namespace) -> int:
             since = datetime.now(UTC) - timedelta(seconds=parse_duration(args.since))
         except ValueError as exc:
             raise UsageError(f"--since: {exc}") from None
+    if args.metric:
+        return _metric_history(settings, args.metric, since or datetime.now(UTC) - timedelta(days=1), args.format)
     store = _open_store(settings)
     rows = store.history(check=args.check, since=since, limit=args.limit)
     store.close()
@@ -204,6 +206,92 @@ def cmd_history(args: argparse.Namespace) -> int:
             f"{row['at'][:19]}  {row['severity']:<8} {row['check_id']:<26} "
             f"{row['subject_kind']} {subject}: {row['title']}"
         )
+    return EXIT_OK
+
+
+def _metric_history(settings: Settings, metric: str, since: datetime, output: str) -> int:
+    """`history --metric NAME`: one per-run gauge (agents.alive, queues.pending, agents.alive[gpu-train], …) as a
+    sparkline per server, with first / min / max / last."""
+    from bot.charts.series import metric_history, sparkline
+    from bot.durations import format_duration
+
+    store = _open_store(settings)
+    try:
+        points = metric_history(store, metric, since)
+    finally:
+        store.close()
+    if output == "json":
+        json.dump([{"at": at.isoformat(), "server": server, "value": value} for at, server, value in points],
+                  sys.stdout, indent=2)
+        print()
+        return EXIT_OK
+    if not points:
+        print(f"No values of {metric} recorded since {since:%Y-%m-%d %H:%M} UTC (per-run metrics are recorded by "
+              "`serve`'s scheduled runs; names: agents.alive, agents.registered, queues.pending, "
+              "queues.wait_median_s, run.problems, agents.alive[<queue>], queues.length[<queue>]).")
+        return EXIT_OK
+    seconds = metric.split("[", 1)[0].endswith("_s")  # queues.wait_median_s, queues.wait_s[q], run.duration_s
+    fmt: Callable[[float], str] = format_duration if seconds else (lambda v: f"{v:g}")
+    by_server: dict[str, list[float]] = {}
+    for _, server, value in points:
+        by_server.setdefault(server, []).append(value)
+    width = 60  # the newest values when there are more runs than columns
+    for server, values in by_server.items():
+        shown = values[-width:]
+        print(f"{server}  {metric}  {sparkline(shown)}  first {fmt(values[0])} · min {fmt(min(values))} · "
+              f"max {fmt(max(values))} · last {fmt(values[-1])}  ({len(values)} runs since "
+              f"{since:%Y-%m-%d %H:%M} UTC{', last ' + str(width) + ' drawn' if len(values) > width else ''})")
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------------------------- digest
+
+
+def cmd_digest(args: argparse.Namespace) -> int:
+    """The digest of the store (incidents, runs, trends since `--since` or the last digest) as text; with
+    `--png DIR` also the digest's charts as PNG files (the same ones `serve` posts in the digest's thread).
+    Read-only: the store's digest history is not changed."""
+    from bot.incidents.digest import DigestSettings, build_digest
+    from bot.incidents.pipeline import TextRenderer
+
+    settings = load_settings(args.config)
+    since = None
+    if args.since:
+        try:
+            since = datetime.now(UTC) - timedelta(seconds=parse_duration(args.since))
+        except ValueError as exc:
+            raise UsageError(f"--since: {exc}") from None
+    digest_settings = DigestSettings.from_settings(settings) or DigestSettings()
+    store = _open_store(settings)
+    try:
+        digest = build_digest(store, settings=digest_settings, since=since)
+        print(TextRenderer().digest(digest).text)
+        if args.png:
+            return _write_charts(store, digest.period_start, digest.period_end, Path(args.png))
+    finally:
+        store.close()
+    return EXIT_OK
+
+
+def _write_charts(store: Any, start: datetime, end: datetime, directory: Path) -> int:
+    from bot.charts import render
+    from bot.charts.series import digest_charts
+
+    if not render.available():
+        raise UsageError("--png needs matplotlib: pip install 'clearml-chatops[charts]'")
+    specs = digest_charts(store, start, end)
+    if not specs:
+        print(f"\nNo chart: no run metrics between {start:%Y-%m-%d %H:%M} and {end:%Y-%m-%d %H:%M} UTC.")
+        return EXIT_OK
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"--png {directory}: cannot create the directory ({exc.strerror})") from None
+    print()
+    for chart in render.render(specs):
+        path = directory / chart.filename
+        path.write_bytes(chart.png)
+        print(f"wrote {path} ({len(chart.png) // 1024} KB): {chart.alt_text}")
     return EXIT_OK
 
 
@@ -287,8 +375,16 @@ def build_parser(wanted: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--since", help="how far back, e.g. 24h, 7d")
     p.add_argument("--limit", type=int, default=200)
     p.add_argument("--format", choices=["text", "json"], default="text")
+    p.add_argument("--metric", help="instead: a per-run metric as a sparkline, e.g. agents.alive, queues.pending, "
+                                    "agents.alive[gpu-train] (default --since 24h)")
     _add_common(p)
     p.set_defaults(func=cmd_history)
+
+    p = sub.add_parser("digest", help="the digest of what the store recorded (incidents, runs, trends), as text")
+    p.add_argument("--since", help="the period, e.g. 24h, 7d (default: since the last digest, or slack.digest.period)")
+    p.add_argument("--png", metavar="DIR", help="also write the digest's charts as PNG files into DIR")
+    _add_common(p)
+    p.set_defaults(func=cmd_digest)
 
     p = sub.add_parser("demo", help="start the simulator with a broken fleet and run every shipped playbook")
     p.add_argument("--scenario", default="incident-zoo", help="simulator scenario (default: incident-zoo)")

@@ -128,7 +128,7 @@ def _lines(ax: Any, panel: Panel, mdates: Any) -> None:
     ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator, tz="UTC"))
     ax.set_xlabel("time (UTC)", fontsize=9)
     if panel.lines:
-        ax.legend(fontsize=9, frameon=False, loc="upper left", ncols=min(3, len(panel.lines)))
+        _legend(ax)
 
 
 def _bars(ax: Any, panel: Panel) -> None:
@@ -146,8 +146,14 @@ def _bars(ax: Any, panel: Panel) -> None:
     ax.set_ylabel(panel.y_label, fontsize=10)
     ax.yaxis.get_major_locator().set_params(integer=True)
     ax.set_xlabel("day (UTC)", fontsize=9)
+    ax.set_ylim(0, max(bottoms, default=0) * 1.15 or 1)  # room for the totals above the bars
     if panel.stacks:
-        ax.legend(fontsize=9, frameon=False, loc="upper left", ncols=min(3, len(panel.stacks)))
+        _legend(ax)
+
+
+def _legend(ax: Any) -> None:
+    """Beside the plot, never over the data (constrained layout makes room for it)."""
+    ax.legend(fontsize=9, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
 
 
 def render(specs: list[ChartSpec]) -> list[RenderedChart]:
