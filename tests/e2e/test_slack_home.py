@@ -177,8 +177,8 @@ def test_home_tab_on_the_incident_zoo_shows_state_pools_queues_incidents_and_run
         assert f"Open incidents ({len(incidents)})" in text
         worst = incidents[0]
         assert f"*#{worst.id}*" in text and "not acknowledged" in text and "|thread>" in text
-        assert ("Acknowledge", "home_inc_ack", str(worst.id)) in buttons(view) or any(
-            b[1] == "home_inc_ack" for b in buttons(view))
+        assert {("Acknowledge", "home_inc_ack", str(v.id)) for v in incidents if not v.ack_by} <= set(buttons(view))
+        assert ("Resolve", "home_inc_resolve", str(worst.id)) in buttons(view)
         # next scheduled runs, status / run buttons
         assert "Next scheduled runs" in text and "fleet" in text
         assert ("Status of prod", "home_status", "prod") in buttons(view)
@@ -194,7 +194,14 @@ def test_home_tab_on_the_incident_zoo_shows_state_pools_queues_incidents_and_run
                                     if f"Incident #{target.id} acknowledged" in view_text(v)], what="ack shown")[-1]
         check_view(acked)
         assert "only you see this" in view_text(acked)
-        assert "acknowledged by" in view_text(acked)
+        assert f"acknowledged by <@{USER}>" in view_text(acked)
+        assert ("Acknowledge", "home_inc_ack", str(target.id)) not in buttons(acked)
+        # the incident's own thread says so too (the same pipeline as the thread's button)
+        root = s.outbox.message_ref(f"incident:{target.id}:root")
+        assert root is not None
+        wait_until(lambda: any(f"Acknowledged by <@{USER}>" in str(m.get("text")) + json.dumps(m.get("blocks"))
+                               for m in slack.channel_messages(CHANNEL) if m.get("thread_ts") == root[1]),
+                   what="ack noted in the thread")
         assert s.incidents.tracker.get(target.id).ack_by == f"<@{USER}>"
 
         # status for the person looking: "running…" first, then the status, in their own view

@@ -26,6 +26,7 @@ from slack_sdk.models.views import View
 from bot.durations import format_duration
 from bot.engine.findings import SEVERITY_RANK
 from bot.slack.home.state import FleetState, HomeData, IncidentLine, PoolState
+from bot.slack.messages.actions import mrkdwn
 from bot.slack.messages.common import SEVERITY_EMOJI, clip, context, divider, header, link, plural, safe, section
 
 MAX_VIEW_BLOCKS = 100  # Slack: a Home tab holds at most 100 blocks
@@ -128,7 +129,7 @@ def _incident_blocks(data: HomeData) -> list[Block]:
     for i in shown:
         flags = []
         if i.ack_by:
-            flags.append(f":eyes: acknowledged by {safe(i.ack_by, limit=60)}")
+            flags.append(f":eyes: acknowledged by {mrkdwn(clip(i.ack_by, 80))}")
         else:
             flags.append("not acknowledged")
         if i.snoozed_until and i.snoozed_until > now:
