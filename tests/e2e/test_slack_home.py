@@ -173,6 +173,7 @@ def test_home_tab_on_the_incident_zoo_shows_state_pools_queues_incidents_and_run
         assert view["blocks"][0]["type"] == "header" and "prod: critical" in view["blocks"][0]["text"]["text"]
         assert "Agents per pool" in text and "gpu-a10-spot" in text and "dead" in text
         assert "Queues with waiting tasks" in text and "gpu-train" in text and "oldest" in text
+        assert "3 API calls" in text  # what the look cost: login, workers, queues
         # open incidents: severity, age, ack state, thread link, and their buttons
         assert f"Open incidents ({len(incidents)})" in text
         worst = incidents[0]

@@ -160,15 +160,16 @@ async def fetch_fleet(settings: Settings, server: ServerSettings, playbooks: lis
                 for q in queues
             ]
             lines.sort(key=lambda q: (-q.length, -(q.oldest_wait_s or 0.0), q.name))
-            return FleetState(
-                server=server.name, web_url=server.web_url, fetched_at=now, reachable=True,
-                agents={s: sum(1 for w in states if w.state == s) for s in ("alive", "stale", "dead")},
-                pools=tuple(pool_list[:MAX_POOLS]), queues=tuple(lines[:MAX_QUEUES]), queues_total=len(lines),
-                waiting_total=sum(q.length for q in lines), api_calls=meta.api_calls,
-            )
     except ClearMLError as exc:
         return FleetState(server=server.name, web_url=server.web_url, fetched_at=now, reachable=False,
                           error=redact(exc.describe(), secrets), api_calls=meta.api_calls)
+    # after the snapshot closed: `meta` has its call count now
+    return FleetState(
+        server=server.name, web_url=server.web_url, fetched_at=now, reachable=True,
+        agents={s: sum(1 for w in states if w.state == s) for s in ("alive", "stale", "dead")},
+        pools=tuple(pool_list[:MAX_POOLS]), queues=tuple(lines[:MAX_QUEUES]), queues_total=len(lines),
+        waiting_total=sum(q.length for q in lines), api_calls=meta.api_calls,
+    )
 
 
 class FleetCache:
