@@ -228,6 +228,22 @@ def test_home_tab_on_a_healthy_fleet_says_all_good(
         text = view_text(view)
         assert "prod: all good" in view["blocks"][0]["text"]["text"]
         assert "0 stale · 0 dead" in text and "No open incidents." in text and "home_inc_ack" not in text
+        # run a playbook from the tab: its report lands in the presser's view; a name that is no playbook is told
+        before = len(views_for(slack, USER))
+        press(bot, "home_run", "fleet")
+        ran = wait_until(lambda: [v for v in views_for(slack, USER)[before:] if "`run fleet` on prod" in view_text(v)
+                                  and "hourglass" not in view_text(v)], what="the run's report")[-1]
+        check_view(ran)
+        assert "fleet" in view_text(ran) and "Dismiss" in view_text(ran)
+        before = len(views_for(slack, USER))
+        press(bot, "home_run", "../../etc/passwd")
+        told = wait_until(lambda: [v for v in views_for(slack, USER)[before:] if "is not a playbook name"
+                                   in view_text(v)], what="the refusal")[-1]
+        check_view(told)
+        before = len(views_for(slack, USER))
+        press(bot, "home_dismiss", "dismiss")
+        cleared = wait_until(lambda: views_for(slack, USER)[before:], what="dismissed")[-1]
+        assert "Your last request" not in view_text(cleared)
 
 
 def test_fifty_opens_in_a_minute_cost_one_look_at_clearml(

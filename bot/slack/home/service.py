@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -75,6 +76,7 @@ class HomeService:
         self.viewers: dict[str, float] = {}  # user -> when they last opened the tab
         self._published: dict[str, float] = {}
         self._busy: set[str] = set()
+        self._lock = threading.Lock()  # viewers and busy: touched by listener threads, the loop and the scheduler
         self.publishes = 0
 
     # -- data ---------------------------------------------------------------------------------------------------
@@ -118,16 +120,17 @@ class HomeService:
 
     def opened(self, user: str) -> None:
         """`app_home_opened` (from the listener's thread): publish on the work pool."""
-        self.viewers[user] = self._clock()
+        with self._lock:
+            self.viewers[user] = self._clock()
         self._submit(lambda: self.publish(user), f"home {user}")
 
     def refresh_after_run(self) -> int:
         """After a scheduled run: fresh data for the recent viewers (none: nothing to do). Returns how many."""
         cutoff = self._clock() - self.viewers_s
-        recent = sorted((u for u, t in self.viewers.items() if t >= cutoff), key=lambda u: -self.viewers[u])
-        for user in [u for u in self.viewers if self.viewers[u] < cutoff]:
-            self.viewers.pop(user, None)
-        recent = recent[:MAX_VIEWERS]
+        with self._lock:
+            for user in [u for u, t in self.viewers.items() if t < cutoff]:
+                del self.viewers[user]
+            recent = sorted(self.viewers, key=lambda u: -self.viewers[u])[:MAX_VIEWERS]
         if not recent:
             return 0
 
@@ -139,18 +142,21 @@ class HomeService:
         self._submit(job, "home refresh")
         return len(recent)
 
-    def _submit(self, job: Any, name: str) -> None:
+    def _submit(self, job: Any, name: str) -> bool:
         try:
             self.services.pool.submit(job, name=name)
         except PoolBusyError:
             log.warning("%s dropped: the work pool is full", name)
+            return False
+        return True
 
     # -- buttons ------------------------------------------------------------------------------------------------
     def pressed(self, user: str, action_id: str, value: str) -> None:
         """A Home button (from the listener's thread)."""
         from bot.slack.messages.home import HOME_DISMISS, HOME_REFRESH, HOME_RUN, HOME_STATUS
 
-        self.viewers[user] = self._clock()
+        with self._lock:
+            self.viewers[user] = self._clock()
         if action_id == HOME_REFRESH:
             # data at most `republish_s` old: fresher than the cache, yet many presses still share one fetch
             self._submit(lambda: self.publish(user, force=True, max_age_s=self.republish_s), f"home refresh {user}")
@@ -159,30 +165,32 @@ class HomeService:
             self.results.pop(user, None)
             self._submit(lambda: self.publish(user, force=True), f"home {user}")
             return
-        if user in self._busy:
-            return  # one request at a time per person: their tab already says "running…"
+        if action_id not in (HOME_STATUS, HOME_RUN, *INCIDENT_ACTIONS):
+            return
+        with self._lock:
+            if user in self._busy:
+                return  # one request at a time per person: their tab already says "running…"
+            self._busy.add(user)
         if action_id == HOME_STATUS:
-            self._submit(lambda: self._guarded(user, f"`status` of {value[:60]}", self._status(user, value)),
-                         f"home status {user}")
+            what, work = f"`status` of {value[:60]}", lambda: self._status(user, value)
         elif action_id == HOME_RUN:
-            self._submit(lambda: self._guarded(user, f"`run {value[:60]}`", self._run(user, value)),
-                         f"home run {user}")
-        elif action_id in INCIDENT_ACTIONS:
-            self._submit(lambda: self._guarded(user, f"incident #{value[:12]}", self._incident(user, action_id,
-                                                                                                  value)),
-                         f"home incident {user}")
+            what, work = f"`run {value[:60]}`", lambda: self._run(user, value)
+        else:
+            what, work = f"incident #{value[:12]}", lambda: self._incident(user, action_id, value)
+        if not self._submit(lambda: self._guarded(user, what, work), f"home {action_id} {user}"):
+            with self._lock:
+                self._busy.discard(user)
 
     async def _guarded(self, user: str, what: str, work: Any) -> None:
         """Running… first, then the outcome, whatever fails (never leaves the tab saying running)."""
         from bot.slack.messages.help import render_failure, render_input_error
 
-        self._busy.add(user)
-        secrets = self.services.secrets()
         try:
+            secrets = self.services.secrets()
             self.results[user] = HomeResult(what, running=True)
             await self.publish(user, force=True)
             try:
-                self.results[user] = await work
+                self.results[user] = await work()
             except (LookupInputError, PlaybookError, ConfigError) as exc:
                 msg = render_input_error(redact(str(exc), secrets), command=self.services.command)
                 self.results[user] = HomeResult(what, list(msg.blocks), at=_now())
@@ -201,7 +209,8 @@ class HomeService:
                 self.results[user] = HomeResult(what, list(msg.blocks), at=_now())
             await self.publish(user, force=True)
         finally:
-            self._busy.discard(user)
+            with self._lock:
+                self._busy.discard(user)
 
     async def _status(self, user: str, server_name: str) -> HomeResult:
         from bot.engine import lookups
