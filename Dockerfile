@@ -15,7 +15,8 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY bot ./bot
-RUN pip install --prefix=/install .
+# the `charts` extra (matplotlib): PNG charts in digest and incident threads; without it trends are text only
+RUN pip install --prefix=/install '.[charts]'
 
 # --- runtime ----------------------------------------------------------------------------------------------------
 FROM python:3.11-slim
