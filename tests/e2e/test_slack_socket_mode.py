@@ -56,3 +56,29 @@ def test_socket_mode_slash_command(
         assert socket.connected >= 1, "the Socket Mode client did not reconnect"
     finally:
         server.stop()
+
+
+def test_socket_mode_home_tab(
+    fake_slack: FakeSlack, basic_sim: SimServer, tmp_path: Path, clean_env: pytest.MonkeyPatch
+) -> None:
+    """`app_home_opened` over Socket Mode (an `events_api` envelope): acked at once, the view published."""
+    from tests.fakes.slack_api import validate_view
+
+    socket = fake_slack.start_socket_mode()
+    settings = sim_settings(basic_sim, fake_slack, tmp_path, clean_env)
+    env = bot_env(fake_slack)
+    env.pop("SLACK_SIGNING_SECRET")
+    server = BotServer(settings, http=False, host="127.0.0.1", port=0, env=env, socket_ping_interval=1).start()
+    try:
+        socket.wait_connected()
+        event = {"token": "legacy", "team_id": "T0FAKETEAM", "api_app_id": "A0FAKE", "type": "event_callback",
+                 "event_id": "Ev0HOME", "event_time": int(time.time()),
+                 "event": {"type": "app_home_opened", "user": "U0SOCKET", "channel": "D0HOME", "tab": "home",
+                           "event_ts": f"{time.time():.6f}"}}
+        envelope = socket.push_envelope(event, envelope_type="events_api", accepts_response_payload=False)
+        socket.wait_ack(envelope)
+        [call] = fake_slack.wait_for("views.publish", predicate=lambda c: c.args.get("user_id") == "U0SOCKET")
+        assert validate_view(call.args["view"]) == []
+        assert "prod" in str(call.args["view"]["blocks"][0]["text"]["text"])
+    finally:
+        server.stop()
