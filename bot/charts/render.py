@@ -30,6 +30,9 @@ DASHES = ("-", "--", "-.", ":", "-", "--", "-.", ":")
 WIDTH_IN, PANEL_HEIGHT_IN, DPI = 8.0, 2.6, 100  # 800 px wide, 260 px per panel (+ title)
 
 _IMPORT_LOCK = threading.Lock()
+# matplotlib's text layout keeps process-wide caches; charts are rare (a digest, a backlog incident), so drawing
+# one at a time costs nothing and rules out surprises when two scheduled jobs finish together
+_RENDER_LOCK = threading.Lock()
 
 
 def available() -> bool:
@@ -83,7 +86,12 @@ def _seconds_axis(values: list[float]) -> tuple[float, str]:
 def render_png(spec: ChartSpec) -> bytes:
     """The chart as PNG bytes. Raises ImportError when matplotlib is missing (check `available()` first)."""
     Figure, FigureCanvasAgg, mdates = _mpl()
-    panels = [p for p in spec.panels]
+    with _RENDER_LOCK:
+        return _draw(spec, Figure, FigureCanvasAgg, mdates)
+
+
+def _draw(spec: ChartSpec, Figure: Any, FigureCanvasAgg: Any, mdates: Any) -> bytes:
+    panels = list(spec.panels)
     fig = Figure(figsize=(WIDTH_IN, 0.7 + PANEL_HEIGHT_IN * len(panels)), dpi=DPI, layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(len(panels), 1, squeeze=False, sharex=all(p.lines for p in panels))[:, 0]

@@ -81,8 +81,14 @@ class HomeService:
 
     # -- data ---------------------------------------------------------------------------------------------------
     async def _fetch(self, server: ServerSettings) -> FleetState:
-        playbooks = await self.services.pool.io(self.services.playbooks)
-        return await fetch_fleet(self.services.settings, server, playbooks)
+        try:
+            playbooks = await self.services.pool.io(self.services.playbooks)
+            return await fetch_fleet(self.services.settings, server, playbooks)
+        except Exception as exc:  # a bug must not blank everyone's Home tab: show it as this server's state
+            log.exception("the Home tab's look at %s failed", server.name)
+            return FleetState(server=server.name, web_url=server.web_url, fetched_at=_now(), reachable=False,
+                              error=redact(f"{type(exc).__name__}: {exc}", self.services.secrets())
+                              + " (a bug in the bot: the log has details)")
 
     async def gather(self, *, max_age_s: float | None = None) -> HomeData:
         services = self.services
