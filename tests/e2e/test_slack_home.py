@@ -321,6 +321,12 @@ def test_digest_charts_go_into_the_digest_thread_and_backlog_charts_into_the_inc
             assert png_size(charts[0]["data"])[0] == 800
         run_fleet(bot)
         assert sum(1 for f in slack.files if f["name"].startswith("backlog-")) == len(backlog)
+
+        # the Home tab shows the last digest's trends
+        open_home(bot)
+        view = wait_until(lambda: views_for(slack, USER), what="the Home view")[-1]
+        check_view(view)
+        assert "*Last digest*" in view_text(view) and "agents alive: " in view_text(view)
         assert slack.violations == []
 
 
