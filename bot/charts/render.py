@@ -12,6 +12,7 @@ a title, a unit on every y axis, times in UTC.
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import io
 import logging
@@ -169,6 +170,12 @@ def render(specs: list[ChartSpec]) -> list[RenderedChart]:
     A chart that fails to render is logged and left out: a chart is never worth losing the digest for."""
     if not specs or not available():
         return []
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        pass  # no loop in this thread: the place for CPU work
+    else:
+        raise RuntimeError("charts are drawn off the event loop (a scheduler thread, or pool.io), never on it")
     out = []
     for spec in specs:
         if spec.empty:

@@ -147,6 +147,23 @@ def test_without_matplotlib_there_are_no_charts(store: Store, monkeypatch: pytes
     assert render.render(digest_charts(store, NOW - timedelta(hours=24), NOW)) == []
 
 
+def test_charts_refuse_to_be_drawn_on_an_event_loop(store: Store) -> None:
+    import asyncio
+
+    specs = digest_charts(store, NOW - timedelta(hours=24), NOW)
+
+    async def on_the_loop() -> None:
+        render.render(specs)
+
+    with pytest.raises(RuntimeError, match="off the event loop"):
+        asyncio.run(on_the_loop())
+
+    async def handed_off() -> list[render.RenderedChart]:
+        return await asyncio.to_thread(render.render, specs)
+
+    assert len(asyncio.run(handed_off())) == 3
+
+
 def test_sparkline() -> None:
     assert sparkline([0, 1, 2, 3, 4, 5, 6, 7]) == "▁▂▃▄▅▆▇█"
     assert sparkline([3, 3]) == "▄▄" and sparkline([]) == ""
