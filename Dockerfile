@@ -13,8 +13,10 @@
 FROM python:3.11-slim AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY bot ./bot
+# the shipped playbooks are installed into the package (bot/playbooks): the fallback when /app/playbooks is absent
+COPY playbooks ./playbooks
 # the `charts` extra (matplotlib): PNG charts in digest and incident threads; without it trends are text only
 RUN pip install --prefix=/install '.[charts]'
 
@@ -31,8 +33,8 @@ RUN useradd --system --uid 10001 --user-group --home-dir /app --shell /usr/sbin/
     && chown chatops:chatops /data
 COPY --from=build /install /usr/local
 WORKDIR /app
-# Shipped playbooks in ./playbooks (the default directory); mount your own over /app/playbooks or pass --playbooks.
-COPY playbooks ./playbooks
+# The shipped playbooks come with the package; mount your own directory at /app/playbooks (it then replaces them)
+# or pass --playbooks DIR. `clearml-chatops playbooks` says which are in use and where they came from.
 COPY manifest.yml ./
 USER chatops
 VOLUME ["/data"]

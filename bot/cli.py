@@ -32,8 +32,11 @@ def _err(message: str) -> None:
     print(f"clearml-chatops: {message}", file=sys.stderr)
 
 
-def _playbooks_dir(args: argparse.Namespace, settings: Settings) -> Path:
-    return Path(getattr(args, "playbooks_dir", None) or settings.playbooks or "playbooks")
+def _playbooks_dir(args: argparse.Namespace, settings: Settings | None) -> Path:
+    """`--playbooks DIR`, the config's `playbooks`, ./playbooks, else the playbooks shipped with the package."""
+    from bot.engine.playbook_sources import playbooks_location
+
+    return playbooks_location(getattr(args, "playbooks_dir", None), settings.playbooks if settings else None).path
 
 
 def _load_playbooks(refs: list[str], directory: Path) -> list[Playbook]:
@@ -104,7 +107,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     bad = 0
     for ref in args.playbooks:
         try:
-            pb = load_playbook(resolve_playbook(ref, Path(args.playbooks_dir or "playbooks")))
+            pb = load_playbook(resolve_playbook(ref, _playbooks_dir(args, None)))
         except PlaybookError as exc:
             print(f"FAIL {exc}")
             bad += 1
@@ -173,6 +176,58 @@ def cmd_checks(args: argparse.Namespace) -> int:
             for name, field in params:
                 desc = f" — {field.description}" if field.description else ""
                 print(f"    {name} (default {_describe_default(field)}){desc}")
+    return EXIT_OK
+
+
+# ------------------------------------------------------------------------------------------ playbooks
+
+
+def cmd_playbooks(args: argparse.Namespace) -> int:
+    """Every playbook in use, and where it came from (your directory or the ones shipped with the package)."""
+    from bot.engine.playbook import IntervalSchedule
+    from bot.engine.playbook_sources import playbooks_location, shipped_playbooks_dir
+
+    settings = load_settings(args.config)
+    location = playbooks_location(args.playbooks_dir, settings.playbooks)
+    listed: list[dict[str, Any]] = []
+    for path in find_playbooks(location.path) if location.path.is_dir() else []:
+        entry: dict[str, Any] = {"name": path.stem, "path": str(path), "origin": location.origin,
+                                 "source": location.describe()}
+        try:
+            pb = load_playbook(path)
+        except PlaybookError as exc:
+            entry["error"] = str(exc)
+        else:
+            schedule = pb.cron or (f"every {pb.schedule.every}" if isinstance(pb.schedule, IntervalSchedule) else "")
+            entry.update(name=pb.name, description=pb.description, checks=len(pb.checks), schedule=schedule)
+        listed.append(entry)
+    shipped = shipped_playbooks_dir()
+    unused = [] if location.shipped or shipped is None else [p.stem for p in find_playbooks(shipped)]
+    if args.format == "json":
+        json.dump({"directory": str(location.path), "origin": location.origin, "source": location.describe(),
+                   "playbooks": listed, "shipped_not_used": unused}, sys.stdout, indent=2)
+        print()
+        return EXIT_OK
+    if not listed:
+        print(f"No playbooks in {location.path} ({location.describe()}): add YAML files there, or remove the "
+              "directory to use the shipped ones.")
+    else:
+        print(f"{len(listed)} playbooks from {location.path} ({location.describe()}):")
+    width = max((len(e["name"]) for e in listed), default=0)
+    for e in listed:
+        if "error" in e:
+            print(f"  {e['name']:<{width}}  does not load: {e['error']}")
+            continue
+        extra = f" · {e['schedule']}" if e["schedule"] else ""
+        print(f"  {e['name']:<{width}}  {e['path']}  ({e['checks']} checks{extra})")
+        if e["description"]:
+            print(f"  {'':<{width}}  {e['description']}")
+    if unused:
+        print(f"\nThe {len(unused)} playbooks shipped with clearml-chatops ({', '.join(unused)}) are not used: "
+              f"{location.describe()} replaces them. Copy the ones you want from {shipped}.")
+    elif location.shipped:
+        print("\nTo change them: copy them into ./playbooks (or a directory given with --playbooks DIR) and edit "
+              "the copies; that directory then replaces the shipped ones.")
     return EXIT_OK
 
 
@@ -311,7 +366,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     directory = _playbooks_dir(args, settings)
     paths = find_playbooks(directory)
     if not paths:
-        raise UsageError(f"no playbooks found in {directory}: run from the repository root or pass --playbooks DIR")
+        raise UsageError(f"no playbooks found in {directory}: add some there or pass --playbooks DIR")
     playbooks = [load_playbook(p) for p in paths]
     with SimServer(scenario=args.scenario) as sim:
         key, secret = sim.keys[0]
@@ -370,6 +425,13 @@ def build_parser(wanted: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["text", "json"], default="text")
     p.set_defaults(func=cmd_checks)
 
+    p = sub.add_parser("playbooks", help="list the playbooks in use and where each one came from")
+    p.add_argument("--playbooks", dest="playbooks_dir", help="playbooks directory (default: ./playbooks, else the "
+                   "shipped ones)")
+    p.add_argument("--format", choices=["text", "json"], default="text")
+    _add_common(p)
+    p.set_defaults(func=cmd_playbooks)
+
     p = sub.add_parser("history", help="findings recorded by earlier runs")
     p.add_argument("--check", help="a check id (glob allowed, e.g. 'agents.*')")
     p.add_argument("--since", help="how far back, e.g. 24h, 7d")
@@ -388,7 +450,8 @@ def build_parser(wanted: str | None = None) -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="start the simulator with a broken fleet and run every shipped playbook")
     p.add_argument("--scenario", default="incident-zoo", help="simulator scenario (default: incident-zoo)")
-    p.add_argument("--playbooks", dest="playbooks_dir", help="playbooks directory (default: ./playbooks)")
+    p.add_argument("--playbooks", dest="playbooks_dir",
+                   help="playbooks directory (default: ./playbooks, else the ones shipped with clearml-chatops)")
     p.add_argument("--format", choices=["text", "json"], default="text")
     p.add_argument("--verbose", "-v", action="store_true")
     p.add_argument("--live", action="store_true",

@@ -506,8 +506,9 @@ def main(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         settings = None
         config_row = Row("FAIL", "config", str(exc), "fix the config file; the checks below use the environment")
-    directory = Path(getattr(args, "playbooks_dir", None) or (settings.playbooks if settings else None)
-                     or "playbooks")
+    from bot.engine.playbook_sources import playbooks_location
+
+    directory = playbooks_location(getattr(args, "playbooks_dir", None), settings.playbooks if settings else None).path
     doctor = Doctor(
         settings=settings,
         env=os.environ,

@@ -29,7 +29,6 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -425,7 +424,8 @@ def digest_runner(pipeline: IncidentPipeline, digest: DigestSettings | None = No
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--playbooks", dest="playbooks_dir", help="playbooks directory (default: ./playbooks)")
+    parser.add_argument("--playbooks", dest="playbooks_dir",
+                        help="playbooks directory (default: ./playbooks, else the shipped ones)")
     parser.add_argument("--format", choices=["text", "json"], default="text")
     parser.add_argument("--config", help="the bot's YAML config file (default: $CLEARML_CHATOPS_CONFIG)")
 
@@ -437,7 +437,9 @@ def main(args: argparse.Namespace) -> int:
     from bot.incidents.digest import DigestSettings
 
     settings = load_settings(args.config)
-    directory = Path(args.playbooks_dir or settings.playbooks or "playbooks")
+    from bot.engine.playbook_sources import playbooks_location
+
+    directory = playbooks_location(args.playbooks_dir, settings.playbooks).path
     playbooks = [load_playbook(p) for p in find_playbooks(directory)] if directory.is_dir() else []
     jobs = build_jobs(playbooks, DigestSettings.from_settings(settings))
     store = None

@@ -44,8 +44,10 @@ class SlackAuthError(Exception):
 
 
 def playbooks_directory(settings: Settings, override: str | os.PathLike[str] | None = None) -> Path:
-    """`--playbooks DIR`, else the config file's `playbooks`, else ./playbooks."""
-    return Path(override or settings.playbooks or "playbooks")
+    """`--playbooks DIR`, else the config file's `playbooks`, else ./playbooks, else the shipped playbooks."""
+    from bot.engine.playbook_sources import playbooks_location
+
+    return playbooks_location(override, settings.playbooks).path
 
 
 def create_app(

@@ -64,6 +64,18 @@ def test_copied_files_exist_and_are_not_docker_ignored() -> None:
             assert not any(fnmatch.fnmatch(source, pattern) for pattern in ignored), source
 
 
+def test_the_image_installs_the_shipped_playbooks_with_the_package() -> None:
+    # `pip install .` in the build stage sees setup.py (packaging) and playbooks/ (the package data bot/playbooks);
+    # the runtime stage has no /app/playbooks of its own, so a directory mounted there replaces the shipped ones.
+    steps = instructions()
+    install = next(i for i, (kw, rest) in enumerate(steps) if kw == "RUN" and "pip install" in rest)
+    copied_before = [rest.split()[:-1] for kw, rest in steps[:install] if kw == "COPY"]
+    sources = {source for group in copied_before for source in group}
+    assert {"pyproject.toml", "setup.py", "bot", "playbooks"} <= sources
+    last_from = max(i for i, (kw, _) in enumerate(steps) if kw == "FROM")
+    assert not [rest for kw, rest in steps[last_from:] if kw == "COPY" and rest.split()[0] == "playbooks"]
+
+
 class _Health(BaseHTTPRequestHandler):
     status = 200
 

@@ -83,7 +83,10 @@ def _instant(services: BotServices, parsed: ParsedCommand, request: CommandReque
     if parsed.name == "help":
         return render_help(request.command)
     if parsed.name == "playbooks":
-        return render_playbooks(services.playbook_infos(), str(services.playbooks_dir), request.command)
+        from bot.engine.playbook_sources import origin_of
+
+        return render_playbooks(services.playbook_infos(), str(services.playbooks_dir), request.command,
+                                origin=origin_of(services.playbooks_dir))
     if parsed.name == "checks":
         load_builtin_checks()
         return render_checks(list(REGISTRY.values()), request.command)

@@ -69,7 +69,10 @@ class PlaybookInfo:
     error: str = ""  # set when the file does not load
 
 
-def render_playbooks(playbooks: Sequence[PlaybookInfo], directory: str, command: str = "/clearml") -> SlackMessage:
+def render_playbooks(
+    playbooks: Sequence[PlaybookInfo], directory: str, command: str = "/clearml", *, origin: str = ""
+) -> SlackMessage:
+    """`origin`: where the directory's playbooks came from (shipped with the package, or the user's)."""
     blocks: list[Block] = [header(f"Playbooks ({len(playbooks)})")]
     lines = []
     for pb in playbooks:
@@ -87,7 +90,9 @@ def render_playbooks(playbooks: Sequence[PlaybookInfo], directory: str, command:
     if not lines:
         lines.append(f"No playbook in `{safe(directory)}`. Add YAML files there (see the README).")
     blocks.extend(section(t) for t in chunk_lines(lines)[: MAX_BLOCKS - 3])
-    blocks.append(context(f"Run one with `{command} run <playbook> [server]`", f"from `{safe(directory, limit=100)}`"))
+    source = f" ({safe(origin, limit=100)})" if origin else ""
+    blocks.append(context(f"Run one with `{command} run <playbook> [server]`",
+                          f"from `{safe(directory, limit=100)}`{source}"))
     return SlackMessage(
         text=f"{len(playbooks)} playbooks: " + ", ".join(p.name for p in playbooks)[:250], blocks=blocks
     )
