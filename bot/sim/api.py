@@ -31,7 +31,6 @@ import jwt
 from bot.sim.errors import ApiError
 from bot.sim.state import SimState
 
-MAX_API_VERSION = "2.31"
 MAX_RECORDED_CALLS = 200_000
 _PATH = re.compile(r"^/?(v(?P<version>\d+\.?\d+)/)?(?P<name>[a-zA-Z_]\w+\.[a-zA-Z_]\w+)/?$")
 _INVALID_CREDENTIALS = "Unauthorized (invalid credentials) (failed to locate provided credentials)"
@@ -300,7 +299,8 @@ class ApiApp:
             return self._envelope(call_id, trx, None, None, None, 400, 0, f"Invalid request path {path}", {},
                                   error=True)
         name = match.group("name")
-        requested = match.group("version") or MAX_API_VERSION
+        # unversioned calls get the server's newest API version, as clearml-server answers them
+        requested = match.group("version") or str(self.state.server["api_version"])
         req_tuple = version_tuple(requested)
         ep = REGISTRY.get(name)
         actual = None

@@ -36,8 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8008,
                         help="API server port (default: 8008, like clearml-server; 0 picks a free port)")
-    parser.add_argument("--files-port", type=int, default=8081,
-                        help="file server port (default: 8081; 0 picks a free port)")
+    parser.add_argument("--files-port", type=int, default=0,
+                        help="file server port (default: a free port, printed at start; clearml-server uses 8081)")
     parser.add_argument("--latency-ms", type=float, default=0, help="delay added to every API call")
     parser.add_argument("--keys", action="append", metavar="KEY:SECRET",
                         help="accept these credentials instead of the scenario's demo keys (repeatable)")
@@ -97,8 +97,9 @@ def main(args: argparse.Namespace, *, stop: threading.Event | None = None, out: 
         print(f"error: broken scenario: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except OSError as exc:
-        print(f"error: cannot listen on {args.host} (ports {args.port}, {args.files_port}): {exc.strerror or exc}; "
-              "pass --port 0 --files-port 0 for free ports", file=sys.stderr)
+        ports = f"{args.port}, {args.files_port}" if args.files_port else str(args.port)
+        print(f"error: cannot listen on {args.host} (port{'s' if args.files_port else ''} {ports}): "
+              f"{exc.strerror or exc}; pass --port 0 for a free port", file=sys.stderr)
         return EXIT_USAGE
     stop = stop or threading.Event()
     previous: dict[int, Any] = {}

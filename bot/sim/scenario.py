@@ -23,8 +23,8 @@ The format (the contract with scenario authors)::
                                       # top-level lists are concatenated, mappings merged recursively
                                       # (this file wins; nested lists are replaced, not concatenated)
     server:
-      version: "2.0.0"                # server.info version (and the JWT's server_version)
-      api_version: "2.31"             # server.info api_version (and the JWT's api_version)
+      version: "2.3.0"                # server.info version (and the JWT's server_version); default 2.3.0
+      api_version: "2.34"             # server.info api_version (and the JWT's api_version); default 2.34
       keys: [{key: "SIMKEY...", secret: "SIMSECRET...", user: "u-ml-1"}]   # default: one demo key pair;
                                       # `user` (extension) binds the key to a user, default the first user
       company: {id: "d1bd92a3b039400cbafc60a7a5b1e52b", name: "acme"}

@@ -181,8 +181,10 @@ class SimState:
         self.name = ""
         self.description = ""
         self.server: dict[str, Any] = {
-            "version": "2.0.0",
-            "api_version": "2.31",
+            # clearml-server's current release (apiserver/version.py) and its newest API version (the highest
+            # service version in apiserver/schema/services, the service repo's max): v2.3.0, November 2025
+            "version": "2.3.0",
+            "api_version": "2.34",
             "build": "sim",
             "commit": "sim",
             "uid": derived_id("server", "clearml-chatops-sim"),

@@ -52,7 +52,7 @@ def test_healthy_server_reports_ok_with_latency_versions_and_user(sim_factory: A
     assert not result.problems, [f.title for f in result.problems]
     reach = only(result, "server.reachable")
     assert reach.severity == "ok" and reach.evidence["latency_ms"] >= 0
-    assert reach.evidence["server_version"] == "2.0.0" and reach.evidence["api_version"] == "2.31"
+    assert reach.evidence["server_version"] == "2.3.0" and reach.evidence["api_version"] == "2.34"
     creds = only(result, "server.credentials")
     assert creds.severity == "ok" and creds.evidence["user"]["name"]
     assert only(result, "server.version").severity == "ok"

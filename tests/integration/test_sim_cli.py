@@ -84,3 +84,39 @@ def test_sim_command_reports_a_busy_port(capsys: pytest.CaptureFixture[str]) -> 
         port = busy.getsockname()[1]
         assert main(parse("--port", str(port), "--files-port", "0")) == 2
     assert "--port 0" in capsys.readouterr().err
+
+
+def test_without_files_port_the_file_server_takes_a_free_port_even_when_8081_is_busy() -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            busy.bind(("127.0.0.1", 8081))
+            busy.listen()
+        except OSError:
+            pass  # something else holds 8081 already: the same situation
+        stop, thread, out, codes = run_until_ready(parse("--scenario", "basic", "--port", "0"))
+        try:
+            files = dict(re.findall(r"export (CLEARML_\w+)=(\S+)", out.getvalue()))["CLEARML_FILES_HOST"]
+            assert not files.endswith(":8081")
+            assert httpx.get(files + "/").text == "OK"
+        finally:
+            stop.set()
+            thread.join(10)
+    assert codes == [0]
+
+
+def test_an_asked_for_files_port_is_used() -> None:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    stop, thread, out, codes = run_until_ready(parse("--port", "0", "--files-port", str(port)))
+    try:
+        assert f"File server:  http://127.0.0.1:{port}" in out.getvalue()
+    finally:
+        stop.set()
+        thread.join(10)
+    assert codes == [0]

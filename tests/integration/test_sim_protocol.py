@@ -30,18 +30,18 @@ def test_envelope_of_a_versioned_get_with_a_json_body(sim: SimServer) -> None:
 
 def test_unversioned_path_uses_the_newest_api_and_picks_the_implementation(sim: SimServer) -> None:
     meta = sim_request(sim, "server.info", auth=None).json()["meta"]
-    assert meta["endpoint"]["requested_version"] == "2.31" and meta["endpoint"]["actual_version"] == "2.12"
+    assert meta["endpoint"]["requested_version"] == "2.34" and meta["endpoint"]["actual_version"] == "2.12"
     old = sim_request(sim, "server.info", auth=None, version="2.5").json()
     assert old["meta"]["endpoint"]["actual_version"] == "1.0"
     assert "api_version" not in old["data"]
     info = sim_data(sim, "server.info", auth=None)
-    assert info["version"] == "2.0.0" and info["api_version"] == "2.31"
+    assert info["version"] == "2.3.0" and info["api_version"] == "2.34"
 
 
 def test_unknown_endpoint_version_and_path(sim: SimServer) -> None:
     resp = sim_request(sim, "tasks.no_such_thing")
     assert resp.status_code == 404
-    assert resp.json()["meta"]["result_msg"] == "Unable to find endpoint for name tasks.no_such_thing and version 2.31"
+    assert resp.json()["meta"]["result_msg"] == "Unable to find endpoint for name tasks.no_such_thing and version 2.34"
     # queues.peek_task exists only from 2.15 on
     old = sim_request(sim, "queues.peek_task", {"queue": "x"}, version="2.4")
     assert old.status_code == 404 and old.json()["meta"]["result_subcode"] == 0
@@ -72,7 +72,7 @@ def test_login_issues_a_jwt_with_the_claims_the_sdk_reads(sim: SimServer) -> Non
     token = resp.json()["data"]["token"]
     assert "clearml_token_basic=" in resp.headers["set-cookie"]
     claims = jwt.decode(token, options={"verify_signature": False})
-    assert claims["api_version"] == "2.31" and claims["server_version"] == "2.0.0"
+    assert claims["api_version"] == "2.34" and claims["server_version"] == "2.3.0"
     assert claims["feature_set"] == "basic" and claims["exp"] - claims["iat"] == 2592000
     assert set(claims["identity"]) == {"user", "company", "role", "user_name", "company_name"}
     assert claims["identity"]["company_name"] == "acme" and claims["session_id"]
