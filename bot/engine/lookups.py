@@ -22,6 +22,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from bot.clearml.errors import ClearMLError, NotFoundError
 from bot.config import ConfigError, ServerSettings, Settings, resolve_server
+from bot.durations import format_duration
 from bot.engine.findings import SEVERITY_RANK, Finding, is_problem
 from bot.engine.playbook import CheckEntry, Playbook
 from bot.engine.registry import REGISTRY, load_builtin_checks
@@ -558,11 +559,11 @@ async def task(snap: Snapshot, meta: Meta, task_id: str, playbooks: Sequence[Pla
             log, diag.log_error = [], exc.describe()
         diag.failure = classify_failure(t.status_reason, t.status_message, log)
     diag.env_gaps = environment_gaps(t)
-    diag.actions, diag.notes = _suggest(diag)
+    diag.actions, diag.notes = _suggest(diag, dead_after)
     return diag
 
 
-def _suggest(d: TaskDiagnosis) -> tuple[list[str], list[str]]:
+def _suggest(d: TaskDiagnosis, dead_after: float = DEFAULT_DEAD_AFTER) -> tuple[list[str], list[str]]:
     """Suggested action ids (the finding contract's names) and a sentence for each situation."""
     actions: list[str] = []
     notes: list[str] = []
@@ -574,6 +575,13 @@ def _suggest(d: TaskDiagnosis) -> tuple[list[str], list[str]]:
         elif d.worker is not None and d.worker.task_id not in (None, d.id):
             actions += ["requeue", "abort"]
             notes.append(f"Its agent {d.worker_id} has moved on to another task: this run is orphaned.")
+        elif d.worker is not None and d.worker.state == "stale":
+            # silent, not yet dead: a busy or briefly disconnected agent comes back; a dead one does not
+            silent = format_duration(d.worker.age_s or 0)
+            notes.append(
+                f"Its agent {d.worker_id} has not reported for {silent}: it may be hung or its machine gone. It is "
+                f"presumed dead after {format_duration(dead_after)} of silence; then requeue the run (or abort it)."
+            )
         else:
             notes.append("It is running; its agent is alive.")
     elif d.status == "queued":
