@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -98,13 +99,43 @@ def render_playbooks(
     )
 
 
+# A sentence ends at . ! or ? followed by space and a capital, a backtick or a parenthesis ("e.g." does not end one).
+_SENTENCE_END = re.compile(r"(?<![ (]e\.g\.)(?<![ (]i\.e\.)(?<=[.!?])\s+(?=[A-Z`(])")
+CHECK_LEAD_LIMIT = 400  # characters of description per check: 22 checks stay within a few sections
+
+
+def check_lead(spec: CheckSpec) -> str:
+    """The first paragraph of a check's docstring (its first line is only `summary`: the sentence usually goes on
+    in `description`), as one line."""
+    paragraph = f"{spec.summary}\n{spec.description}".strip().split("\n\n")[0]
+    return " ".join(paragraph.split())
+
+
+def whole_sentences(text: str, limit: int) -> str:
+    """`text` shortened to the sentences that fit in `limit` characters, marked with "…" when some were left out;
+    one sentence longer than the limit is cut at its last clause break (`;`, `,`, `:`) instead."""
+    if len(text) <= limit:
+        return text
+    kept = ""
+    for sentence in _SENTENCE_END.split(text):
+        candidate = f"{kept} {sentence}" if kept else sentence
+        if len(candidate) + 2 > limit:
+            break
+        kept = candidate
+    if kept:
+        return f"{kept} …"
+    head = text[: limit - 2]
+    cut = max(head.rfind(mark) for mark in ("; ", ", ", ": "))
+    return (head[:cut] if cut > limit // 3 else head.rsplit(" ", 1)[0]) + " …"
+
+
 def render_checks(specs: Sequence[CheckSpec], command: str = "/clearml") -> SlackMessage:
     by_area: dict[str, list[CheckSpec]] = {}
     for spec in sorted(specs, key=lambda s: s.id):
         by_area.setdefault(spec.area, []).append(spec)
     blocks: list[Block] = [header(f"Checks ({len(specs)})")]
     for area, items in by_area.items():
-        lines = [f"*{area}*"] + [f"`{s.id}` — {safe(s.summary, limit=250)}" for s in items]
+        lines = [f"*{area}*"] + [f"`{s.id}` — {safe(whole_sentences(check_lead(s), CHECK_LEAD_LIMIT))}" for s in items]
         blocks.extend(section(t) for t in chunk_lines(lines))
     if len(blocks) > MAX_BLOCKS - 1:
         blocks = [*blocks[: MAX_BLOCKS - 2], section("_…more checks: `clearml-chatops checks` lists them all._")]
