@@ -460,8 +460,13 @@ async def _plan_and_run(
     try:
         plan = await spec.planner(ctx, subject, params)
     except Refusal as exc:
-        alt = f" Use {exc.alternative} instead." if exc.alternative and exc.alternative not in exc.reason else ""
-        return finish("refused", f"Not done: {exc.reason}{alt}", error=exc.reason, alternative=exc.alternative)
+        # name the alternative once: unless the reason already says what to do instead
+        says_it = exc.alternative is None or exc.alternative in exc.reason or "instead" in exc.reason
+        reason = exc.reason.rstrip()
+        text = f"Not done: {reason}" + ("" if reason.endswith((".", "!", "?")) else ".")
+        if not says_it:
+            text += f" Use {exc.alternative} instead."
+        return finish("refused", text, error=exc.reason, alternative=exc.alternative)
     except (ClearMLError, BackendError) as exc:
         message, retry = _describe_error(exc, secrets)
         return finish("failed", f"{title} not started: {message}." + (" Retry?" if retry else ""),

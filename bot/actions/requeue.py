@@ -108,7 +108,8 @@ async def requeue_steps(
             alternative="clone",
         )
     if status == "queued":
-        raise Refusal(f"{label} is already queued: move it to the front instead", alternative="prioritize")
+        raise Refusal(f"{label} is already queued: prioritize it instead to move it to the front of its queue",
+                      alternative="prioritize")
     if status in ENQUEUEABLE:
         queue = await target_queue(ctx, task, queue_ref)
         return [enqueue_step(ctx, task["id"], queue, "requeued")], queue, notes

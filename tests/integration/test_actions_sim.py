@@ -245,6 +245,15 @@ def test_requeue_of_a_completed_task_is_refused_with_clone_offered(world: World)
     assert [r["outcome"] for r in world.audit()] == ["refused", "refused"]
 
 
+def test_requeue_of_a_queued_task_offers_prioritize_once(world: World) -> None:
+    out = world.click(world.token("requeue", world.tid("q2")))
+    assert out.status == "refused" and out.alternative == "prioritize"
+    assert out.text.startswith("Not done: ") and "already queued" in out.text
+    assert out.text.count("instead") == 1 and out.text.lower().count("prioritize") == 1, out.text
+    assert out.text.endswith("."), out.text
+    assert world.writes() == []
+
+
 def test_server_refusing_the_status_change_is_reported_and_audited(world: World) -> None:
     tid = world.tid("failed-task")
     world.sim.set_fault("tasks.enqueue", status=400, subcode=110,
