@@ -65,8 +65,10 @@ def add_act_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_audit_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("n", nargs="?", type=int, default=20, help="how many rows (newest first, default 20)")
-    parser.add_argument("--action", choices=ACTION_IDS)
-    parser.add_argument("--subject", help="a task or worker id")
+    # besides the actions: what `/clearml silence` / `unsilence` and the incident buttons write
+    parser.add_argument("--action", choices=[*ACTION_IDS, "silence", "unsilence", "incident.ack",
+                                             "incident.snooze", "incident.resolve"])
+    parser.add_argument("--subject", help="a task or worker id, or a silence's pattern")
     parser.add_argument("--outcome", help="ok, denied, failed, dry_run, expired, tampered, duplicate, refused, …")
     parser.add_argument("--format", choices=["text", "json"], default="text")
     if not _has(parser, "config"):

@@ -5,7 +5,7 @@ bot/slack/jobs.py.)"""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from bot.actions import Actor
 from bot.actions import audit as audit_mod
@@ -57,14 +57,25 @@ def _unsilence(services: BotServices, raw: str, request: CommandRequest, now: da
         silence_id = int(raw.lstrip("#"))
     except ValueError:
         return render_note(f"`{raw[:20]}` is not a silence number: `{request.command} silences` lists them.")
-    permission = may(services, Actor(id=request.user_id, via="slack"), "silence")
+    actor = Actor(id=request.user_id, via="slack")
+    permission = may(services, actor, "silence")
     if not permission.allowed:
+        _audit(services, actor, f"#{silence_id}", "denied", error=permission.reason)
         return render_note(f"Not allowed: {permission.reason}.")
     ended = silences_mod.cancel_silence(services.store, silence_id, by=f"<@{request.user_id}>", now=now)
     if ended is None:
+        _audit(services, actor, f"#{silence_id}", "refused", error=f"no active silence #{silence_id}")
         return render_note(f"There is no active silence #{silence_id}: `{request.command} silences` lists them.")
+    _audit(services, actor, ended.pattern, "ok", params={"id": silence_id, "reason": ended.reason})
     return render_note(f"Silence #{silence_id} (`{ended.pattern}`) ended: its problems notify again from the next "
                        "run.")
+
+
+def _audit(services: BotServices, actor: Actor, subject: str, outcome: str, **fields: Any) -> None:
+    """One audit row, like `silence` writes; on the loop thread that owns the actions' store connection."""
+    store = services.action_store or services.store
+    services.on_loop(lambda: audit_mod.record(store, actor=actor, action="unsilence", server="", subject=subject,
+                                              outcome=outcome, **fields), timeout=2.0)
 
 
 def schedule_infos(services: BotServices, now: datetime) -> list[ScheduleInfo]:

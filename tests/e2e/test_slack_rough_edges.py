@@ -1,0 +1,39 @@
+"""Rough edges a new user hit (issue #16), over real HTTP: signed slash commands into the bot, ClearML answered by
+the simulator, Slack's side recorded by the fake Web API."""
+
+from __future__ import annotations
+
+import json
+
+from bot.actions import audit as audit_mod
+from bot.store import Store
+from tests.e2e.conftest import USER, HttpBot
+
+
+def test_unsilence_is_written_to_the_audit_log(http_bot: HttpBot) -> None:
+    http_bot.command("silence agents.* 1h agent upgrade")
+    http_bot.slack.wait_for("chat.update", predicate=lambda c: "agents.*" in json.dumps(c.args))
+    listed = json.dumps(http_bot.command("silences")[0].json())
+    assert "#1" in listed and "agents.*" in listed
+
+    body = http_bot.command("unsilence 1")[0].json()
+    assert "Silence #1" in json.dumps(body) and "ended" in json.dumps(body)
+    missing = http_bot.command("unsilence 7")[0].json()
+    assert "no active silence #7" in json.dumps(missing)
+
+    store = Store(http_bot.settings.store_path)
+    try:
+        rows = audit_mod.recent(store, 10)
+    finally:
+        store.close()
+    by_action = [(r["action"], r["subject"], r["outcome"], r["actor_id"], r["via"]) for r in reversed(rows)]
+    assert by_action == [
+        ("silence", "agents.*", "ok", USER, "slack"),
+        ("unsilence", "agents.*", "ok", USER, "slack"),
+        ("unsilence", "#7", "refused", USER, "slack"),
+    ]
+    unsilenced = next(r for r in rows if r["action"] == "unsilence" and r["outcome"] == "ok")
+    assert unsilenced["params"]["id"] == 1
+    # and `/clearml audit` shows it to people
+    audit = json.dumps(http_bot.command("audit")[0].json())
+    assert "unsilence" in audit
