@@ -28,7 +28,8 @@ Model
   absorbed; if the problem is still failing after that grace, the incident reopens.
 - Muted (snoozed, or every firing member silenced): still tracked; no new root message and no thread replies.
   Root edits still happen (an edit notifies nobody, and keeps the message truthful). An incident that opened
-  while muted is announced when the mute ends and it is still failing.
+  while muted is announced when the mute ends and it is still failing; one that changed while muted (it turned
+  critical, more subjects joined) says what changed meanwhile in one thread reply when the mute ends.
 """
 
 from __future__ import annotations
@@ -323,6 +324,17 @@ def ensure_schema(store: Store) -> None:
             "WHERE state IN ('firing', 'cleared')"
         )
         conn.execute("CREATE INDEX IF NOT EXISTS incident_members_incident ON incident_members(incident_id)")
+        # thread lines a mute (snooze or silence) held back, told in one reply when it ends
+        conn.execute(
+            """CREATE TABLE IF NOT EXISTS incident_held_lines (
+                id INTEGER PRIMARY KEY,
+                incident_id INTEGER NOT NULL REFERENCES incidents(id),
+                at TEXT NOT NULL,
+                muted_by TEXT NOT NULL,
+                line TEXT NOT NULL
+            )"""
+        )
+        conn.execute("CREATE INDEX IF NOT EXISTS incident_held_lines_incident ON incident_held_lines(incident_id)")
         conn.execute("CREATE INDEX IF NOT EXISTS incident_members_fp ON incident_members(server, fingerprint, state)")
 
 
@@ -767,11 +779,14 @@ class IncidentTracker:
         view = self._view(conn, incident_id)
         assert view is not None
         was_muted = view.muted(now)
+        # what a mute that has ended held back comes first in whatever this run tells the thread
+        held = [] if was_muted else self._take_held(conn, incident_id)
 
         if not firing:
-            return self._close(conn, inc, now, reason="clean", by="auto", lines=t.lines, muted=was_muted)
+            return self._close(conn, inc, now, reason="clean", by="auto", lines=[*held, *t.lines], muted=was_muted)
 
         if causes and all(m["state"] == "cleared" for m in causes) and consequences_firing:
+            t.lines[:0] = held
             return self._split(conn, inc, consequences_firing, now, t, muted=was_muted)
 
         values: dict[str, Any] = {"updated_at": iso(now)}
@@ -797,11 +812,40 @@ class IncidentTracker:
                 reason = "unmuted" if not t.opened else ("split" if t.opened == "split" else t.opened)
                 notes.append(self._note(conn, incident_id, "open", reason, ()))
             return notes
-        if t.fired or lines:
+        if t.fired or lines or held:
             notes.append(self._note(conn, incident_id, "update", t.opened or ("changed" if lines else "repeat"), ()))
-        if lines and not muted:
-            notes.append(self._note(conn, incident_id, "reply", t.opened or "changed", tuple(lines)))
+        if lines and muted:
+            self._hold(conn, incident_id, lines, "snooze" if view.snoozed(now) else "silence", now)
+        elif lines or held:
+            reason = t.opened or ("changed" if lines else "unmuted")
+            notes.append(self._note(conn, incident_id, "reply", reason, (*held, *lines)))
         return notes
+
+    MAX_HELD_LINES = 15
+
+    @staticmethod
+    def _hold(conn: sqlite3.Connection, incident_id: int, lines: list[str], muted_by: str, now: datetime) -> None:
+        for line in lines:
+            insert(conn, "incident_held_lines",
+                   {"incident_id": incident_id, "at": iso(now), "muted_by": muted_by, "line": line})
+
+    def _take_held(self, conn: sqlite3.Connection, incident_id: int) -> list[str]:
+        """The lines held back while the incident was muted, with a header saying so; forgotten once taken."""
+        held = rows(conn, "SELECT muted_by, line FROM incident_held_lines WHERE incident_id = ? ORDER BY id",
+                    (incident_id,))
+        if not held:
+            return []
+        conn.execute("DELETE FROM incident_held_lines WHERE incident_id = ?", (incident_id,))
+        lines: list[str] = []
+        for r in held:
+            if not lines or lines[-1] != r["line"]:  # a change repeated run after run is told once
+                lines.append(r["line"])
+        more = len(lines) - self.MAX_HELD_LINES
+        if more > 0:
+            lines = [*lines[: self.MAX_HELD_LINES], f"…and {more} more changes"]
+        header = ("💤 The snooze ended. While it was on:" if held[0]["muted_by"] == "snooze"
+                  else "🔕 The silence ended. While it was on:")
+        return [header, *lines]
 
     def _split(
         self,
@@ -874,6 +918,7 @@ class IncidentTracker:
             "UPDATE incident_members SET state = 'closed' WHERE incident_id = ? AND state IN ('firing', 'cleared')",
             (inc["id"],),
         )
+        conn.execute("DELETE FROM incident_held_lines WHERE incident_id = ?", (inc["id"],))
         if not inc["announced"]:
             return []  # never posted (muted all along): nothing in Slack to resolve
         opened_at = parse_iso(inc["opened_at"]) or now
