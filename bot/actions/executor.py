@@ -139,7 +139,10 @@ class ConfirmSpec:
     style: str = "primary"  # "danger" for abort and rotate
 
 
-def confirm_spec(action: str, subject_label: str, params: dict[str, Any] | None = None) -> ConfirmSpec:
+def confirm_spec(
+    action: str, subject_label: str, params: dict[str, Any] | None = None, *, rotation: str | None = None
+) -> ConfirmSpec:
+    """`rotation`: what rotate will run for this worker (bot.actions.rotate.describe_rotation)."""
     spec = get_spec(action)
     p = params or {}
     queue = p.get("queue")
@@ -150,9 +153,9 @@ def confirm_spec(action: str, subject_label: str, params: dict[str, Any] | None 
         + (f"queue {queue}" if queue else "its original queue")
         + ". If it is stuck running on a dead worker it is stopped (and reset if needed) first.",
         "abort": f"Stop {subject_label}. A running task is killed by its agent; a queued one leaves its queue.",
-        "rotate": f"Restart agent {subject_label} through its configured backend (EC2 instance reboot or "
-        "termination, pod deletion, or a command)"
-        + (" and requeue the task it was running." if p.get("requeue") else "."),
+        "rotate": f"Restart agent {subject_label}: "
+        + (rotation or "through the rotate backend configured for it (actions.rotate.backends).")
+        + (" Then requeue the task it was running." if p.get("requeue") else ""),
         "reproduce": f"Clone {subject_label}, enqueue the clone, and post how it compares with the original "
         "when it finishes.",
         "prioritize": f"Move {subject_label} to the front of its queue.",

@@ -47,9 +47,19 @@ class ButtonMaker:
         subject_label: str,
         text: str | None = None,
         params: dict[str, Any] | None = None,
+        worker_ip: str | None = None,
     ) -> ActionButton | None:
-        """A signed button, or None when the bot cannot sign (no key and nowhere to keep one: logged once)."""
+        """A signed button, or None when the bot cannot sign (no key and nowhere to keep one: logged once) or the
+        action cannot be done (rotate without a backend for the worker). `worker_ip`: for rotate's confirm text."""
         params = dict(params or {})
+        rotation = None
+        if action == "rotate":
+            from bot.actions.rotate import describe_rotation
+
+            # no backend for this worker (or one that would refuse it): a button that can only fail is not offered
+            rotation = describe_rotation(self.settings.actions.rotate.backends, subject, worker_ip)
+            if rotation is None:
+                return None
         if action == "reproduce":
             # the configured tolerances and timeout travel signed with the button
             params = {**self.settings.actions.reproduce.button_params(), **params}
@@ -66,7 +76,7 @@ class ButtonMaker:
             subject=subject,
             text=text or VERBS.get(action, action),
             value=value,
-            confirm=confirm_spec(action, subject_label, params),
+            confirm=confirm_spec(action, subject_label, params, rotation=rotation),
             queue_choice=action in queue_choice_actions(),
         )
 
@@ -84,7 +94,9 @@ class ButtonMaker:
                 label = subject_label(kind, subject.id, subject.name)
                 name = subject.name or subject.id
                 text = f"{VERBS.get(action, action)} {name}" if named else None
-                button = self.make(action, subject.id, server=server, subject_label=label, text=text)
+                ip = finding.evidence.get("ip") if isinstance(finding.evidence, dict) else None
+                button = self.make(action, subject.id, server=server, subject_label=label, text=text,
+                                   worker_ip=str(ip) if ip else None)
                 if button is not None:
                     out.append(button)
             elif action == "prioritize" and subject.kind == "queue":

@@ -78,7 +78,9 @@ def write_config(tmp_path: Path, sim: SimServer, slack: HistoryFakeSlack) -> dic
         "playbooks": str(playbooks),
         # a digest that never fires by itself in a test (1 January, midnight): the test runs the job
         "slack": {"api_url": slack.base_url, "default_channel": "#ml-alerts", "digest": {"schedule": "0 0 1 1 *"}},
-        "actions": {"allow": {"requeue": {"users": [USER]}, "resolve": {"users": [USER]}}},
+        "actions": {"allow": {"requeue": {"users": [USER]}, "resolve": {"users": [USER]}},
+                    # the spot agents are rotated through EC2 (never run here: nobody presses that button)
+                    "rotate": {"backends": [{"match": "dynamic_worker:*", "type": "ec2", "on_rotate": "terminate"}]}},
     }
 
 
@@ -189,6 +191,7 @@ def test_incident_zoo_threads_update_resolve_and_digest(
         assert "Requeue eval-detector-nightly" in buttons and f"Restart agent {SPOT}"[:75] in buttons
         assert buttons["Resolve"][1]["confirm"]["title"]["text"] == "Resolve this incident?"
         assert buttons[f"Restart agent {SPOT}"[:75]][1]["style"] == "danger"
+        assert "Terminate EC2 instance i-0abc12de34f567890" in json.dumps(buttons[f"Restart agent {SPOT}"[:75]][1])
         assert slack.violations == []
 
         # acknowledge: shown on the root (who), noted in the thread

@@ -51,7 +51,12 @@ def store(tmp_path: Path) -> Iterator[Store]:
 
 @pytest.fixture
 def maker(store: Store) -> ButtonMaker:
-    return ButtonMaker(Settings(), store, ActionDeps(signer=Signer(b"unit-test-signing-key-0123456789")))
+    # a rotate backend for the gpu workers: without one there is no "Restart agent" button
+    settings = Settings.model_validate({"actions": {"rotate": {"backends": [
+        {"match": "gpu-*", "type": "command",
+         "argv": ["ssh", "{host}", "sudo", "systemctl", "restart", "clearml-agent"]}
+    ]}}})
+    return ButtonMaker(settings, store, ActionDeps(signer=Signer(b"unit-test-signing-key-0123456789")))
 
 
 def payload(message: Rendered) -> dict[str, Any]:
@@ -92,6 +97,7 @@ def test_a_correlated_incident_root_names_cause_and_consequences_with_signed_but
     assert peek(texts["Restart agent gpu-3"]["value"])["j"] == "gpu-3"  # type: ignore[index]
     assert peek(texts["Requeue train-t-1"]["value"])["j"] == "t-1"  # type: ignore[index]
     assert texts["Restart agent gpu-3"]["style"] == "danger" and texts["Abort train-t-1"]["style"] == "danger"
+    assert "`ssh gpu-3 sudo systemctl restart clearml-agent`" in texts["Restart agent gpu-3"]["confirm"]["text"]["text"]
     assert texts["Abort train-t-1"]["confirm"]["style"] == "danger"
     select = [e for b in body["blocks"] if b["type"] == "actions" for e in b["elements"]
               if e.get("action_id") == QUEUE_SELECT]

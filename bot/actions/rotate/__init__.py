@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
+import shlex
 from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
@@ -50,6 +51,49 @@ def select_backend(backends: list[RotateBackend], worker_id: str) -> tuple[int, 
         f"no rotate backend matches worker {worker_id}: add one under actions.rotate.backends "
         "(match: <worker-id glob>, type: ec2|kubernetes|command)"
     )
+
+
+def describe_rotation(backends: list[RotateBackend], worker_id: str, ip: str | None = None) -> str | None:
+    """What rotating this worker will do, worked out from the config alone (a button's confirm dialog is rendered
+    before anyone clicks, without calling EC2 or Kubernetes): the backend, the instance or pod, or the command
+    after substitution. None when rotating it would be refused anyway (no backend matches, a bad config, an unsafe
+    worker id): then no button is offered."""
+    from bot.actions.rotate import command, ec2, kubernetes
+
+    try:
+        index, backend = select_backend(backends, worker_id)
+        facts = WorkerFacts(worker=worker_id, host=worker_id.split(":", 1)[0], ip=ip or None)
+        where = f"`{backend.type}` backend #{index} (`match: {backend.match}`)"
+        if backend.type == "command":
+            cfg = backend_settings(command.CommandBackend, backend, index)
+            values = facts.placeholders()
+            for name, value in values.items():
+                command.check_value(name, value)
+            # the worker's IP comes from the server's worker list at click time when the finding did not carry it
+            argv = command.render_argv(cfg.argv, {**values, "ip": values["ip"] or "{ip}"})
+            return f"Runs `{shlex.join(argv)}` (no shell), per the {where}."
+        if backend.type == "ec2":
+            cfg = backend_settings(ec2.Ec2Backend, backend, index)
+            verb = {"reboot": "Reboot", "stop": "Stop", "terminate": "Terminate"}[cfg.on_rotate]
+            region = f" in {cfg.region}" if cfg.region else ""
+            instance = ec2.instance_id_from_worker(worker_id) if "worker_id" in cfg.find_by else None
+            if instance:
+                target = f"EC2 instance {instance}{region}"
+            elif "tag" in cfg.find_by and cfg.tag:
+                value = cfg.tag_value.replace("{host}", facts.host).replace("{worker}", facts.worker)
+                target = f"the EC2 instance tagged {cfg.tag}={value}{region}"
+            else:
+                target = f"the EC2 instance with private IP {ip or '(from the worker list)'}{region}"
+            return f"{verb} {target}, per the {where}."
+        cfg = backend_settings(kubernetes.KubernetesBackend, backend, index)
+        pod = kubernetes._fill(cfg.pod, facts)
+        if cfg.selector:
+            selector = kubernetes._fill(cfg.selector, facts)
+            return (f"Delete the pod matching `{selector}` in namespace {cfg.namespace} (pod {pod} if several "
+                    f"match); its Deployment starts a fresh one. Per the {where}.")
+        return f"Delete pod {pod} in namespace {cfg.namespace}; its Deployment starts a fresh one. Per the {where}."
+    except Refusal:
+        return None
 
 
 def backend_settings(model: type[BaseModel], backend: RotateBackend, index: int) -> Any:
@@ -135,4 +179,4 @@ async def plan_rotate(ctx: ActionContext, subject: str, params: RotateParams) ->
     )
 
 
-__all__ = ["RotateParams", "WorkerFacts", "backend_settings", "plan_rotate", "select_backend"]
+__all__ = ["RotateParams", "WorkerFacts", "backend_settings", "describe_rotation", "plan_rotate", "select_backend"]
