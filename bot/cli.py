@@ -303,28 +303,79 @@ def _metric_history(settings: Settings, metric: str, since: datetime, output: st
 
 
 def cmd_digest(args: argparse.Namespace) -> int:
-    """The digest of the store (incidents, runs, trends since `--since` or the last digest) as text; with
-    `--png DIR` also the digest's charts as PNG files (the same ones `serve` posts in the digest's thread).
-    Read-only: the store's digest history is not changed."""
-    from bot.incidents.digest import DigestSettings, build_digest
+    """The channel digest now, from the store (`serve` and `run` record what it reads): since the last scheduled
+    digest, or `--since`. Not recorded: the schedule's next digest is unaffected. `--png DIR` also writes the
+    digest's charts as PNG files (the ones `serve` posts in the digest's thread); `--post` sends it to Slack."""
+    from bot.incidents.digest_on_demand import digest_channel, digest_json, digest_now
     from bot.incidents.pipeline import TextRenderer
 
     settings = load_settings(args.config)
+    now = datetime.now(UTC)
     since = None
     if args.since:
         try:
-            since = datetime.now(UTC) - timedelta(seconds=parse_duration(args.since))
+            since = now - timedelta(seconds=parse_duration(args.since))
         except ValueError as exc:
             raise UsageError(f"--since: {exc}") from None
-    digest_settings = DigestSettings.from_settings(settings) or DigestSettings()
+    client = None
+    if args.post is not None:
+        from bot.slack.client import make_web_client
+
+        token = os.environ.get("SLACK_BOT_TOKEN")
+        if not token:
+            raise UsageError("--post needs SLACK_BOT_TOKEN (the Bot User OAuth Token, xoxb-…)")
+        client = make_web_client(token, settings)
     store = _open_store(settings)
     try:
-        digest = build_digest(store, settings=digest_settings, since=since)
-        print(TextRenderer().digest(digest).text)
+        digest = digest_now(store, settings, now, since=since,
+                            permalink=_permalinks_from(client) if client is not None else None)
+        if client is not None:
+            return _post_digest(digest, args.post or digest_channel(settings), client)
+        if args.format == "json":
+            json.dump(digest_json(digest), sys.stdout, indent=2)
+            print()
+        else:
+            print(TextRenderer().digest(digest).text)
         if args.png:
             return _write_charts(store, digest.period_start, digest.period_end, Path(args.png))
     finally:
         store.close()
+    return EXIT_OK
+
+
+def _permalinks_from(client: Any) -> Callable[[str, str], str | None]:
+    """Incident thread links from Slack (chat.getPermalink), for a digest posted from the terminal."""
+    from slack_sdk.errors import SlackClientError
+
+    def permalink(channel_id: str, ts: str) -> str | None:
+        try:
+            return str(client.chat_getPermalink(channel=channel_id, message_ts=ts)["permalink"])
+        except (SlackClientError, OSError, KeyError):
+            return None
+
+    return permalink
+
+
+def _post_digest(digest: Any, channel: str | None, client: Any) -> int:
+    from slack_sdk.errors import SlackApiError, SlackClientError
+
+    from bot.slack.messages.incidents import SlackIncidentRenderer
+
+    token = str(client.token or "")
+    if not channel:
+        raise UsageError("--post needs a channel: --post '#channel', or set slack.digest.channel or "
+                         "slack.default_channel in the config file")
+    message = SlackIncidentRenderer(secrets=lambda: [token]).digest(digest)
+    try:
+        answer = client.chat_postMessage(channel=channel, text=message.text, blocks=message.blocks)
+    except SlackApiError as exc:
+        _err(f"Slack refused the digest for {channel}: {exc.response.get('error')} (invite the bot to the channel, "
+             "or check the token)")
+        return EXIT_PROBLEMS
+    except SlackClientError as exc:
+        _err(f"cannot reach Slack to post the digest: {type(exc).__name__}; try again")
+        return EXIT_PROBLEMS
+    print(f"Digest posted to {channel} (ts {answer.get('ts')}).")
     return EXIT_OK
 
 
@@ -442,9 +493,14 @@ def build_parser(wanted: str | None = None) -> argparse.ArgumentParser:
     _add_common(p)
     p.set_defaults(func=cmd_history)
 
-    p = sub.add_parser("digest", help="the digest of what the store recorded (incidents, runs, trends), as text")
-    p.add_argument("--since", help="the period, e.g. 24h, 7d (default: since the last digest, or slack.digest.period)")
+    p = sub.add_parser("digest", help="the channel digest now: open, new and resolved incidents, top offenders, "
+                       "trends (not recorded: the scheduled digest is unaffected)")
+    p.add_argument("--since", help="cover this long, e.g. 24h, 7d (default: since the last scheduled digest, or "
+                   "slack.digest.period)")
+    p.add_argument("--format", choices=["text", "json"], default="text")
     p.add_argument("--png", metavar="DIR", help="also write the digest's charts as PNG files into DIR")
+    p.add_argument("--post", nargs="?", const="", metavar="CHANNEL",
+                   help="post it to Slack (SLACK_BOT_TOKEN), to CHANNEL or the digest's channel from the config")
     _add_common(p)
     p.set_defaults(func=cmd_digest)
 

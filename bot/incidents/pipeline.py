@@ -215,8 +215,10 @@ class TextRenderer:
             lines.append("Top offenders: " + ", ".join(
                 f"{o.subject.kind} {o.subject.name or o.subject.id} ({o.runs} runs)" for o in d.top_offenders
             ))
+        arrows = {"up": "↗ ", "down": "↘ ", "flat": "→ "}  # the number's direction; the word is the verdict
         for t in d.trends:
-            lines.append(f"{t.label}: {t.fmt(t.current)} (before: {t.fmt(t.previous)}, {t.verdict})")
+            lines.append(f"{t.label}: {t.fmt(t.current)} (before: {t.fmt(t.previous)}) {arrows.get(t.direction, '')}"
+                         f"{t.verdict}")
         return Rendered(text="\n".join(lines))
 
 

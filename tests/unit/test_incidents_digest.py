@@ -78,7 +78,7 @@ def test_digest_after_a_mixed_day(tmp_path: Path) -> None:
     posted = pipe.post_digest(now, channel="#ml-platform")
     row = box.get(f"digest:#ml-platform:{now.isoformat()}")
     assert row is not None and row["kind"] == "post" and "2 open incidents" in row["payload"]
-    assert "median queue wait: 5m (before: 60s, worse)" in row["payload"]
+    assert "median queue wait: 5m (before: 60s) \\u2197 worse" in row["payload"]  # up, and worse
     assert posted.headline == digest.headline
     later = build_digest(store, now + timedelta(hours=1), channel="#ml-platform")
     assert later.period_start == now and later.runs == 0 and [d.id for d in later.ongoing] == [3, 1]

@@ -303,10 +303,11 @@ class SlackIncidentRenderer:
             ]
             blocks.append(section("\n".join(lines)))
         if d.trends:
-            arrows = {"better": ":arrow_lower_right: better", "worse": ":arrow_upper_right: worse",
-                      "same": "same", "new": "new"}
+            # the arrow is where the number went; the word says whether that is good
+            arrows = {"up": ":arrow_upper_right: ", "down": ":arrow_lower_right: ", "flat": ":left_right_arrow: "}
             lines = ["*Trends* (medians, against the previous digest)"] + [
-                f"• {t.label}: *{t.fmt(t.current)}* (before {t.fmt(t.previous)}) {arrows.get(t.verdict, t.verdict)}"
+                f"• {t.label}: *{t.fmt(t.current)}* (before {t.fmt(t.previous)}) {arrows.get(t.direction, '')}"
+                f"{t.verdict}"
                 for t in d.trends
             ]
             blocks.append(section("\n".join(lines)))
