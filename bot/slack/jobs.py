@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -245,6 +246,48 @@ async def _silence(services: BotServices, req: CommandRequest, parsed: ParsedCom
     return Outcome(render_silence_added(silence, now, req.command))
 
 
+_CHANNEL_MENTION = re.compile(r"^<#([CG][A-Z0-9]+)(?:\|[^>]*)?>$")
+_CHANNEL_REF = re.compile(r"^(#[a-z0-9][a-z0-9._-]{0,79}|[CG][A-Z0-9]{6,})$")
+
+
+def channel_arg(raw: str) -> str:
+    """A channel typed after a subcommand: `#name`, a channel id, or Slack's escaped mention `<#C…|name>`."""
+    mention = _CHANNEL_MENTION.match(raw)
+    if mention:
+        return mention.group(1)
+    if _CHANNEL_REF.match(raw):
+        return raw
+    raise LookupInputError(f"`{raw[:80]}` is not a channel: type it as `#channel-name` (or leave it out to get the "
+                           "digest here).")
+
+
+async def _digest(services: BotServices, req: CommandRequest, parsed: ParsedCommand) -> Outcome:
+    """The digest now (not recorded: the scheduled one is unaffected), as this command's answer or posted to the
+    channel given."""
+    from slack_sdk.models.blocks import Block
+
+    from bot.incidents.digest_on_demand import digest_now
+    from bot.slack.incidents import now_utc
+    from bot.slack.messages.actions import render_note
+    from bot.slack.messages.incidents import SlackIncidentRenderer
+    from bot.slack.outbox import channel_label
+
+    target = channel_arg(parsed.args[0]) if parsed.args else None
+    now = now_utc()
+    digest = await services.pool.io(digest_now, services.store, services.settings, now)
+    renderer = services.incidents.renderer if services.incidents is not None else SlackIncidentRenderer(
+        secrets=services.secrets, command=services.command)
+    rendered = renderer.digest(digest)
+    if target is None or target == req.channel_id:
+        blocks = [b if isinstance(b, Block) else Block.parse(b) for b in rendered.blocks or []]
+        return Outcome(SlackMessage(text=rendered.text, blocks=[b for b in blocks if b is not None]))
+    # another channel: through the durable outbox, like the scheduled digest (its errors are logged by the worker)
+    await services.pool.io(services.outbox.enqueue, f"digest:on-demand:{target}:{now.isoformat()}", target, "post",
+                           rendered, now=now)
+    return Outcome(render_note(f"Digest ({digest.headline}) sent to {channel_label(target)} at <@{req.user_id}>'s "
+                               "request."))
+
+
 HANDLERS: dict[str, Handler] = {
     "status": _status,
     "agents": _agents,
@@ -254,4 +297,5 @@ HANDLERS: dict[str, Handler] = {
     "dataset": _dataset,
     "run": _run,
     "silence": _silence,
+    "digest": _digest,
 }

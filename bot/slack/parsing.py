@@ -92,6 +92,8 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
         "unsilence", "<id>", "end a silence early (ids from `silences`)", 1, 1, instant=True, example="unsilence 3"
     ),
     Subcommand("schedules", "", "scheduled playbooks and the digest, with their next run times", instant=True),
+    Subcommand("digest", "[channel]", "the digest now (incidents, top offenders, trends), here or in a channel", 0, 1,
+               example="digest #ml-platform"),
     Subcommand("audit", "[n]", "the last n button actions and who did them (default 10)", 0, 1, instant=True),
 )
 BY_NAME: dict[str, Subcommand] = {s.name: s for s in SUBCOMMANDS}

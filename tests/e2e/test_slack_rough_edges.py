@@ -4,6 +4,7 @@ the simulator, Slack's side recorded by the fake Web API."""
 from __future__ import annotations
 
 import json
+import time
 
 from bot.actions import audit as audit_mod
 from bot.store import Store
@@ -37,3 +38,24 @@ def test_unsilence_is_written_to_the_audit_log(http_bot: HttpBot) -> None:
     # and `/clearml audit` shows it to people
     audit = json.dumps(http_bot.command("audit")[0].json())
     assert "unsilence" in audit
+
+
+def test_digest_on_demand_here_and_in_another_channel(http_bot: HttpBot) -> None:
+    http_bot.command("digest")
+    update = http_bot.slack.wait_for("chat.update", predicate=lambda c: "Digest" in str(c.args.get("text")))[0]
+    assert update.args["channel"] == "C0GENERAL" and str(update.args["text"]).startswith("Digest: All clear")
+
+    http_bot.slack.add_channel("ml-platform", channel_id="C0PLATFORM")
+    http_bot.command("digest #ml-platform")
+    posted = http_bot.slack.wait_for("chat.postMessage", predicate=lambda c: c.args.get("channel") in (
+        "#ml-platform", "C0PLATFORM") and "Digest" in str(c.args.get("text")))[0]
+    assert posted.response["ok"] and posted.response["channel"] == "C0PLATFORM"
+    note = http_bot.slack.wait_for("chat.update", predicate=lambda c: "sent to" in json.dumps(c.args))[0]
+    assert "#ml-platform" in json.dumps(note.args) and note.args["channel"] == "C0GENERAL"
+
+    http_bot.command("digest ml!platform")
+    deadline = time.monotonic() + 10
+    while "is not a channel" not in json.dumps([c.args for c in http_bot.slack.responses]):
+        assert time.monotonic() < deadline, "no private answer to a bad channel"
+        time.sleep(0.05)
+    assert http_bot.slack.violations == []
