@@ -21,6 +21,7 @@ import json
 import sqlite3
 import statistics
 from collections import defaultdict
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
@@ -117,10 +118,11 @@ class DigestIncident:
     ack_by: str | None
     snoozed_until: datetime | None
     thread: tuple[str, str] | None  # (channel id, ts) of the root message, once posted
+    permalink: str | None = None  # the thread's link from Slack (chat.getPermalink), when the caller resolved it
 
     @property
     def thread_url(self) -> str | None:
-        return thread_url(*self.thread) if self.thread else None
+        return self.permalink
 
 
 @dataclass(frozen=True)
@@ -273,9 +275,21 @@ def _medians(conn: Any, start: datetime, end: datetime) -> dict[str, float]:
 # -- building ------------------------------------------------------------------------------------------------
 
 
-def thread_url(channel_id: str, ts: str, base: str = "https://slack.com") -> str:
-    """A link that opens a message (and its thread) in Slack; `chat.getPermalink` gives the workspace's own."""
-    return f"{base}/archives/{channel_id}/p{ts.replace('.', '')}"
+def thread_refs(digest: Digest) -> list[tuple[str, str]]:
+    """(channel id, ts) of every incident thread the digest lists: what to resolve into permalinks (a Slack call
+    each, so outside the store's transaction) before building it again with `permalinks`."""
+    return [i.thread for i in (*digest.new, *digest.ongoing, *digest.resolved) if i.thread is not None]
+
+
+def resolve_permalinks(
+    refs: list[tuple[str, str]], resolve: Callable[[str, str], str | None] | None
+) -> dict[tuple[str, str], str]:
+    """Ask `resolve` (the Slack outbox's cached `permalink`) for each thread's link; unresolved ones are left out."""
+    out: dict[tuple[str, str], str] = {}
+    for ref in refs if resolve is not None else []:
+        if ref not in out and (url := resolve(*ref)):
+            out[ref] = url
+    return out
 
 
 def _area(view: IncidentView) -> str:
@@ -299,8 +313,10 @@ def build_digest(
     settings: DigestSettings | None = None,
     since: datetime | None = None,
     channel: str | None = None,
+    permalinks: Mapping[tuple[str, str], str] | None = None,
 ) -> Digest:
-    """The digest for (since the last digest in `channel`, or `period` ago) .. now. Reads only."""
+    """The digest for (since the last digest in `channel`, or `period` ago) .. now. Reads only. `permalinks`:
+    incident threads' links by (channel id, ts), from Slack (see `thread_refs`); without one a thread has no link."""
     settings = settings or DigestSettings()
     now = utc(now)
     ensure_schema(store)
@@ -376,6 +392,7 @@ def build_digest(
             opened_at=v.opened_at, resolved_at=v.resolved_at, duration_s=v.duration_s(now), count=v.count,
             members=len([m for m in v.members if m.state != "moved"]), ack_by=v.ack_by,
             snoozed_until=v.snoozed_until, thread=threads.get(v.id),
+            permalink=(permalinks or {}).get(threads[v.id]) if threads.get(v.id) else None,  # type: ignore[index]
         )
 
     def worst_first(items: list[DigestIncident]) -> list[DigestIncident]:

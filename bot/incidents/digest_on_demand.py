@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from bot.incidents.digest import Digest, DigestSettings, build_digest
+from bot.incidents.digest import Digest, DigestSettings, build_digest, resolve_permalinks, thread_refs
 
 if TYPE_CHECKING:
     from bot.config import Settings
@@ -22,10 +23,23 @@ def digest_channel(settings: Settings) -> str | None:
     return digest_settings.channel or settings.slack.default_channel or os.environ.get("SLACK_DEFAULT_CHANNEL")
 
 
-def digest_now(store: Store, settings: Settings, now: datetime, *, since: datetime | None = None) -> Digest:
-    """The digest for (the last scheduled digest, or `since`, or `period` ago) .. now; reads only."""
+def digest_now(
+    store: Store,
+    settings: Settings,
+    now: datetime,
+    *,
+    since: datetime | None = None,
+    permalink: Callable[[str, str], str | None] | None = None,
+) -> Digest:
+    """The digest for (the last scheduled digest, or `since`, or `period` ago) .. now; reads only. `permalink`
+    (channel id, ts) -> link, from Slack: the incident threads get links."""
     digest_settings = DigestSettings.from_settings(settings) or DigestSettings()
-    return build_digest(store, now, settings=digest_settings, since=since, channel=digest_channel(settings))
+    channel = digest_channel(settings)
+    digest = build_digest(store, now, settings=digest_settings, since=since, channel=channel)
+    links = resolve_permalinks(thread_refs(digest), permalink)
+    if not links:
+        return digest
+    return build_digest(store, now, settings=digest_settings, since=since, channel=channel, permalinks=links)
 
 
 def digest_json(digest: Digest) -> dict[str, Any]:

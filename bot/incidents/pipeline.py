@@ -334,8 +334,14 @@ class IncidentPipeline:
         settings = settings or digest_mod.DigestSettings.from_settings(self.settings) or digest_mod.DigestSettings()
         channel = channel or settings.channel or (self.settings.slack.default_channel if self.settings else None)
         channel = channel or os.environ.get("SLACK_DEFAULT_CHANNEL")
+        # links to the incident threads come from Slack (chat.getPermalink, cached): asked before the transaction
+        resolve = getattr(self.outbox, "permalink", None)
+        links: dict[tuple[str, str], str] = {}
+        if callable(resolve):
+            preview = digest_mod.build_digest(self.store, now, settings=settings, channel=channel)
+            links = digest_mod.resolve_permalinks(digest_mod.thread_refs(preview), resolve)
         with transaction(self.store):
-            digest = digest_mod.build_digest(self.store, now, settings=settings, channel=channel)
+            digest = digest_mod.build_digest(self.store, now, settings=settings, channel=channel, permalinks=links)
             message = self.renderer.digest(digest)
             self._emit(digest_key(channel, digest.period_end), channel, "post", message, None, now=now)
             digest_mod.record_digest(self.store, digest)

@@ -52,6 +52,8 @@ METHOD_SCOPES: dict[str, tuple[str, ...]] = {
     "files.completeUploadExternal": ("files:write",),
     # the App Home tab (bot/slack/home): Slack documents no scope for publishing a bot's own Home view
     "views.publish": (),
+    # links to incident threads (digest, `/clearml incidents`) in the workspace's own domain: no scope needed
+    "chat.getPermalink": (),
 }
 
 # Scopes the bot works without, with what is lost: `doctor` warns instead of failing, and the bot leaves the

@@ -21,7 +21,6 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from bot.incidents.db import parse_iso, rows, transaction
-from bot.incidents.digest import thread_url
 from bot.incidents.pipeline import IncidentPipeline
 from bot.incidents.tracker import IncidentView, root_key
 from bot.slack.messages.actions import STATUS_ICON
@@ -106,8 +105,9 @@ def actions_taken(services: BotServices, view: IncidentView) -> list[TakenAction
 
 
 def thread_link(services: BotServices, incident_id: int) -> str | None:
+    """The incident thread's permalink (cached); None before its root message is on Slack."""
     ref = services.outbox.message_ref(root_key(incident_id))
-    return thread_url(*ref) if ref is not None else None
+    return services.outbox.permalink(*ref) if ref is not None else None
 
 
 def incident_by_root_ts(services: BotServices, channel: str, ts: str) -> int | None:

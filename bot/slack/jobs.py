@@ -274,7 +274,8 @@ async def _digest(services: BotServices, req: CommandRequest, parsed: ParsedComm
 
     target = channel_arg(parsed.args[0]) if parsed.args else None
     now = now_utc()
-    digest = await services.pool.io(digest_now, services.store, services.settings, now)
+    digest = await services.pool.io(lambda: digest_now(services.store, services.settings, now,
+                                                       permalink=services.outbox.permalink))
     renderer = services.incidents.renderer if services.incidents is not None else SlackIncidentRenderer(
         secrets=services.secrets, command=services.command)
     rendered = renderer.digest(digest)

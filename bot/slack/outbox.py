@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -122,6 +122,7 @@ class Outbox:
         self.durable: DurableOutbox | None = None  # set by create_app; drained by the worker `serve` starts
         self._scopes: set[str] | None = None
         self._scopes_known = False
+        self._permalinks: OrderedDict[tuple[str, str], str] = OrderedDict()
 
     # -- unattended writes: the durable outbox ----------------------------------------------------------------
     def enqueue(
@@ -227,6 +228,42 @@ class Outbox:
         return self.durable.message_ref(key) if self.durable is not None else None
 
     # -- reads ------------------------------------------------------------------------------------------------
+    MAX_PERMALINKS = 5000
+
+    def permalink(self, channel_id: str, ts: str) -> str | None:
+        """A link to a message in the workspace's own domain (`chat.getPermalink`), cached: a message's permalink
+        never changes. None when Slack cannot give one (the message was deleted, Slack is unreachable): callers
+        show no link then, and the next call asks again."""
+        key = (channel_id, ts)
+        with self._lock:
+            cached = self._permalinks.get(key)
+            if cached is not None:
+                self._permalinks.move_to_end(key)
+                return cached
+        method = "chat.getPermalink"
+        assert method in METHOD_SCOPES
+        try:
+            # the SDK's own method: Slack reads this one's arguments from the query string, not a JSON body
+            data = self.client.chat_getPermalink(channel=channel_id, message_ts=ts).data
+        except SlackApiError as exc:
+            self._count(method, False)
+            log.warning("slack %s for %s %s failed: %s", method, channel_id, ts,
+                        exc.response.get("error") if exc.response is not None else "unknown_error")
+            return None
+        except (SlackClientError, OSError) as exc:
+            self._count(method, False)
+            log.warning("slack %s for %s %s failed: %s", method, channel_id, ts, type(exc).__name__)
+            return None
+        self._count(method, True)
+        link = data.get("permalink") if isinstance(data, dict) else None
+        if not isinstance(link, str) or not link.startswith("https://"):
+            return None
+        with self._lock:
+            self._permalinks[key] = link
+            while len(self._permalinks) > self.MAX_PERMALINKS:
+                self._permalinks.popitem(last=False)
+        return link
+
     def usergroup_members(self, group: str) -> list[str]:
         """Members of a Slack user group (`usergroups.users.list`, scope usergroups:read). Raises SlackWriteError
         (despite the name: the same error vocabulary) when Slack refuses, e.g. `missing_scope`, `no_such_subteam`."""

@@ -232,7 +232,9 @@ def test_incident_zoo_threads_update_resolve_and_digest(
         # the commands about incidents
         body = bot.command("incidents")[0].json()
         assert body["response_type"] == "ephemeral" and f"#{spot.id}" in json.dumps(body)
-        assert "slack.com/archives/C0MLALERTS/p" in json.dumps(body)  # links to the threads
+        # links to the threads: Slack's permalinks, in the workspace's own domain
+        assert "https://fake.slack.test/archives/C0MLALERTS/p" in json.dumps(body)
+        assert "https://slack.com/archives" not in json.dumps(body)
         body = bot.command("schedules")[0].json()
         assert "playbook:zoo" in json.dumps(body) and "every 1s" in json.dumps(body) and "digest" in json.dumps(body)
         bot.command("silence queues.backlog:cpu-* 2h reindexing")
@@ -257,7 +259,8 @@ def test_incident_zoo_threads_update_resolve_and_digest(
         digest = wait_until(lambda: [m for m in roots(slack) if outbox_key(m).startswith("digest:")], what="digest")
         text = str(digest[0]["text"]) + json.dumps(digest[0]["blocks"], ensure_ascii=False)
         assert "All clear" in text and f"Resolved ({len(posted)})" in text
-        assert "slack.com/archives/C0MLALERTS/p" in text  # links to the incident threads
+        assert "https://fake.slack.test/archives/C0MLALERTS/p" in text  # permalinks to the incident threads
+        assert "https://slack.com/archives" not in text
         assert slack.violations == []
 
 

@@ -34,6 +34,10 @@ BOT_TOKEN = "xoxb-fake-0000000000-0000000000000-FAKEBOTTOKEN000000000000"
 APP_TOKEN = "xapp-1-A0FAKE-0000000000000-FAKEAPPTOKEN00000000000000000000000000000000"
 BOT_USER_ID = "U0FAKEBOT"
 TEAM_ID = "T0FAKETEAM"
+# the workspace's own domain: auth.test's `url`, and the base of every chat.getPermalink answer
+WORKSPACE_URL = "https://fake.slack.test/"
+# methods whose arguments Slack reads from the query string or a form body only (a JSON body is ignored)
+FORM_ONLY_METHODS = frozenset({"chat.getPermalink"})
 
 # Block Kit limits checked here (see the Block Kit reference; slack_sdk checks most of these too, but raw dicts and
 # the block count are not checked on the client side).
@@ -370,8 +374,11 @@ class FakeSlack:
         parts = urlsplit(req.path)
         args: dict[str, Any] = dict(parse_qsl(parts.query))
         ctype = (req.headers.get("Content-Type") or "").split(";")[0].strip()
+        method_name = parts.path[len("/api/"):] if parts.path.startswith("/api/") else ""
         if raw:
-            if ctype == "application/json":
+            if ctype == "application/json" and method_name in FORM_ONLY_METHODS:
+                pass  # Slack reads these methods' arguments from the query or a form body only
+            elif ctype == "application/json":
                 try:
                     body = json.loads(raw)
                     if isinstance(body, dict):
@@ -467,7 +474,7 @@ class FakeSlack:
         if method == "auth.test":
             return {
                 "ok": True,
-                "url": "https://fake.slack.test/",
+                "url": WORKSPACE_URL,
                 "team": "Fake Team",
                 "user": "clearml-chatops",
                 "team_id": TEAM_ID,
@@ -477,6 +484,8 @@ class FakeSlack:
             }
         if method in ("chat.postMessage", "chat.update", "chat.postEphemeral", "chat.delete"):
             return self._chat(method, args)
+        if method == "chat.getPermalink":
+            return self._permalink(args)
         if method == "conversations.info":
             cid = self._resolve(str(args.get("channel", "")))
             ch = self.channels.get(cid or "")
@@ -509,6 +518,22 @@ class FakeSlack:
                 return {"ok": False, "error": "no_such_subteam"}
             return {"ok": True, "users": list(self.usergroups[group])}
         return {"ok": False, "error": "unknown_method"}
+
+    def _permalink(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Like Slack: the channel by id, a message that exists; a reply's link carries its thread."""
+        cid = str(args.get("channel", ""))
+        ch = self.channels.get(cid)
+        if ch is None or (ch.private and not ch.member):
+            return {"ok": False, "error": "channel_not_found"}
+        ts = str(args.get("message_ts", ""))
+        message = self.messages.get(cid, {}).get(ts)
+        if message is None:
+            return {"ok": False, "error": "message_not_found"}
+        link = f"{WORKSPACE_URL}archives/{cid}/p{ts.replace('.', '')}"
+        thread_ts = message.get("thread_ts")
+        if thread_ts and thread_ts != ts:
+            link += f"?thread_ts={thread_ts}&cid={cid}"
+        return {"ok": True, "channel": cid, "permalink": link}
 
     @staticmethod
     def _channel_doc(ch: Channel) -> dict[str, Any]:

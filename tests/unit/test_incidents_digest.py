@@ -10,7 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from bot.config import Settings
-from bot.incidents.digest import DigestSettings, build_digest, metrics_from_result, thread_url
+from bot.incidents.digest import DigestSettings, build_digest, metrics_from_result, thread_refs
 from bot.incidents.pipeline import IncidentPipeline
 from bot.outbox import Outbox, SendResult
 from bot.store import Store
@@ -65,7 +65,12 @@ def test_digest_after_a_mixed_day(tmp_path: Path) -> None:
     worker = digest.resolved[0]
     assert worker.duration_s == 3 * 3600 and worker.members == 2 and worker.area == "agents"
     ts = box.get("incident:2:root")["ts"]  # type: ignore[index]
-    assert worker.thread_url == f"https://slack.com/archives/C0ALERTS/p{ts.replace('.', '')}"
+    # thread links are Slack's permalinks (chat.getPermalink), passed in; never built as slack.com/archives URLs
+    assert worker.thread == ("C0ALERTS", ts) and worker.thread_url is None and ("C0ALERTS", ts) in thread_refs(digest)
+    link = f"https://acme.slack.com/archives/C0ALERTS/p{ts.replace('.', '')}"
+    linked = build_digest(store, now, settings=DigestSettings(top=2), channel="#ml-platform",
+                          permalinks={("C0ALERTS", ts): link})
+    assert linked.resolved[0].thread_url == link
     assert [(o.subject.id, o.runs) for o in digest.top_offenders] == [("q-cpu", 24), ("s3://ml-artifacts/", 4)]
     trends = {t.metric: t for t in digest.trends}
     assert (trends["queues.wait_median_s"].previous, trends["queues.wait_median_s"].current) == (60, 300)
@@ -119,4 +124,3 @@ def test_metrics_per_run() -> None:
     result = run(backlog(), dead_worker(), statuses={"storage.probe": "error"}, metrics={"agents.alive": 3})
     metrics = metrics_from_result(result)
     assert metrics["run.problems"] == 2 and metrics["run.checks_errored"] == 1 and metrics["agents.alive"] == 3
-    assert thread_url("C1", "1.000200") == "https://slack.com/archives/C1/p1000200"
