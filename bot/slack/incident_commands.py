@@ -4,6 +4,7 @@ bot/slack/jobs.py.)"""
 
 from __future__ import annotations
 
+import time
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
 
 COMMANDS = frozenset({"incidents", "silences", "unsilence", "schedules", "audit"})
 MAX_AUDIT = 50
+LINK_BUDGET_S = 0.8
 
 
 def answer(services: BotServices, parsed: ParsedCommand, request: CommandRequest) -> tuple[SlackMessage, bool]:
@@ -31,7 +33,10 @@ def answer(services: BotServices, parsed: ParsedCommand, request: CommandRequest
     command = request.command
     if parsed.name == "incidents":
         views = open_incidents(services)
-        return render_incident_list(views, now, threads=lambda i: thread_link(services, i), command=command), False
+        # answered in the ack (3 s): links not cached yet are asked from Slack within a budget, the rest next time
+        deadline = time.monotonic() + LINK_BUDGET_S
+        return render_incident_list(views, now, command=command, threads=lambda i: thread_link(
+            services, i, fetch=time.monotonic() < deadline)), False
     if parsed.name == "silences":
         return render_silences(silences_mod.active_silences(services.store, now), now, command), False
     if parsed.name == "unsilence":

@@ -104,10 +104,11 @@ def actions_taken(services: BotServices, view: IncidentView) -> list[TakenAction
     return out
 
 
-def thread_link(services: BotServices, incident_id: int) -> str | None:
-    """The incident thread's permalink (cached); None before its root message is on Slack."""
+def thread_link(services: BotServices, incident_id: int, *, fetch: bool = True) -> str | None:
+    """The incident thread's permalink (cached; `fetch=False`: only if cached); None before its root message is on
+    Slack."""
     ref = services.outbox.message_ref(root_key(incident_id))
-    return services.outbox.permalink(*ref) if ref is not None else None
+    return services.outbox.permalink(*ref, fetch=fetch) if ref is not None else None
 
 
 def incident_by_root_ts(services: BotServices, channel: str, ts: str) -> int | None:

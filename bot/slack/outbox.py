@@ -123,6 +123,7 @@ class Outbox:
         self._scopes: set[str] | None = None
         self._scopes_known = False
         self._permalinks: OrderedDict[tuple[str, str], str] = OrderedDict()
+        self._permalink_client: WebClient | None = None
 
     # -- unattended writes: the durable outbox ----------------------------------------------------------------
     def enqueue(
@@ -230,21 +231,26 @@ class Outbox:
     # -- reads ------------------------------------------------------------------------------------------------
     MAX_PERMALINKS = 5000
 
-    def permalink(self, channel_id: str, ts: str) -> str | None:
+    PERMALINK_TIMEOUT_S = 2
+
+    def permalink(self, channel_id: str, ts: str, *, fetch: bool = True) -> str | None:
         """A link to a message in the workspace's own domain (`chat.getPermalink`), cached: a message's permalink
-        never changes. None when Slack cannot give one (the message was deleted, Slack is unreachable): callers
-        show no link then, and the next call asks again."""
+        never changes. None when Slack cannot give one (the message was deleted, Slack is unreachable) or, with
+        `fetch=False`, when it is not cached yet: callers show no link then, and a later call asks again. A call
+        waits at most PERMALINK_TIMEOUT_S and is not retried (answers in the ack path use it too)."""
         key = (channel_id, ts)
         with self._lock:
             cached = self._permalinks.get(key)
             if cached is not None:
                 self._permalinks.move_to_end(key)
                 return cached
+        if not fetch:
+            return None
         method = "chat.getPermalink"
         assert method in METHOD_SCOPES
         try:
             # the SDK's own method: Slack reads this one's arguments from the query string, not a JSON body
-            data = self.client.chat_getPermalink(channel=channel_id, message_ts=ts).data
+            data = self._link_client().chat_getPermalink(channel=channel_id, message_ts=ts).data
         except SlackApiError as exc:
             self._count(method, False)
             log.warning("slack %s for %s %s failed: %s", method, channel_id, ts,
@@ -263,6 +269,13 @@ class Outbox:
             while len(self._permalinks) > self.MAX_PERMALINKS:
                 self._permalinks.popitem(last=False)
         return link
+
+    def _link_client(self) -> WebClient:
+        with self._lock:
+            if self._permalink_client is None:
+                self._permalink_client = WebClient(token=self.client.token, base_url=self.client.base_url,
+                                                   timeout=self.PERMALINK_TIMEOUT_S, retry_handlers=[])
+            return self._permalink_client
 
     def usergroup_members(self, group: str) -> list[str]:
         """Members of a Slack user group (`usergroups.users.list`, scope usergroups:read). Raises SlackWriteError

@@ -52,3 +52,19 @@ def test_the_bots_outbox_asks_slack_for_permalinks_once_each() -> None:
         assert outbox.permalink("C0GENERAL", "1.000001") is None
         assert outbox.permalink("C0GENERAL", "1.000001") is None
         assert len(slack.calls_to("chat.getPermalink")) == 3
+
+
+def test_permalinks_never_hold_up_an_answer() -> None:
+    from bot.slack.messages.common import SlackMessage, section
+    from bot.slack.outbox import Outbox
+
+    with FakeSlack() as slack:
+        outbox = Outbox(WebClient(token=slack.bot_token, base_url=slack.base_url))
+        posted = outbox.post("#general", SlackMessage(text="root", blocks=[section("root")]))
+        assert outbox.permalink(posted.channel, posted.ts, fetch=False) is None  # only from the cache
+        assert slack.calls_to("chat.getPermalink") == []
+        slack.latency["chat.getPermalink"] = Outbox.PERMALINK_TIMEOUT_S + 1.0  # Slack hangs: no link, no retry
+        assert outbox.permalink(posted.channel, posted.ts) is None
+        slack.latency.clear()
+        link = outbox.permalink(posted.channel, posted.ts)
+        assert link is not None and outbox.permalink(posted.channel, posted.ts, fetch=False) == link
