@@ -84,4 +84,4 @@ def origin_of(directory: str | os.PathLike[str]) -> str:
     path = Path(directory)
     if shipped is not None and path.resolve() == shipped.resolve():
         return PlaybookDir(path, "shipped").describe()
-    return f"your directory {path}"
+    return "your own directory: it replaces the shipped playbooks"

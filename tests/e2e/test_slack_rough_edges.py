@@ -59,3 +59,8 @@ def test_digest_on_demand_here_and_in_another_channel(http_bot: HttpBot) -> None
         assert time.monotonic() < deadline, "no private answer to a bad channel"
         time.sleep(0.05)
     assert http_bot.slack.violations == []
+
+
+def test_slack_playbooks_says_where_they_come_from(http_bot: HttpBot) -> None:
+    shown = json.dumps(http_bot.command("playbooks")[0].json())
+    assert "your own directory" in shown and str(http_bot.settings.playbooks) in shown

@@ -108,3 +108,13 @@ def test_the_wheel_ships_the_playbooks_from_the_top_level_directory(tmp_path: Pa
     assert not [n for n in names if n.startswith("playbooks/")]
     assert "bot/sim/scenarios/incident-zoo.yaml" in names and "bot/engine/playbook_sources.py" in names
     assert (REPO / "playbooks" / "health.yaml").is_file()  # the source directory stays where users expect it
+
+
+def test_the_bot_names_the_shipped_directory_as_such() -> None:
+    from bot.engine.playbook_sources import origin_of, shipped_playbooks_dir
+    from bot.slack.messages.help import PlaybookInfo, render_playbooks
+
+    shipped = shipped_playbooks_dir()
+    assert shipped is not None and sorted(p.stem for p in shipped.glob("*.yaml")) == SHIPPED
+    message = render_playbooks([PlaybookInfo("health", "up?", 6)], str(shipped), origin=origin_of(shipped))
+    assert "shipped with clearml-chatops" in json.dumps(message.blocks_as_dicts())
