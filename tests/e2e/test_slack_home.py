@@ -178,6 +178,7 @@ def test_home_tab_on_the_incident_zoo_shows_state_pools_queues_incidents_and_run
         assert f"Open incidents ({len(incidents)})" in text
         worst = incidents[0]
         assert f"*#{worst.id}*" in text and "not acknowledged" in text and "|thread>" in text
+        assert "<https://fake.slack.test/archives/" in text  # thread links are Slack's permalinks
         assert {("Acknowledge", "home_inc_ack", str(v.id)) for v in incidents if not v.ack_by} <= set(buttons(view))
         assert ("Resolve", "home_inc_resolve", str(worst.id)) in buttons(view)
         # next scheduled runs, status / run buttons

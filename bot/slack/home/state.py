@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from bot.clearml.errors import ClearMLError
 from bot.engine.lookups import Meta, agent_thresholds, open_snapshot, worker_state
 from bot.incidents.db import parse_iso, row, transaction, utc
-from bot.incidents.digest import TREND_METRICS, Trend, thread_url
+from bot.incidents.digest import TREND_METRICS, Trend
 from bot.incidents.tracker import IncidentView, root_key
 from bot.redact import redact
 
@@ -210,13 +210,19 @@ class FleetCache:
 # -- the store: incidents, schedules, the last digest -------------------------------------------------------------
 
 
+PERMALINK_BUDGET_S = 0.8
+
+
 def incident_lines(services: BotServices, incidents: list[IncidentView]) -> list[IncidentLine]:
+    """Each open incident with its thread's permalink (chat.getPermalink, cached by the outbox); links not cached yet
+    are asked from Slack within a budget, the rest come with the next look at the tab."""
     out = []
+    deadline = time.monotonic() + PERMALINK_BUDGET_S
     for v in incidents:
         ref = services.outbox.message_ref(root_key(v.id))
+        thread = services.outbox.permalink(*ref, fetch=time.monotonic() < deadline) if ref else None
         out.append(IncidentLine(id=v.id, server=v.server, severity=v.severity, title=v.title, opened_at=v.opened_at,
-                                ack_by=v.ack_by, snoozed_until=v.snoozed_until,
-                                thread=thread_url(*ref) if ref else None))
+                                ack_by=v.ack_by, snoozed_until=v.snoozed_until, thread=thread))
     return out
 
 
