@@ -8,7 +8,7 @@ point at their cause through `evidence.related` so incidents can group them.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -222,8 +222,10 @@ class ExpectedWorkers(BaseModel):
 
 
 class MissingParams(CheckParams):
-    expected: list[ExpectedWorkers] = Field(
-        default_factory=list, description='e.g. [{pattern: "gpu-*", min: 4}]; nothing to check when empty'
+    expected: list[ExpectedWorkers] | Literal["auto"] = Field(
+        default="auto",
+        description='"auto": learn the usual pools from the run history; or a list, e.g. [{pattern: "gpu-*", '
+        "min: 4}] (nothing to check when empty)",
     )
     live_within: OptionalDuration = Field(
         default=None, description="count only workers heard from within this time (default: any registered worker)"
@@ -237,6 +239,8 @@ async def agents_missing(snap: Snapshot, params: MissingParams) -> list[Finding]
     `expected: [{pattern: "gpu-*", min: 4}]` reports "gpu-*" when fewer than 4 matching workers are registered
     (critical when none is). One finding per pattern; the subject is the pattern.
     """
+    if params.expected == "auto":
+        return []
     if not params.expected:
         return []
     workers = await snap.workers()

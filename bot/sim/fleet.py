@@ -176,3 +176,83 @@ def generate_fleet(workers: int = 2000, queues: int = 300, tasks: int = 200000, 
         "workers": worker_specs,
         "tasks": task_specs,
     }
+
+
+WORKER_NAMING: tuple[str, ...] = ("host", "autoscaled", "k8s", "custom", "mixed")
+
+
+def _worker_id(naming: str, i: int, rng: random.Random) -> str:
+    """A worker id in one of the naming schemes real fleets use."""
+    if naming == "mixed":
+        naming = WORKER_NAMING[i % 4]
+    if naming == "host":  # clearml-agent's default: "<hostname>:gpu<N>"
+        return f"train-{i // 8:03d}.cluster.local:gpu{i % 8}"
+    if naming == "autoscaled":  # the AWS autoscaler: dynamic_worker:<resource>:<instance type>:<instance id>
+        resource = ("cpu-m6i", "gpu-l4", "gpu-h100")[i % 3]
+        return f"dynamic_worker:{resource}:m6i.xlarge:i-{rng.getrandbits(64):016x}"
+    if naming == "k8s":  # the Kubernetes glue names agents after its pods
+        return f"clearml-id-{rng.getrandbits(48):012x}"
+    return f"runner-{i:02d}"  # CLEARML_WORKER_ID set by hand
+
+
+def generate_healthy_fleet(
+    workers: int = 12, queues: int = 4, tasks: int = 60, naming: str = "host", seed: int = 0
+) -> dict[str, Any]:
+    """A scenario dict of a well-run fleet of any size and worker-naming scheme: every agent reporting, every
+    queue served and short, running tasks on live agents, finished runs that captured their environment.
+    Nothing in it deserves a warning; shipped playbooks must stay quiet against every shape of it."""
+    if naming not in WORKER_NAMING:
+        raise ValueError(f"naming must be one of {', '.join(WORKER_NAMING)}")
+    rng = random.Random(seed)
+    workers, queues = max(1, workers), max(1, min(queues, workers))
+    users = [{"id": _hex_id(1, seed, i), "name": f"user{i:02d}", "role": "user"} for i in range(5)]
+    projects = [{"id": _hex_id(2, seed, i), "name": f"team{i}/models"} for i in range(3)]
+    queue_specs = [
+        {"id": _hex_id(3, seed, i), "name": "default" if i == 0 else f"pool-{i:02d}",
+         "system_tags": ["default"] if i == 0 else [], "created": -60 * DAY}
+        for i in range(queues)
+    ]
+    worker_specs: list[dict[str, Any]] = []
+    for i in range(workers):
+        queue = queue_specs[i % queues]["id"]  # every queue has at least one agent
+        worker_specs.append({
+            "id": _worker_id(naming, i, rng), "ip": f"10.{(i >> 16) & 255}.{(i >> 8) & 255}.{i & 255}",
+            "queues": [queue], "user": users[i % len(users)]["id"], "register_time": -rng.uniform(0.5, 20) * DAY,
+            "last_activity": -rng.uniform(1, 25), "last_report": -rng.uniform(1, 25),
+        })
+    for spec in worker_specs:
+        spec["last_report"] = spec["last_activity"]
+    script = {
+        "repository": "https://github.com/acme/models.git", "branch": "main",
+        "version_num": f"{rng.getrandbits(160):040x}", "entry_point": "train.py", "working_dir": ".",
+        "binary": "python3.11", "requirements": {"pip": "# Python 3.11.9\nclearml==1.16.2\ntorch==2.3.0\n"},
+        "diff": "",
+    }
+    container = {"image": "nvcr.io/nvidia/pytorch:24.05-py3"}
+    task_specs: list[dict[str, Any]] = []
+    busy = 0
+    for n in range(tasks):
+        doc: dict[str, Any] = {
+            "id": _hex_id(4, seed, n), "name": f"train-{n:05d}", "project": projects[n % 3]["id"],
+            "type": "training", "user": users[n % len(users)]["id"], "script": script, "container": container,
+        }
+        worker = worker_specs[busy] if busy < workers and n % 3 == 0 else None
+        if worker is not None and busy < workers // 2:  # half the agents are running something
+            busy += 1
+            started = -rng.uniform(300, 6 * 3600)
+            doc.update(status="in_progress", created=started - 60, started=started, status_changed=started,
+                       last_update=-rng.uniform(1, 30), last_worker=worker["id"],
+                       execution={"queue": worker["queues"][0]})
+            worker["task"] = doc["id"]
+        else:
+            age = rng.uniform(1, 6) * DAY
+            done = -age + rng.uniform(600, 3 * 3600)
+            doc.update(status="completed", created=-age, started=-age + 30, completed=done, status_changed=done,
+                       last_update=done, last_worker=worker_specs[n % workers]["id"],
+                       execution={"queue": queue_specs[n % queues]["id"]})
+        task_specs.append(doc)
+    return {
+        "name": f"healthy-{naming}-{workers}w-{queues}q",
+        "description": f"generated healthy fleet: {workers} {naming}-named agents, {queues} queues (seed {seed})",
+        "users": users, "projects": projects, "queues": queue_specs, "workers": worker_specs, "tasks": task_specs,
+    }
