@@ -8,7 +8,7 @@ import sys
 from collections import defaultdict
 from typing import IO, Any
 
-from bot.engine.findings import SEVERITIES_WORST_FIRST, Finding, worst_severity
+from bot.engine.findings import SEVERITIES_WORST_FIRST, Finding, consequences_by_root, folded_summary, worst_severity
 from bot.engine.runner import RunResult
 
 _COLORS = {"critical": "31;1", "error": "35;1", "warning": "33;1", "info": "36", "ok": "32"}
@@ -53,7 +53,11 @@ def render_text(result: RunResult, *, stream: IO[str] | None = None, verbose: bo
         f"started {result.started_at.isoformat(timespec='seconds')}"
     )
     by_severity: dict[str, dict[str, list[Finding]]] = defaultdict(lambda: defaultdict(list))
+    consequences = consequences_by_root(result.findings)
+    shown_under_root = {f.fingerprint for items in consequences.values() for f in items}
     for finding in result.findings:
+        if finding.fingerprint in shown_under_root:
+            continue  # listed under its root cause
         by_severity[finding.severity][finding.check].append(finding)
     for severity in SEVERITIES_WORST_FIRST:
         groups = by_severity.get(severity)
@@ -84,6 +88,14 @@ def render_text(result: RunResult, *, stream: IO[str] | None = None, verbose: bo
                     lines.append(f"      actions: {', '.join(finding.actions)}")
                 if finding.links:
                     lines.append(f"      {finding.links[0]}")
+                for consequence in consequences.get(finding.fingerprint, []):
+                    subject = consequence.subject.name or consequence.subject.id
+                    lines.append(
+                        f"      ↳ {consequence.severity}: {consequence.title}  [{consequence.subject.kind} {subject}]"
+                    )
+                folded = folded_summary(finding)
+                if folded:
+                    lines.append(f"      ↳ {folded}")
             if len(items) > len(shown):
                 lines.append(f"    …and {len(items) - len(shown)} more (use --verbose or --format json)")
     silent = [c for c in result.checks if c.status in ("timeout", "error")]

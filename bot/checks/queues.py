@@ -468,8 +468,11 @@ async def queues_stuck_queued(snap: Snapshot, params: StuckParams) -> list[Findi
     if not stuck:
         return []
     stuck.sort(key=lambda s: -s[0])
-    # Names only for what the report will show: the runner keeps the worst `max_findings`.
-    named = await snap.tasks_by_id(s[1] for s in stuck[: params.max_findings] if s[1] not in unlisted_docs)
+    # Names only for what the report will show: the runner keeps the worst `max_findings`, after correlation folded
+    # the tasks of unserved queues into their queue's finding (so the heads of served queues are always named).
+    served = {q.id for q in queues if _load(snap, listeners.get(q.id, []), params.stale_after)[0]}
+    shown = stuck[: params.max_findings] + [s for s in stuck if s[2] is not None and s[2].id in served and s[3] == 0]
+    named = await snap.tasks_by_id(s[1] for s in shown if s[1] not in unlisted_docs)
     named.update(unlisted_docs)
     findings: list[Finding] = []
     for age, task_id, q, pos, at, source in stuck:

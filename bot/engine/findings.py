@@ -34,6 +34,19 @@ class Subject(BaseModel):
     name: str = ""
 
 
+class SuppressedFinding(BaseModel):
+    """A finding folded into its root: enough to name it, not the whole finding."""
+
+    check: str
+    severity: Severity
+    title: str
+    subject: Subject
+    fingerprint: str
+
+
+SUPPRESSED_LISTED = 50
+
+
 def fingerprint_for(check: str, subject: Subject, key: str = "") -> str:
     """Stable across runs for the same check and subject (and optional discriminator)."""
     raw = f"{check}|{subject.kind}|{subject.id}|{key}"
@@ -51,9 +64,16 @@ class Finding(BaseModel):
     links: list[str] = Field(default_factory=list)
     remediation: str = ""
     actions: list[ActionId] = Field(default_factory=list)
-    # Correlation (engine) sets this to the fingerprint of the root finding this one is a consequence of,
-    # so reports and incidents can fold consequences under their root cause.
+    # Correlation (bot/engine/correlation.py) sets this to the fingerprint of the root finding this one is a
+    # consequence of, so reports and incidents can fold consequences under their root cause.
     caused_by: str | None = None
+    # On a root: the fingerprints of the findings reported with `caused_by` = this one (consequences that keep a
+    # finding of their own because they need their own action, e.g. a dead agent's orphaned task).
+    related: list[str] = Field(default_factory=list)
+    # On a root: the findings folded into it that only restate it (not reported on their own), the first
+    # SUPPRESSED_LISTED of them, worst first; `suppressed_total` counts them all.
+    suppressed: list[SuppressedFinding] = Field(default_factory=list)
+    suppressed_total: int = 0
 
     @model_validator(mode="after")
     def _default_fingerprint(self) -> Finding:
@@ -74,3 +94,27 @@ def worst_severity(findings: list[Finding]) -> Severity:
     if not findings:
         return "ok"
     return max(findings, key=lambda f: f.rank).severity
+
+
+def consequences_by_root(findings: list[Finding]) -> dict[str, list[Finding]]:
+    """Root fingerprint -> the findings reported with `caused_by` pointing at it (roots present in `findings`
+    only), so a report can show consequences under their root instead of as findings of their own."""
+    present = {f.fingerprint for f in findings}
+    out: dict[str, list[Finding]] = {}
+    for f in findings:
+        if f.caused_by and f.caused_by in present and f.caused_by != f.fingerprint:
+            out.setdefault(f.caused_by, []).append(f)
+    return out
+
+
+def folded_summary(finding: Finding) -> str:
+    """"12 findings folded in (queues.stuck_queued ×12)" for a root with suppressed consequences, else ""."""
+    if not finding.suppressed_total:
+        return ""
+    counts: dict[str, int] = {}
+    for s in finding.suppressed:
+        counts[s.check] = counts.get(s.check, 0) + 1
+    listed = ", ".join(f"{check} ×{n}" for check, n in sorted(counts.items()))
+    more = finding.suppressed_total - len(finding.suppressed)
+    n = finding.suppressed_total
+    return f"{n} finding{'s' if n != 1 else ''} folded in ({listed}{f', +{more} more' if more else ''})"

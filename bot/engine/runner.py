@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from bot import metrics
 from bot.clearml.errors import ClearMLError, ServerUnavailableError
+from bot.engine.correlation import correlate
 from bot.engine.findings import SEVERITY_RANK, Finding, Subject, is_problem
 from bot.engine.registry import REGISTRY, load_builtin_checks
 from bot.engine.snapshot import Snapshot
@@ -124,8 +125,12 @@ async def run_playbooks(
     deadline_s: float | None = None,
     trigger: str = "cli",
     snapshot: Snapshot | None = None,
+    correlation: bool = True,
 ) -> RunResult:
-    """Run every check of `playbooks` against `server`; never raises for ClearML or check failures."""
+    """Run every check of `playbooks` against `server`; never raises for ClearML or check failures.
+
+    `correlation=False` skips root-cause correlation (bot/engine/correlation.py): every finding as its check
+    reported it, which the signal benchmark uses to measure what correlation saves."""
     load_builtin_checks()
     started_at = datetime.now(UTC)
     t0 = time.perf_counter()
@@ -145,6 +150,7 @@ async def run_playbooks(
     entries = [(pb, entry) for pb in playbooks for entry in pb.checks]
     runs: list[CheckRun] = []
     findings: list[Finding] = []
+    limits: dict[str, int] = {}  # check id -> max_findings, applied after correlation folded consequences
 
     async def run_one(pb: Playbook, entry: CheckEntry) -> tuple[list[Finding], CheckRun]:
         spec = REGISTRY[entry.check]
@@ -154,7 +160,7 @@ async def run_playbooks(
             params = spec.params_model.model_validate(entry.params)
             result = await spec.func(snap, params)
             result = _apply_overrides(list(result), entry)
-            result = _limit(result, params.max_findings, entry.check, server)
+            limits[entry.check] = max(limits.get(entry.check, 0), params.max_findings)
             status = "failed" if any(is_problem(f.severity) for f in result) else "ok"
             return result, CheckRun(entry.check, name, pb.name, status, time.perf_counter() - start, len(result))
         except ValidationError as exc:  # validated at load time; kept for hand-built playbooks
@@ -195,6 +201,17 @@ async def run_playbooks(
             await client.aclose()
 
     findings = _dedupe(findings)
+    if correlation:
+        registered = snap.metrics.get("agents.registered")
+        findings = correlate(
+            findings,
+            api_url=server.api_url,
+            files_url=server.files_url,
+            registered_agents=int(registered) if registered is not None else None,
+        )
+    findings = _limit_all(findings, limits, server)
+    for run in runs:  # what each check reports after correlation and limits
+        run.findings = sum(1 for f in findings if f.check == run.id)
     findings.sort(key=lambda f: (-f.rank, f.check, f.subject.name or f.subject.id))
     result = RunResult(
         playbooks=[pb.name for pb in playbooks],
@@ -222,6 +239,17 @@ def _dedupe(findings: list[Finding]) -> list[Finding]:
         if seen is None or finding.rank > seen.rank:
             best[finding.fingerprint] = finding
     return list(best.values())
+
+
+def _limit_all(findings: list[Finding], limits: dict[str, int], server: ServerSettings) -> list[Finding]:
+    by_check: dict[str, list[Finding]] = {}
+    for f in findings:
+        by_check.setdefault(f.check, []).append(f)
+    out: list[Finding] = []
+    for check_id, items in by_check.items():
+        limit = limits.get(check_id)
+        out.extend(_limit(items, limit, check_id, server) if limit else items)
+    return out
 
 
 def _limit(findings: list[Finding], max_findings: int, check_id: str, server: ServerSettings) -> list[Finding]:

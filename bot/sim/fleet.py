@@ -256,3 +256,125 @@ def generate_healthy_fleet(
         "description": f"generated healthy fleet: {workers} {naming}-named agents, {queues} queues (seed {seed})",
         "users": users, "projects": projects, "queues": queue_specs, "workers": worker_specs, "tasks": task_specs,
     }
+
+
+# -- faults on a generated fleet (the scored signal corpus in bench/signal and the correlation tests) ---------
+
+FAULT_KINDS: tuple[str, ...] = (
+    "dead_agent", "unserved_queue", "mass_silence", "failure_burst", "stuck_at_head", "backlog",
+    "local_destination", "no_requirements", "fileserver_down", "bad_credentials", "slow_server",
+)
+
+
+def apply_faults(fleet: dict[str, Any], faults: list[dict[str, Any]], seed: int = 0) -> list[dict[str, str]]:
+    """Break a generated fleet (in place) the way real fleets break. Each fault is a one-key mapping, e.g.
+    `{dead_agent: {worker: 2, silent: 540}}`; times are seconds. Returns the subjects the faults break
+    ({kind, name}), so a scorer knows which subjects are expected to fail."""
+    rng = random.Random(seed)
+    broken: list[dict[str, str]] = []
+    server_faults: dict[str, Any] = fleet.setdefault("faults", {})
+    queues = fleet["queues"]
+    workers = fleet["workers"]
+    tasks = fleet["tasks"]
+    task_by_id = {t["id"]: t for t in tasks}
+    queue_name = {q["id"]: q["name"] for q in queues}
+    for n, fault in enumerate(faults):
+        if len(fault) != 1 or next(iter(fault)) not in FAULT_KINDS:
+            raise ValueError(f"fault {fault!r}: expected one of {', '.join(FAULT_KINDS)}")
+        kind, spec = next(iter(fault.items()))
+        spec = dict(spec or {})
+        if kind == "dead_agent":  # one agent stops reporting; its task is orphaned, its queue may be left unserved
+            w = workers[int(spec.get("worker", 0))]
+            silent = float(spec.get("silent", 540))
+            w["last_activity"] = w["last_report"] = -silent
+            broken.append({"kind": "worker", "name": w["id"]})
+            if w.get("task") and w["task"] in task_by_id:
+                task_by_id[w["task"]]["last_update"] = -silent - 5
+            if spec.get("sole_agent"):  # the other agents of its queue leave it; work piles up there
+                qid = w["queues"][0]
+                for other in workers:
+                    if other is not w and other["queues"] == [qid]:
+                        other["queues"] = [q["id"] for q in queues if q["id"] != qid][:1] or other["queues"]
+                _enqueue(fleet, qid, int(spec.get("waiting", 3)), float(spec.get("waited", 900)), rng, n)
+        elif kind == "unserved_queue":  # a queue nobody listens to, N tasks waiting
+            qid = _hex_id(3, seed + 7919, n)
+            name = str(spec.get("name", f"orphan-queue-{n}"))
+            queues.append({"id": qid, "name": name, "system_tags": [], "created": -30 * DAY})
+            queue_name[qid] = name
+            _enqueue(fleet, qid, int(spec.get("tasks", 5)), float(spec.get("waited", 8 * 3600)), rng, n)
+            broken.append({"kind": "queue", "name": name})
+        elif kind == "mass_silence":  # a share of the fleet silent since the same moment (+- 30 s)
+            share = float(spec.get("share", 1.0))
+            silent = float(spec.get("silent", 200))
+            chosen = workers[: max(1, int(len(workers) * share))]
+            for w in chosen:
+                w["last_activity"] = w["last_report"] = -silent - rng.uniform(0, 30)
+                if w.get("task") and w["task"] in task_by_id:
+                    task_by_id[w["task"]]["last_update"] = w["last_activity"] - 5
+            broken.append({"kind": "server", "name": "agent fleet"})
+        elif kind == "failure_burst":  # many tasks failed within hours, all with the same error
+            count = int(spec.get("tasks", 200))
+            line = str(spec.get("line", "ModuleNotFoundError: No module named 'torchmetrics'"))
+            template = tasks[0]
+            for i in range(count):
+                ended = -rng.uniform(600, 6 * 3600)
+                tasks.append({
+                    **{k: template[k] for k in ("project", "type", "user", "script", "container") if k in template},
+                    "id": _hex_id(5, seed + n, i), "name": f"burst-{n}-{i:04d}", "status": "failed",
+                    "created": ended - 900, "started": ended - 600, "completed": ended, "status_changed": ended,
+                    "last_update": ended, "status_reason": "worker execution exit code 1",
+                    "last_worker": workers[i % len(workers)]["id"], "execution": {"queue": queues[0]["id"]},
+                    "log": ["Starting Task Execution:", "Traceback (most recent call last):", line],
+                })
+            broken.append({"kind": "task", "name": f"burst-{n}-*"})
+        elif kind == "stuck_at_head":  # the head of a served queue waits for hours (no agent can run it)
+            qid = queues[int(spec.get("queue", 0)) % len(queues)]["id"]
+            name = _enqueue(fleet, qid, 1, float(spec.get("waited", 9 * 3600)), rng, n)[0]
+            broken.append({"kind": "task", "name": name})
+        elif kind == "backlog":  # a served queue with many waiting tasks
+            q = queues[int(spec.get("queue", 0)) % len(queues)]
+            _enqueue(fleet, q["id"], int(spec.get("tasks", 40)), float(spec.get("waited", 2 * 3600)), rng, n)
+            broken.append({"kind": "queue", "name": q["name"]})
+        elif kind == "local_destination":  # outputs stored on the machine that ran the task
+            t = next(t for t in tasks if t["status"] == "completed")
+            t["output"] = {"destination": "http://localhost:8081"}
+            broken.append({"kind": "task", "name": t["name"]})
+        elif kind == "no_requirements":  # a finished run that recorded no packages
+            t = next(t for t in reversed(tasks) if t["status"] == "completed" and not t.get("output"))
+            t["script"] = {**t["script"], "requirements": {}}
+            broken.append({"kind": "task", "name": t["name"]})
+        elif kind == "fileserver_down":
+            server_faults["fileserver"] = {"enabled": False}
+            broken.append({"kind": "storage", "name": "ClearML file server"})
+        elif kind == "bad_credentials":
+            server_faults["reject_logins"] = True
+            broken.append({"kind": "server", "name": "credentials"})
+        elif kind == "slow_server":
+            server_faults["latency_ms"] = float(spec.get("latency_ms", 2500))
+            broken.append({"kind": "server", "name": "latency"})
+    if not server_faults:
+        fleet.pop("faults")
+    return broken
+
+
+def _enqueue(fleet: dict[str, Any], queue_id: str, count: int, waited: float, rng: random.Random, n: int) -> list[str]:
+    """Append `count` queued tasks to a queue, the oldest waiting `waited` seconds; returns their names."""
+    entries = []
+    names = []
+    template = fleet["tasks"][0] if fleet["tasks"] else {}
+    base = len(fleet["tasks"])
+    for i in range(count):
+        age = waited - i * min(60.0, waited / max(1, count))
+        tid = _hex_id(6, n, base + i)
+        name = f"waiting-{n}-{i:04d}"
+        fleet["tasks"].append({
+            **{k: template[k] for k in ("project", "type", "user", "script", "container") if k in template},
+            "id": tid, "name": name, "status": "queued", "created": -age - 60, "status_changed": -age,
+            "last_update": -age, "execution": {"queue": queue_id},
+        })
+        entries.append({"task": tid, "added": -age})
+        names.append(name)
+    for q in fleet["queues"]:
+        if q["id"] == queue_id:
+            q.setdefault("entries", []).extend(entries)
+    return names

@@ -90,22 +90,27 @@ def test_missing_keys_name_the_settings(sim_factory: Any) -> None:
 
 def test_connection_refused_names_the_reason_and_the_host_setting() -> None:
     server = settings(f"http://127.0.0.1:{free_port()}", source="api from CLEARML_API_HOST")
-    result = run(server, "server.reachable", "server.credentials", "server.version")
-    for check_id in ("server.reachable", "server.credentials"):
-        finding = only(result, check_id)
+    for check_id in ("server.reachable", "server.credentials"):  # each alone: together they fold into one
+        finding = only(run(server, check_id), check_id)
         assert finding.severity == "critical" and finding.evidence["reason"] == "refused"
         assert "refuses connections" in finding.title and "`CLEARML_API_HOST`" in finding.remediation
     # server.version cannot run without the server: an error finding, not a crash
-    assert only(result, "server.version").severity == "error"
+    assert only(run(server, "server.version"), "server.version").severity == "error"
+    # Together (issue 13): one root, the rest folded into it, the check that could not run named.
+    result = run(server, "server.reachable", "server.credentials", "server.version")
+    [root] = result.findings
+    assert root.check == "server.reachable" and root.evidence["not_run"] == ["server.version"]
+    assert {s.check for s in root.suppressed} == {"server.credentials", "server.version"}
+    assert "Not run: 1 check (server.version)" in root.detail
 
 
 def test_web_ui_port_instead_of_the_api_is_called_out() -> None:
     page = Canned(status=200, body="<html><head><title>ClearML</title></head><body>app</body></html>")
     routes = {name: page for name in ("debug.ping", "server.info", "auth.login", "users.get_current_user")}
     with RawServer(routes) as web:
-        result = run(settings(web.url), "server.reachable", "server.credentials")
+        results = {c: run(settings(web.url), c) for c in ("server.reachable", "server.credentials")}
     for check_id in ("server.reachable", "server.credentials"):
-        finding = only(result, check_id)
+        finding = only(results[check_id], check_id)
         assert finding.severity == "critical" and finding.evidence["reason"] == "not_json"
         assert "not as the ClearML API" in finding.title and "web UI" in finding.remediation
 
@@ -113,9 +118,9 @@ def test_web_ui_port_instead_of_the_api_is_called_out() -> None:
 def test_silent_server_is_a_timeout() -> None:
     slow = Canned(status=200, body={"meta": {}, "data": {}}, delay_s=2.5)
     with RawServer({"debug.ping": slow, "auth.login": slow}) as srv:
-        result = run(settings(srv.url, timeout_s=0.5), "server.reachable", "server.credentials")
+        results = {c: run(settings(srv.url, timeout_s=0.5), c) for c in ("server.reachable", "server.credentials")}
     for check_id in ("server.reachable", "server.credentials"):
-        finding = only(result, check_id)
+        finding = only(results[check_id], check_id)
         assert finding.severity == "critical" and finding.evidence["reason"] == "timeout"
         assert "firewall" in finding.remediation
 

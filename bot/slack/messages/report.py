@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from slack_sdk.models.blocks import Block
 
 from bot.durations import format_duration
-from bot.engine.findings import SEVERITIES_WORST_FIRST, Finding, worst_severity
+from bot.engine.findings import SEVERITIES_WORST_FIRST, Finding, consequences_by_root, folded_summary, worst_severity
 from bot.slack.messages.common import (
     MAX_BLOCKS,
     MAX_FALLBACK_TEXT,
@@ -93,8 +93,15 @@ def key_evidence(f: Finding, limit: int = 4) -> list[tuple[str, str]]:
     return out
 
 
-def finding_lines(f: Finding, *, secrets: Sequence[str] = (), evidence_items: int = 4) -> list[str]:
-    """One finding as mrkdwn lines: title, subject link and key evidence, remediation."""
+def finding_lines(
+    f: Finding,
+    *,
+    secrets: Sequence[str] = (),
+    evidence_items: int = 4,
+    consequences: Sequence[Finding] = (),
+) -> list[str]:
+    """One finding as mrkdwn lines: title, subject link and key evidence, remediation, and (for a root cause) the
+    consequences reported under it and the count of those folded into it."""
     title = safe(f.title, secrets, 200)
     url = f.links[0] if f.links else (f.subject.id if f.subject.id.startswith(("http://", "https://")) else None)
     subject_label = safe(f.subject.name or f.subject.id, secrets, 80)
@@ -107,15 +114,28 @@ def finding_lines(f: Finding, *, secrets: Sequence[str] = (), evidence_items: in
         lines.append(safe(f.detail, secrets, 400))
     if f.remediation:
         lines.append(f"→ {safe(f.remediation, secrets, 400)}")
+    for c in consequences[:5]:
+        label = safe(c.subject.name or c.subject.id, secrets, 80)
+        lines.append(f"↳ {SEVERITY_EMOJI[c.severity]} {safe(c.title, secrets, 160)} ({c.subject.kind} {label})")
+    if len(consequences) > 5:
+        lines.append(f"↳ …and {len(consequences) - 5} more consequences")
+    folded = folded_summary(f)
+    if folded:
+        lines.append(f"↳ {safe(folded, secrets, 300)}")
     return lines
 
 
 def group_findings(
     findings: Iterable[Finding], *, show_info: bool = True, show_ok: bool = False
 ) -> list[tuple[str, str, list[Finding]]]:
-    """(severity, check, findings) worst severity first, then by check id; `ok` findings only when asked."""
+    """(severity, check, findings) worst severity first, then by check id; `ok` findings only when asked; a
+    consequence whose root is among `findings` is left to its root (see `finding_lines`)."""
+    findings = list(findings)
+    under_root = {c.fingerprint for items in consequences_by_root(findings).values() for c in items}
     groups: dict[tuple[str, str], list[Finding]] = {}
     for f in findings:
+        if f.fingerprint in under_root:
+            continue  # shown under its root cause
         if (f.severity == "ok" and not show_ok) or (f.severity == "info" and not show_info):
             continue
         groups.setdefault((f.severity, f.check), []).append(f)
@@ -136,12 +156,20 @@ def _group_text(
     more_hint: str,
     secrets: Sequence[str],
     opts: ReportOptions,
+    consequences: dict[str, list[Finding]] | None = None,
 ) -> list[str]:
     head = f"{SEVERITY_EMOJI[sev]} *{check_id}* — {plural(len(items), 'finding')}"
     lines = [head]
     for f in items[:shown]:
         lines.append("")
-        lines.extend(finding_lines(f, secrets=secrets, evidence_items=opts.evidence_items))
+        lines.extend(
+            finding_lines(
+                f,
+                secrets=secrets,
+                evidence_items=opts.evidence_items,
+                consequences=(consequences or {}).get(f.fingerprint, ()),
+            )
+        )
     if len(items) > shown:
         lines.append("")
         lines.append(f"_…and {len(items) - shown} more: {more_hint}_")
@@ -197,6 +225,7 @@ def render_run(
     # Reserve room for the overflow note and the context line.
     budget = MAX_BLOCKS - len(blocks) - 2
     leftover: dict[str, int] = {}
+    consequences = consequences_by_root(result.findings)
     for sev, check_id, items in group_findings(result.findings, show_info=opts.show_info, show_ok=opts.show_ok):
         texts = chunk_lines(
             _group_text(
@@ -207,6 +236,7 @@ def render_run(
                 more_hint=all_cmd,
                 secrets=secrets,
                 opts=opts,
+                consequences=consequences,
             )
         )
         shown_items = items[: min(opts.examples_per_group, len(items))]
@@ -234,9 +264,15 @@ def render_run_details(
     """Every finding of a run, in as many messages as needed (for `run ... --all`, posted in the thread)."""
     opts = opts or ReportOptions()
     sections: list[str] = []
+    consequences = consequences_by_root(result.findings)
     for sev, check_id, items in group_findings(result.findings, show_info=True):
         sections.extend(
-            chunk_lines(_group_text(sev, check_id, items, len(items), more_hint="", secrets=secrets, opts=opts))
+            chunk_lines(
+                _group_text(
+                    sev, check_id, items, len(items), more_hint="", secrets=secrets, opts=opts,
+                    consequences=consequences,
+                )
+            )
         )
     messages: list[SlackMessage] = []
     total = len(sections)
