@@ -152,6 +152,7 @@ def cmd_checks(args: argparse.Namespace) -> int:
                     "id": spec.id,
                     "summary": spec.summary,
                     "description": spec.description,
+                    "severities": spec.severities,
                     "params": {
                         name: {"default": _describe_default(f), "description": f.description or ""}
                         for name, f in _params_in_order(spec)
@@ -170,6 +171,11 @@ def cmd_checks(args: argparse.Namespace) -> int:
         if spec.description:
             for line in spec.description.splitlines():
                 print(f"  {line}")
+        if spec.severities:
+            print("  severity:")
+            for level in ("info", "warning", "critical"):
+                if level in spec.severities:
+                    print(f"    {level}: {spec.severities[level]}")
         params = _params_in_order(spec)
         if params:
             print("  parameters:")

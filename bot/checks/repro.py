@@ -313,7 +313,11 @@ async def environment(snap: Snapshot, params: EnvironmentParams) -> list[Finding
             Finding(
                 check="repro.environment",
                 severity=worst,
-                title=f"Task '{task.name}' cannot be reliably re-run: {human}",
+                title=(
+                    f"Task '{task.name}' cannot be reliably re-run: {human}"
+                    if SEVERITY_RANK[worst] >= SEVERITY_RANK["warning"]
+                    else f"Task '{task.name}' may not re-run the same: {human}"
+                ),
                 detail="; ".join(
                     f"{g.replace('_', ' ')}: {v if not isinstance(v, list) else ', '.join(v[:5])}"
                     for g, v in gaps.items()

@@ -44,6 +44,13 @@ class CheckSpec:
     description: str
 
     @property
+    def severities(self) -> dict[str, str]:
+        """What this check reports at info, warning and critical, and why (bot/checks/severity.py)."""
+        from bot.checks.severity import SEVERITY_POLICY
+
+        return dict(SEVERITY_POLICY.get(self.id, {}))
+
+    @property
     def area(self) -> str:
         return self.id.split(".", 1)[0]
 
