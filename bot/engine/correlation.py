@@ -43,6 +43,10 @@ MASS_SHARE = 0.30
 MASS_MIN_AGENTS = 5
 MASS_WINDOW_S = 120.0
 MASS_LISTED = 200
+# Failure bursts: this many tasks failing on the same storage error are one finding; unread failures fold into a
+# cause that explains this share of the failures that were read.
+BURST_MIN_TASKS = 5
+BURST_DOMINANT = 0.8
 
 # What a queue with no live agent also shows: a backlog, long waits, no capacity. They restate it.
 _QUEUE_RESTATEMENTS = ("queues.backlog", "queues.wait_time", "queues.capacity")
@@ -116,6 +120,7 @@ def correlate(
     _dead_agents(graph)
     _unserved_queues(graph)
     _backlogged_queues(graph)
+    _failure_bursts(graph)
     return _materialize(graph)
 
 
@@ -200,8 +205,8 @@ def _mass_silence(graph: _Graph, api_url: str, registered: int | None) -> None:
         "balancer, firewall, VPN",
         "a credentials rotation: agents whose keys were revoked cannot report (their logs show 401)",
     ]
-    low, high = min(silences), max(silences)
-    since = f"{_human(low)}–{_human(high)}" if low != high else _human(low)
+    low, high = _human(min(silences)), _human(max(silences))
+    since = f"{low}–{high}" if low != high else low
     root = Finding(
         check="agents.stale",
         severity=severity,
@@ -307,6 +312,37 @@ def _backlogged_queues(graph: _Graph) -> None:
                     graph.link(f, q)
         else:
             graph.link(root, f)
+
+
+def _failure_bursts(graph: _Graph) -> None:
+    """Many failed tasks, one cause: one finding listing them.
+
+    repro.failure_causes already groups the tasks it read by cause; the failures beyond its `max_tasks` (not
+    read) fold into the cause that explains nearly all of those it did read. storage.upload_failures reports per
+    task: five or more tasks failing on the same storage with the same error fold into the cause finding for
+    storage errors, or else into the first of them."""
+    causes = [f for f in graph.of("repro.failure_causes") if f.evidence.get("cause") not in (None, "unclassified")]
+    unread = [f for f in graph.of("repro.failure_causes") if f.evidence.get("cause") == "unclassified"]
+    read_total = sum(int(f.evidence.get("count") or 0) for f in causes)
+    if unread and causes and read_total:
+        top = max(causes, key=lambda f: int(f.evidence.get("count") or 0))
+        if top.evidence.get("cause") not in ("unknown", "user_code") and (
+            int(top.evidence.get("count") or 0) >= BURST_DOMINANT * read_total
+        ):
+            for f in unread:
+                graph.fold(top, f)
+    groups: dict[tuple[str, str], list[Finding]] = {}
+    for f in graph.of("storage.upload_failures"):
+        storage = (f.evidence.get("storage") or [""])[0]
+        kinds = f.evidence.get("error_classes") or [""]
+        groups.setdefault((str(storage), str(kinds[0])), []).append(f)
+    storage_cause = next((f for f in causes if f.evidence.get("cause") == "storage"), None)
+    for members in groups.values():
+        if len(members) < BURST_MIN_TASKS:
+            continue
+        root = storage_cause or members[0]
+        for f in members:
+            graph.fold(root, f)
 
 
 # -- output -------------------------------------------------------------------------------------------------
