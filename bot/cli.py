@@ -80,14 +80,21 @@ def execute_run(
     from bot.engine.runner import run_playbooks
     from bot.report import render_text
 
-    result = asyncio.run(run_playbooks(playbooks, settings, server, trigger="cli"))
+    db = None
     if store:
         try:
             db = _open_store(settings)
-            db.record_run(result)
-            db.close()
         except Exception as exc:  # the report matters more than the history: say so, do not fail the run
             _err(f"warning: run not saved to the store: {exc}")
+    history = (lambda window_s: db.pool_history(server.api_url, window_s)) if db is not None else None
+    result = asyncio.run(run_playbooks(playbooks, settings, server, trigger="cli", fleet_history=history))
+    if db is not None:
+        try:
+            db.record_run(result)
+        except Exception as exc:
+            _err(f"warning: run not saved to the store: {exc}")
+        finally:
+            db.close()
     if output == "json":
         json.dump(result.to_json(), sys.stdout, indent=2)
         sys.stdout.write("\n")

@@ -401,7 +401,15 @@ def playbook_runner(
         else:
             target = server
         # A fresh event loop in the scheduler's worker thread: runs never share one.
-        result = asyncio.run(run_playbooks([playbook], settings, target, trigger=trigger))
+        result = asyncio.run(
+            run_playbooks(
+                [playbook],
+                settings,
+                target,
+                trigger=trigger,
+                fleet_history=lambda window_s: store.pool_history(target.api_url, window_s),
+            )
+        )
         run_id = store.record_run(result)
         pipeline.handle_run(result, run_id=run_id)
         if on_result is not None:

@@ -10,13 +10,14 @@ import json
 import sqlite3
 import threading
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import sqlite_utils
 
 if TYPE_CHECKING:
+    from bot.engine.baseline import PoolObservation
     from bot.engine.runner import RunResult
 
 
@@ -139,6 +140,8 @@ class Store:
         at = result.started_at.astimezone(UTC).isoformat(timespec="microseconds")
         from bot.incidents.db import insert, transaction
 
+        if result.fleet_pools is not None:
+            self._ensure_fleet_pools()
         try:
             # One explicit transaction: the connection is in autocommit mode, where `with conn:` (and sqlite-utils'
             # inserts) commit each statement on its own, so a failure between the two inserts (a full disk) left
@@ -161,6 +164,19 @@ class Store:
                         "checks": json.dumps([{"id": c.id, "status": c.status} for c in result.checks]),
                     },
                 )
+                if result.fleet_pools is not None:  # the learned baseline of agents.missing (bot/engine/baseline.py)
+                    insert(
+                        conn,
+                        "fleet_pools",
+                        {
+                            "run_id": run_id,
+                            "at": at,
+                            "server_url": result.server_url,
+                            "pools": json.dumps(
+                                {p: {"count": c.count, "queues": list(c.queues)} for p, c in result.fleet_pools.items()}
+                            ),
+                        },
+                    )
                 for f in result.findings:
                     insert(
                         conn,
@@ -181,6 +197,43 @@ class Store:
         except sqlite3.Error as exc:
             raise StoreError(f"cannot write to the store at {self.path}: {exc}{store_hint(exc)}") from None
         return int(run_id)  # type: ignore[arg-type]
+
+    def _ensure_fleet_pools(self) -> None:
+        self.ensure_table(
+            "fleet_pools",
+            {"run_id": int, "at": str, "server_url": str, "pools": str},
+            pk="run_id",
+            indexes=(("server_url", "at"),),
+        )
+
+    def pool_history(self, server_url: str, window_s: float, *, now: datetime | None = None) -> list[PoolObservation]:
+        """The pools registered at each recorded run against `server_url` within the last `window_s`, oldest
+        first: what `agents.missing` (`expected: auto`) learns the usual fleet from."""
+        from bot.engine.baseline import PoolCount, PoolObservation
+
+        try:
+            self._ensure_fleet_pools()
+            since = ((now or datetime.now(UTC)) - timedelta(seconds=window_s)).astimezone(UTC)
+            cursor = self.db.execute(
+                "SELECT at, pools FROM fleet_pools WHERE server_url = ? AND at >= ? ORDER BY at",
+                [server_url, since.isoformat(timespec="microseconds")],
+            )
+            rows = cursor.fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot read the store at {self.path}: {exc}{store_hint(exc)}") from None
+        out = []
+        for at, pools in rows:
+            try:
+                doc = json.loads(pools)
+                parsed = {
+                    str(p): PoolCount(int(v.get("count") or 0), tuple(str(q) for q in v.get("queues") or []))
+                    for p, v in doc.items()
+                    if isinstance(v, dict)
+                }
+            except (ValueError, TypeError, AttributeError):
+                continue  # one damaged row does not blind the baseline
+            out.append(PoolObservation(datetime.fromisoformat(at), parsed))
+        return out
 
     def history(
         self, *, check: str | None = None, since: datetime | None = None, limit: int = 200

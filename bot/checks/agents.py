@@ -8,6 +8,7 @@ point at their cause through `evidence.related` so incidents can group them.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -24,6 +25,7 @@ from bot.checks.common import (
     queue_subject,
     related,
     selected,
+    server_subject,
     task_subject,
     when,
     worker_age_s,
@@ -31,6 +33,7 @@ from bot.checks.common import (
     worker_subject,
     workers_by_queue,
 )
+from bot.engine.baseline import expected_pools, observe
 from bot.engine.findings import Finding, Severity
 from bot.engine.registry import CheckParams, check
 
@@ -230,17 +233,34 @@ class MissingParams(CheckParams):
     live_within: OptionalDuration = Field(
         default=None, description="count only workers heard from within this time (default: any registered worker)"
     )
+    baseline_window: Duration = Field(
+        default=7 * 86400.0, description="with `expected: auto`: the run history the usual pools are learned from"
+    )
+    baseline_share: float = Field(
+        default=0.5, gt=0, lt=1, description="with `expected: auto`: a pool registered in more than this share of "
+        "the window's runs is expected",
+    )
+    baseline_min_runs: int = Field(
+        default=12, ge=1, description="with `expected: auto`: runs needed in the window before the baseline is used "
+        "(an hour of 5-minute runs)",
+    )
 
 
 @check("agents.missing", params=MissingParams)
 async def agents_missing(snap: Snapshot, params: MissingParams) -> list[Finding]:
-    """Expected agents that are not registered: per worker-id pattern with a minimum count.
+    """Expected agents that are not registered: learned pools (`expected: auto`) or worker-id patterns with a
+    minimum count.
 
+    `expected: auto` (the default) learns the usual pools from the run history: worker ids grouped by pool (host
+    name with its numbers as `*`, the autoscaler resource of `dynamic_worker:<resource>:*`, `clearml-id-*` for
+    Kubernetes) registered in more than `baseline_share` of the runs in `baseline_window`. Such a pool with no
+    agent now is critical, with under half its usual agents a warning; an autoscaled pool at zero is normal
+    while its queues are empty. A fresh install says once, at info, that it is still learning.
     `expected: [{pattern: "gpu-*", min: 4}]` reports "gpu-*" when fewer than 4 matching workers are registered
     (critical when none is). One finding per pattern; the subject is the pattern.
     """
     if params.expected == "auto":
-        return []
+        return await _missing_from_baseline(snap, params)
     if not params.expected:
         return []
     workers = await snap.workers()
@@ -282,6 +302,93 @@ async def agents_missing(snap: Snapshot, params: MissingParams) -> list[Finding]
                     "<queue> --gpus 0 --detached`. For an autoscaled pool check the autoscaler's log and the cloud "
                     "quota; on Kubernetes check the agent Deployment's replicas. If an agent runs but does not "
                     "appear, its host cannot reach the API server or its keys are wrong (see server.credentials)."
+                ),
+            )
+        )
+    return findings
+
+
+async def _missing_from_baseline(snap: Snapshot, params: MissingParams) -> list[Finding]:
+    history = snap.fleet_history
+    if history is None:
+        return []  # this caller keeps no run history (an on-demand run): nothing to compare with
+    # Listing the workers also lets the runner record this run's pools: the history the baseline learns from.
+    workers = await snap.workers()
+    since = snap.now - timedelta(seconds=params.baseline_window)
+    recent = [obs for obs in history if obs.at >= since]
+    if len(recent) < params.baseline_min_runs:
+        if history:
+            return []  # said once, on the first run; quiet while the history fills
+        return [
+            Finding(
+                check="agents.missing",
+                severity="info",
+                title="Learning the usual agent pools: agents.missing reports nothing yet",
+                detail=(
+                    f"With `expected: auto` the bot learns which pools of agents are normally registered from its "
+                    f"own runs: it needs {params.baseline_min_runs} runs within {human(params.baseline_window)}; "
+                    "this is the first. Until then a missing pool is not reported (agents.stale still reports "
+                    "agents that stop)."
+                ),
+                subject=server_subject(snap),
+                evidence={"runs_recorded": 0, "runs_needed": params.baseline_min_runs,
+                          "baseline_window_s": params.baseline_window},
+                remediation="Nothing to do. To check a fixed fleet from the start, list `expected:` patterns.",
+            )
+        ]
+    if params.live_within is not None:
+        workers = [w for w in workers if is_live(snap, w, params.live_within)]
+    now = observe(workers)
+    queue_docs = {q.id: q for q in await snap.queues()}
+    findings: list[Finding] = []
+    for pool in expected_pools(recent, params.baseline_share):
+        count = now[pool.pattern].count if pool.pattern in now else 0
+        queues = [queue_docs[q] for q in pool.queues if q in queue_docs]
+        waiting = sum(len(q.entries) for q in queues)
+        if pool.autoscaled:
+            if count or not waiting:
+                continue  # an autoscaler scales to zero when its queues are empty: normal
+            severity: Severity = "warning"
+            title = (
+                f"Autoscaled pool {pool.pattern} has no instance while {waiting} task(s) wait in its queues"
+            )
+        elif count == 0:
+            severity = "critical"
+            title = f"Pool {pool.pattern} has no registered agent (usually {pool.typical})"
+        elif count < (pool.typical + 1) // 2:
+            severity = "warning"
+            title = f"Pool {pool.pattern}: {count} agent(s) registered, usually {pool.typical}"
+        else:
+            continue
+        seen = round(100 * pool.seen_runs / pool.total_runs)
+        findings.append(
+            Finding(
+                check="agents.missing",
+                severity=severity,
+                title=title,
+                detail=(
+                    f"Agents of this pool were registered in {pool.seen_runs} of the last {pool.total_runs} runs "
+                    f"({seen} % over {human(params.baseline_window)}), usually {pool.typical} of them; now {count}. "
+                    f"They served: {', '.join(q.name for q in queues) or 'no queue still listed'}."
+                ),
+                subject=worker_subject(pool.pattern),
+                evidence={
+                    "pattern": pool.pattern,
+                    "expected": "auto",
+                    "usual": pool.typical,
+                    "found": count,
+                    "seen_runs": pool.seen_runs,
+                    "runs": pool.total_runs,
+                    "queues": [{"id": q.id, "name": q.name, "waiting": len(q.entries)} for q in queues],
+                    "baseline_window_s": params.baseline_window,
+                },
+                links=[f"{snap.web}/workers-and-queues/workers"],
+                remediation=(
+                    f"Bring back the agents of {pool.pattern}: on their hosts check the agent process or service, "
+                    "that the hosts reach the API server and that their keys are valid; for an autoscaled pool check "
+                    "the autoscaler task's log and the cloud quota; on Kubernetes the agent Deployment. If the pool "
+                    "was retired on purpose, nothing to do: the baseline forgets it within "
+                    f"{human(params.baseline_window)} (or list `expected:` explicitly)."
                 ),
             )
         )

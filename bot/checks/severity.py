@@ -49,9 +49,11 @@ SEVERITY_POLICY: dict[str, dict[str, str]] = {
         "critical": "silent longer than `dead_after`: presumed dead, its running task is lost",
     },
     "agents.missing": {
-        "info": "with `expected: auto`, the bot is still learning which pools are normally there (fresh install)",
-        "warning": "a pool has fewer agents than expected (an explicit `min`, or fewer than usually registered)",
-        "critical": "a pool that is normally there has no agent at all: its queues get no work done",
+        "info": "with `expected: auto`, on the first run: the bot is still learning which pools are normally there",
+        "warning": "a pool has fewer agents than an explicit `min`, or under half its usual number (`auto`); an "
+        "autoscaled pool is at zero while its queues hold work (at zero with empty queues it is normal)",
+        "critical": "a pool that is normally there (`auto`), or an explicit pattern, has no agent at all: its queues "
+        "get no work done",
     },
     "agents.orphaned_tasks": {
         "info": "never",

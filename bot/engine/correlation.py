@@ -25,6 +25,7 @@ import json
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -117,6 +118,7 @@ def correlate(
     _server_root(graph, api_url, files_url)
     _file_server_root(graph)
     _mass_silence(graph, api_url, registered_agents)
+    _missing_pools(graph)
     _dead_agents(graph)
     _unserved_queues(graph)
     _backlogged_queues(graph)
@@ -248,6 +250,24 @@ def _mass_silence(graph: _Graph, api_url: str, registered: int | None) -> None:
             silent = {w.get("id") for w in f.evidence.get("silent_workers") or [] if isinstance(w, dict)}
             if silent and silent <= members:
                 graph.fold(root, f)
+
+
+def _missing_pools(graph: _Graph) -> None:
+    """A pool of agents that is gone (agents.missing): the queues it served, left unserved, and the tasks its
+    agents were running are its consequences."""
+    for pool in graph.of("agents.missing"):
+        pattern = str(pool.evidence.get("pattern") or "")
+        queue_ids = {str(q.get("id")) for q in pool.evidence.get("queues") or [] if isinstance(q, dict)}
+        for f in graph.consequences():
+            left_queue = f.check == "agents.unserved_queues" and f.subject.id in queue_ids
+            lost_task = (
+                f.check == "agents.orphaned_tasks"
+                and bool(pattern)
+                and "worker_gone" in (f.evidence.get("reasons") or [])
+                and fnmatchcase(str(f.evidence.get("last_worker") or ""), pattern)
+            )
+            if left_queue or lost_task:
+                graph.link(pool, f)
 
 
 def _dead_agents(graph: _Graph) -> None:

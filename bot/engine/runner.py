@@ -7,6 +7,7 @@ still running at the deadline are reported as `timeout`.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -23,8 +24,13 @@ from bot.engine.registry import REGISTRY, load_builtin_checks
 from bot.engine.snapshot import Snapshot
 from bot.redact import redact
 
+log = logging.getLogger(__name__)
+
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from bot.config import ServerSettings, Settings
+    from bot.engine.baseline import PoolCount, PoolObservation
     from bot.engine.playbook import CheckEntry, Playbook
 
 
@@ -53,6 +59,9 @@ class RunResult:
     calls_by_endpoint: dict[str, int] = field(default_factory=dict)
     trigger: str = "cli"
     metrics: dict[str, float] = field(default_factory=dict)  # fleet gauges for digests (agents.alive, ...)
+    # The pools registered in this run (when a check listed the workers): the store keeps them for the learned
+    # baseline of agents.missing (bot/engine/baseline.py).
+    fleet_pools: dict[str, PoolCount] | None = None
 
     @property
     def problems(self) -> list[Finding]:
@@ -126,11 +135,16 @@ async def run_playbooks(
     trigger: str = "cli",
     snapshot: Snapshot | None = None,
     correlation: bool = True,
+    fleet_history: Callable[[float], list[PoolObservation]] | None = None,
 ) -> RunResult:
     """Run every check of `playbooks` against `server`; never raises for ClearML or check failures.
 
     `correlation=False` skips root-cause correlation (bot/engine/correlation.py): every finding as its check
-    reported it, which the signal benchmark uses to measure what correlation saves."""
+    reported it, which the signal benchmark uses to measure what correlation saves.
+
+    `fleet_history(window_s)`: the recorded pool observations of this server (`Store.pool_history`), loaded only
+    when a check learns from them (agents.missing with `expected: auto`) and handed to it on the snapshot; None
+    when the caller keeps no history (the check then stays silent rather than claim a fresh install)."""
     load_builtin_checks()
     started_at = datetime.now(UTC)
     t0 = time.perf_counter()
@@ -148,6 +162,14 @@ async def run_playbooks(
     bytes_before = client.stats.bytes_received
 
     entries = [(pb, entry) for pb in playbooks for entry in pb.checks]
+    if fleet_history is not None and snap.fleet_history is None:
+        window = _baseline_window(entries)
+        if window is not None:
+            try:
+                snap.fleet_history = fleet_history(window)
+            except Exception as exc:  # the store is down: the baseline is unknown, the run goes on
+                snap.fleet_history = None
+                log.warning("fleet history not available for agents.missing: %s", exc)
     runs: list[CheckRun] = []
     findings: list[Finding] = []
     limits: dict[str, int] = {}  # check id -> max_findings, applied after correlation folded consequences
@@ -226,9 +248,22 @@ async def run_playbooks(
         checks=runs,
         trigger=trigger,
         metrics=dict(snap.metrics),
+        fleet_pools=snap.observed_pools(),
     )
     metrics.record_run(result)
     return result
+
+
+def _baseline_window(entries: list[tuple[Playbook, CheckEntry]]) -> float | None:
+    """The longest history window an `expected: auto` agents.missing entry asks for, or None if none does."""
+    windows = []
+    for _pb, entry in entries:
+        if entry.check != "agents.missing":
+            continue
+        params = REGISTRY[entry.check].params_model.model_validate(entry.params)
+        if getattr(params, "expected", None) == "auto":
+            windows.append(float(params.baseline_window))  # type: ignore[attr-defined]
+    return max(windows) if windows else None
 
 
 def _dedupe(findings: list[Finding]) -> list[Finding]:

@@ -19,6 +19,7 @@ from bot.clearml.models import Queue, Task, Worker
 if TYPE_CHECKING:
     from bot.clearml.client import ClearMLClient
     from bot.config import ServerSettings, Settings
+    from bot.engine.baseline import PoolCount, PoolObservation
 
 T = TypeVar("T")
 
@@ -46,6 +47,9 @@ class Snapshot:
         self._memo: dict[Any, asyncio.Future[Any]] = {}
         # Fleet gauges checks compute anyway (agents alive, queue wait): kept per run for digests and trends.
         self.metrics: dict[str, float] = {}
+        # Recorded pool observations of this server (the runner loads them from the store for agents.missing's
+        # learned baseline); None: no history kept, [] : nothing recorded yet (a fresh install).
+        self.fleet_history: list[PoolObservation] | None = None
 
     # -- memoization -----------------------------------------------------------------------------
     async def _once(self, key: Any, fetch: Callable[[], Awaitable[T]]) -> T:
@@ -233,6 +237,15 @@ class Snapshot:
             search_hidden=True,
             extra_fields=("runtime", "execution.artifacts", "status_changed"),
         )
+
+    def observed_pools(self) -> dict[str, PoolCount] | None:
+        """The pools registered now, if this run listed the workers (no extra request otherwise)."""
+        fut = self._memo.get("workers")
+        if fut is None or not fut.done() or fut.cancelled() or fut.exception() is not None:
+            return None
+        from bot.engine.baseline import observe
+
+        return observe(fut.result())
 
     # -- links into the web UI -------------------------------------------------------------------
     @property
