@@ -1,8 +1,9 @@
 """Run the benchmarks, print the table, write the JSON.
 
-    .venv/bin/python -m bench                       # all five (about 7 minutes on 2 cores)
+    .venv/bin/python -m bench                       # all six (about 8 minutes on 2 cores)
     .venv/bin/python -m bench --quick               # smaller and fewer rounds (about 2 minutes)
     .venv/bin/python -m bench --only fleet,slash    # some of them
+    .venv/bin/python -m bench --only signal         # the scored scenario corpus (bench/signal/*.yaml)
     .venv/bin/python -m bench --json out.json       # default: bench/results.json
 
 Every figure is a ratio against a baseline measured side by side in the same run (docs/benchmarks.md says what
@@ -25,7 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import datasets, failures, fleet, idle, slash
+from bench import datasets, failures, fleet, idle, signal, slash
 from bench.common import REPO, temp_dir
 from bench.report import Row, render
 
@@ -35,6 +36,7 @@ BENCHMARKS: dict[str, Callable[..., tuple[dict[str, Any], list[Row]]]] = {
     "slash": slash.run,
     "datasets": datasets.run,
     "idle": idle.run,
+    "signal": signal.run,
 }
 
 

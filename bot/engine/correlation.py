@@ -153,6 +153,10 @@ def _server_root(graph: _Graph, api_url: str, files_url: str) -> Finding | None:
         graph.fold(root, f)
     if not_run:
         graph.extra_evidence.setdefault(root.fingerprint, {})["not_run"] = sorted(set(not_run))
+    if not down and root is reach:
+        for fs in graph.of("storage.fileserver"):
+            if not fs.evidence.get("error") and _host(fs.subject.id) == _host(api_url):
+                graph.fold(root, fs)  # slow on the same host: one overloaded machine, not two problems
     if down:
         for fs in graph.of("storage.fileserver"):
             token_refused = fs.evidence.get("error") == "unauthorized" and root is creds

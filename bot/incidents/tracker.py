@@ -558,7 +558,13 @@ class IncidentTracker:
         for f in sorted(reported.values(), key=lambda f: -f.rank):
             firing_on.setdefault(_subject_key(f.subject), f)
 
+        by_fingerprint = {f.fingerprint: f for f in reported.values()}
+
         def anchor_of(f: Finding, seen: frozenset[tuple[str, str]] = frozenset()) -> Subject:
+            # Correlation (bot/engine/correlation.py) named this finding's root cause: its incident is the root's.
+            root = by_fingerprint.get(f.caused_by) if f.caused_by else None
+            if root is not None and root is not f and _subject_key(root.subject) not in seen:
+                return anchor_of(root, seen)
             candidates = []
             for rel in _related(f):
                 key = _subject_key(rel)

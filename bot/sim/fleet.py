@@ -261,7 +261,7 @@ def generate_healthy_fleet(
 # -- faults on a generated fleet (the scored signal corpus in bench/signal and the correlation tests) ---------
 
 FAULT_KINDS: tuple[str, ...] = (
-    "dead_agent", "unserved_queue", "mass_silence", "failure_burst", "stuck_at_head", "backlog",
+    "dead_agent", "remove_pool", "unserved_queue", "mass_silence", "failure_burst", "stuck_at_head", "backlog",
     "local_destination", "no_requirements", "fileserver_down", "bad_credentials", "slow_server",
 )
 
@@ -296,6 +296,18 @@ def apply_faults(fleet: dict[str, Any], faults: list[dict[str, Any]], seed: int 
                     if other is not w and other["queues"] == [qid]:
                         other["queues"] = [q["id"] for q in queues if q["id"] != qid][:1] or other["queues"]
                 _enqueue(fleet, qid, int(spec.get("waiting", 3)), float(spec.get("waited", 900)), rng, n)
+        elif kind == "remove_pool":  # every agent whose id starts with `prefix` is gone from the server
+            prefix = str(spec["prefix"])
+            gone = [w for w in workers if w["id"].startswith(prefix)]
+            for w in gone:
+                workers.remove(w)
+                if w.get("task") in task_by_id:  # their runs had finished before they went away
+                    t = task_by_id[w["task"]]
+                    t.update(status="completed", completed=t["last_update"], status_changed=t["last_update"])
+            left = sorted({q for w in gone for q in w["queues"]} - {q for w in workers for q in w["queues"]})
+            if left and int(spec.get("waiting", 0)):
+                _enqueue(fleet, left[0], int(spec["waiting"]), float(spec.get("waited", 900)), rng, n)
+            broken.append({"kind": "worker", "name": f"{prefix}*"})
         elif kind == "unserved_queue":  # a queue nobody listens to, N tasks waiting
             qid = _hex_id(3, seed + 7919, n)
             name = str(spec.get("name", f"orphan-queue-{n}"))
@@ -335,12 +347,14 @@ def apply_faults(fleet: dict[str, Any], faults: list[dict[str, Any]], seed: int 
             q = queues[int(spec.get("queue", 0)) % len(queues)]
             _enqueue(fleet, q["id"], int(spec.get("tasks", 40)), float(spec.get("waited", 2 * 3600)), rng, n)
             broken.append({"kind": "queue", "name": q["name"]})
-        elif kind == "local_destination":  # outputs stored on the machine that ran the task
+        elif kind == "local_destination":  # a run that finished an hour ago stored its outputs on its own machine
             t = next(t for t in tasks if t["status"] == "completed")
+            _finished_recently(t)
             t["output"] = {"destination": "http://localhost:8081"}
             broken.append({"kind": "task", "name": t["name"]})
-        elif kind == "no_requirements":  # a finished run that recorded no packages
+        elif kind == "no_requirements":  # a run that finished an hour ago recorded no packages
             t = next(t for t in reversed(tasks) if t["status"] == "completed" and not t.get("output"))
+            _finished_recently(t)
             t["script"] = {**t["script"], "requirements": {}}
             broken.append({"kind": "task", "name": t["name"]})
         elif kind == "fileserver_down":
@@ -355,6 +369,12 @@ def apply_faults(fleet: dict[str, Any], faults: list[dict[str, Any]], seed: int 
     if not server_faults:
         fleet.pop("faults")
     return broken
+
+
+def _finished_recently(task: dict[str, Any]) -> None:
+    """Make a finished task one of the last day's runs (the window the repro and storage checks look at)."""
+    task.update(created=-3 * 3600.0, started=-3 * 3600.0 + 30, completed=-3600.0, status_changed=-3600.0,
+                last_update=-3600.0)
 
 
 def _enqueue(fleet: dict[str, Any], queue_id: str, count: int, waited: float, rng: random.Random, n: int) -> list[str]:
