@@ -150,5 +150,6 @@ def test_disk_full_keeps_the_report_and_leaves_the_store_intact(sim_factory: obj
     # Space again: the next run is recorded without any repair.
     again = _cli(args, env)
     assert again.returncode == 1 and "not saved" not in again.stderr
-    assert count(db, "runs") == 2 and count(db, "findings") == 2 * findings
+    # the same findings again, less agents.missing's one-time "still learning" note of the first run (issue 13)
+    assert count(db, "runs") == 2 and count(db, "findings") == 2 * findings - 1
     assert integrity(db) == "ok"
