@@ -21,6 +21,10 @@ if TYPE_CHECKING:
     from bot.engine.runner import RunResult
 
 
+# How long pool observations (agents.missing's learned baseline) are kept: its longest `baseline_window`.
+FLEET_POOLS_KEEP_S = 30 * 86400.0
+
+
 class StoreError(Exception):
     """The store cannot be opened or written; the message names the path and the fix."""
 
@@ -176,6 +180,12 @@ class Store:
                                 {p: {"count": c.count, "queues": list(c.queues)} for p, c in result.fleet_pools.items()}
                             ),
                         },
+                    )
+                    # Older observations than the longest baseline window are never read again.
+                    conn.execute(
+                        "DELETE FROM fleet_pools WHERE at < ?",
+                        [(result.started_at - timedelta(seconds=FLEET_POOLS_KEEP_S)).astimezone(UTC).isoformat(
+                            timespec="microseconds")],
                     )
                 for f in result.findings:
                     insert(

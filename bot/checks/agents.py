@@ -234,7 +234,9 @@ class MissingParams(CheckParams):
         default=None, description="count only workers heard from within this time (default: any registered worker)"
     )
     baseline_window: Duration = Field(
-        default=7 * 86400.0, description="with `expected: auto`: the run history the usual pools are learned from"
+        default=7 * 86400.0,
+        le=30 * 86400.0,  # the store keeps 30 days of pool observations (bot/store.py FLEET_POOLS_KEEP_S)
+        description="with `expected: auto`: the run history the usual pools are learned from (at most 30 days)",
     )
     baseline_share: float = Field(
         default=0.5, gt=0, lt=1, description="with `expected: auto`: a pool registered in more than this share of "

@@ -117,10 +117,10 @@ def correlate(
     graph = _Graph(live={f.fingerprint: f for f in findings})
     _server_root(graph, api_url, files_url)
     _file_server_root(graph)
+    _unserved_queues(graph)  # before the fleet rule: a queue folded into a fleet event brings its waiting tasks
     _mass_silence(graph, api_url, registered_agents)
     _missing_pools(graph)
     _dead_agents(graph)
-    _unserved_queues(graph)
     _backlogged_queues(graph)
     _failure_bursts(graph)
     return _materialize(graph)

@@ -151,3 +151,16 @@ def test_the_cli_keeps_the_history_and_an_explicit_list_still_works(sim_factory:
     doc = json.loads(proc.stdout)
     assert proc.returncode == 1 and [f["subject"]["id"] for f in doc["findings"] if f["severity"] == "critical"] == [
         "tpu-*"]
+
+
+def test_observations_older_than_the_longest_window_are_pruned(sim_factory: Any, tmp_path: Path) -> None:
+    sim = sim_factory(scenario=mixed_fleet())
+    store = Store(tmp_path / "state.db")
+    run(sim, store)
+    old = (datetime.now(UTC) - timedelta(days=31)).isoformat(timespec="microseconds")
+    store.db.execute("INSERT INTO fleet_pools (run_id, at, server_url, pools) VALUES (?, ?, ?, ?)",
+                     [99, old, sim.api_url, "{}"])
+    run(sim, store)
+    ats = [r[0] for r in store.db.execute("SELECT at FROM fleet_pools ORDER BY at")]
+    assert len(ats) == 2 and old not in ats
+    store.close()
