@@ -108,13 +108,17 @@ def consequences_by_root(findings: list[Finding]) -> dict[str, list[Finding]]:
 
 
 def folded_summary(finding: Finding) -> str:
-    """"12 findings folded in (queues.stuck_queued ×12)" for a root with suppressed consequences, else ""."""
-    if not finding.suppressed_total:
+    """"12 findings folded in (queues.stuck_queued ×12)" for a root with suppressed consequences, else "". When
+    only the first SUPPRESSED_LISTED are listed, it names the checks without per-check counts (the root's detail
+    has them)."""
+    n = finding.suppressed_total
+    if not n:
         return ""
     counts: dict[str, int] = {}
     for s in finding.suppressed:
         counts[s.check] = counts.get(s.check, 0) + 1
-    listed = ", ".join(f"{check} ×{n}" for check, n in sorted(counts.items()))
-    more = finding.suppressed_total - len(finding.suppressed)
-    n = finding.suppressed_total
-    return f"{n} finding{'s' if n != 1 else ''} folded in ({listed}{f', +{more} more' if more else ''})"
+    plural = "s" if n != 1 else ""
+    if n > len(finding.suppressed):
+        listed = len(finding.suppressed)
+        return f"{n} finding{plural} folded in (from {', '.join(sorted(counts))}; the first {listed} listed)"
+    return f"{n} finding{plural} folded in ({', '.join(f'{check} ×{c}' for check, c in sorted(counts.items()))})"
