@@ -131,7 +131,13 @@ def group_findings(
     """(severity, check, findings) worst severity first, then by check id; `ok` findings only when asked; a
     consequence whose root is among `findings` is left to its root (see `finding_lines`)."""
     findings = list(findings)
-    under_root = {c.fingerprint for items in consequences_by_root(findings).values() for c in items}
+
+    def shown(f: Finding) -> bool:
+        return not ((f.severity == "ok" and not show_ok) or (f.severity == "info" and not show_info))
+
+    roots = {f.fingerprint for f in findings if shown(f)}
+    under_root = {c.fingerprint for root, items in consequences_by_root(findings).items() if root in roots
+                  for c in items}
     groups: dict[tuple[str, str], list[Finding]] = {}
     for f in findings:
         if f.fingerprint in under_root:
