@@ -32,7 +32,9 @@ def problems(result: RunResult) -> list[Finding]:
 
 def test_two_thousand_agents_stopping_at_once_are_one_finding(sim_factory: Any) -> None:
     result = run_fleet(sim_factory, [{"mass_silence": {"share": 1.0, "silent": 200}}], workers=2000, queues=20)
-    [fleet] = problems(result)  # before: one finding per agent, 2,000 of them
+    # before: one finding per agent, 2,000 of them (only agent findings are counted: on a loaded machine the
+    # simulator serving 2,000 workers may also answer slower than server.reachable's slow_after)
+    [fleet] = [f for f in problems(result) if f.area == "agents"]
     assert fleet.check == "agents.stale" and fleet.subject.kind == "server"
     assert fleet.evidence["count"] == 2000 and fleet.evidence["registered"] == 2000
     assert len(fleet.evidence["workers"]) == 200 and fleet.evidence["workers_omitted"] == 1800
