@@ -34,7 +34,7 @@ from bot.checks.common import (
     workers_by_queue,
 )
 from bot.engine.baseline import expected_pools, observe
-from bot.engine.findings import Finding, Severity
+from bot.engine.findings import ActionId, Finding, Severity
 from bot.engine.registry import CheckParams, check
 
 if TYPE_CHECKING:
@@ -598,6 +598,138 @@ async def agents_unserved_queues(snap: Snapshot, params: UnservedParams) -> list
                 },
                 links=links,
                 remediation=remediation,
+            )
+        )
+    return findings
+
+
+# ------------------------------------------------------------------------------------------------
+# agents.watchdog_risk
+
+# clearml-server's non-responsive tasks watchdog (services.tasks.non_responsive_tasks_watchdog): every
+# watch_interval_sec it stops in_progress tasks whose last_update is older than threshold_sec.
+SERVER_WATCHDOG_THRESHOLD_S = 7200.0
+SERVER_WATCHDOG_INTERVAL_S = 900.0
+WATCHDOG_SLACK_S = 60.0  # a cycle takes a moment; the bot's clock reading is one response old
+
+
+class WatchdogRiskParams(CheckParams):
+    share: float = Field(
+        default=0.75,
+        gt=0,
+        lt=1,
+        description="name a running task once it has gone this share of the server's limit without an update "
+        "(0.75 of 2 h: 90 minutes of silence, 30 minutes before the server stops it)",
+    )
+    threshold: Duration = Field(
+        default=SERVER_WATCHDOG_THRESHOLD_S,
+        gt=0,
+        description="the server's services.tasks.non_responsive_tasks_watchdog.threshold_sec (default 7200 s)",
+    )
+    interval: Duration = Field(
+        default=SERVER_WATCHDOG_INTERVAL_S,
+        gt=0,
+        description="the server's watchdog watch_interval_sec (default 900 s): how often it looks",
+    )
+    include_datasets: bool = Field(
+        default=True, description="also name dataset versions being uploaded (the watchdog stops long uploads too)"
+    )
+    ignore: Patterns = Field(default=[], description="task name globs to leave out")
+
+
+@check("agents.watchdog_risk", params=WatchdogRiskParams)
+async def agents_watchdog_risk(snap: Snapshot, params: WatchdogRiskParams) -> list[Finding]:
+    """Running tasks close to the server's 2-hour watchdog: no update for `share` of its `threshold`.
+
+    The server stops an in_progress task whose `last_update` is older than `threshold` at its next cycle (every
+    `interval`), as "Forced stop (non-responsive)": long dataset uploads and single long steps that report nothing
+    are killed that way. Warning from `share` of the limit, critical once the next cycle may stop it; evidence
+    gives the silence, the earliest and latest moment of the forced stop and the task's agent. A task silent for
+    longer than `threshold + interval` is left to agents.orphaned_tasks: a watchdog with these settings would have
+    stopped it already, so this server's runs with other settings or is off.
+    """
+    tasks = await snap.tasks(status=["in_progress"])
+    if not tasks:
+        return []
+    notice_after = params.share * params.threshold
+    at_risk = []
+    for task in tasks:
+        if matches_any(task.name, params.ignore):
+            continue
+        if "dataset" in task.system_tags and not params.include_datasets:
+            continue
+        silence = snap.age_s(task.last_update)  # exactly the field the server's watchdog compares
+        if silence is None or silence < notice_after:
+            continue
+        if silence > params.threshold + params.interval + WATCHDOG_SLACK_S:
+            # A watchdog with these settings would have stopped it already: this server's runs with other
+            # settings (or is off), so no forced stop is coming; agents.orphaned_tasks reports the silence.
+            continue
+        at_risk.append((task, silence))
+    if not at_risk:
+        return []
+    workers = {w.id: w for w in await snap.workers()}
+    findings: list[Finding] = []
+    for task, silence in sorted(at_risk, key=lambda pair: -pair[1]):
+        left = params.threshold - silence
+        # The watchdog fires at its first cycle after the deadline: within one interval of it.
+        severity: Severity = "critical" if left <= params.interval else "warning"
+        worker = workers.get(task.last_worker) if task.last_worker else None
+        alive_and_running = worker is not None and worker.task_id == task.id
+        is_dataset = "dataset" in task.system_tags
+        if left > 0:
+            when_text = f"in {human(left)} to {human(left + params.interval)}"
+        else:
+            when_text = f"at its next cycle (within {human(params.interval)})"
+        if alive_and_running:
+            remediation = (
+                f"Its agent {task.last_worker} still runs it, so the process is alive but reports nothing"
+                + (" (a long dataset upload reports only between chunks)" if is_dataset else
+                   " (one long step, a blocking upload or a hang)")
+                + ". If it is working, make it report (a log line or a scalar every few minutes, or "
+                "`tasks.ping`) or raise `services.tasks.non_responsive_tasks_watchdog.threshold_sec` on the "
+                "server; if it is hung, read its console log and abort it."
+            )
+            actions: list[ActionId] = ["abort"]
+        else:
+            state = (
+                f"its agent {task.last_worker} is no longer registered" if task.last_worker and worker is None
+                else f"its agent {task.last_worker} moved on" if task.last_worker
+                else "it runs outside any agent"
+            )
+            remediation = (
+                f"Nobody seems to run it ({state}): the watchdog will mark it stopped. Requeue it now to re-run it "
+                "on a live agent, or abort it."
+            )
+            actions = ["requeue", "abort"]
+        findings.append(
+            Finding(
+                check="agents.watchdog_risk",
+                severity=severity,
+                title=f"Task {task.name} silent for {human(silence)}: the server stops it {when_text}",
+                detail=(
+                    f"No update for {human(silence)}; the server's watchdog stops running tasks after "
+                    f"{human(params.threshold)} without an update (checked every {human(params.interval)}) with "
+                    "\"Forced stop (non-responsive)\"."
+                ),
+                subject=task_subject(task.id, task),
+                evidence={
+                    "task": {"id": task.id, "name": task.name, "project": task.project, "type": task.type},
+                    "dataset": is_dataset,
+                    "last_update": when(snap, task.last_update),
+                    "silent_s": int(silence),
+                    "forced_stop_earliest_s": max(0, int(left)),
+                    "forced_stop_latest_s": max(0, int(left + params.interval)),
+                    "last_worker": task.last_worker or None,
+                    "worker_running_it": alive_and_running,
+                    "threshold_s": params.threshold,
+                    "interval_s": params.interval,
+                    "share": params.share,
+                    "related": [related("worker", task.last_worker)] if task.last_worker else [],
+                },
+                links=[snap.task_link(task)] + ([snap.worker_link(worker.id)] if worker is not None else []),
+                remediation=remediation,
+                actions=actions,
             )
         )
     return findings

@@ -344,6 +344,7 @@ class ApiApp:
             return fault_response
 
         with self.state.lock:
+            self.state.run_watchdog()  # the server's periodic watchdog, caught up before the request is served
             try:
                 identity: Identity | None = None
                 if ep.auth:

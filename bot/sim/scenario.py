@@ -28,6 +28,11 @@ The format (the contract with scenario authors)::
       keys: [{key: "SIMKEY...", secret: "SIMSECRET...", user: "u-ml-1"}]   # default: one demo key pair;
                                       # `user` (extension) binds the key to a user, default the first user
       company: {id: "d1bd92a3b039400cbafc60a7a5b1e52b", name: "acme"}
+      watchdog: {enabled: true, threshold_sec: 7200, watch_interval_sec: 900}
+                                      # the server's non-responsive tasks watchdog (these are its defaults):
+                                      # every watch_interval_sec after load, in_progress tasks whose
+                                      # last_update is older than threshold_sec become stopped with status
+                                      # reason/message "Forced stop (non-responsive)"
     users: [{id: "u-ml-1", name: "Alice", role: "admin"}]   # default: one user owning everything
     projects:
       - {name: "vision"}                              # id derived from name unless given
@@ -184,10 +189,13 @@ from bot.sim.state import (
     DEFAULT_WORKER_TIMEOUT_S,
     TASK_STATUSES,
     TASK_TYPES,
+    WATCHDOG_INTERVAL_S,
+    WATCHDOG_THRESHOLD_S,
     Credential,
     DiskFile,
     EndpointFault,
     SimState,
+    Watchdog,
     derived_id,
 )
 
@@ -202,7 +210,8 @@ _NO_ARTIFACTS: list[dict[str, Any]] = []
 
 TOP_KEYS = ("name", "description", "include", "server", "users", "projects", "queues", "workers", "tasks",
             "queue_metrics", "datasets", "models", "files", "faults")
-SERVER_KEYS = ("version", "api_version", "keys", "company", "build", "commit", "uid")
+SERVER_KEYS = ("version", "api_version", "keys", "company", "build", "commit", "uid", "watchdog")
+WATCHDOG_KEYS = ("enabled", "threshold_sec", "watch_interval_sec")
 USER_KEYS = ("id", "name", "role", "email", "given_name", "family_name")
 PROJECT_KEYS = ("id", "name", "system_tags", "tags", "description", "user", "created",
                 "default_output_destination")
@@ -633,6 +642,16 @@ class _Builder:
         for key in ("version", "api_version", "build", "commit", "uid"):
             if server.get(key) is not None:
                 self.state.server[key] = str(server[key])
+        watchdog = server.get("watchdog")
+        if watchdog is not None:
+            _check_keys(watchdog, WATCHDOG_KEYS, "server.watchdog")
+            self.state.configure_watchdog(Watchdog(
+                enabled=bool(watchdog.get("enabled", True)),
+                threshold_s=float(self.integer(watchdog, "threshold_sec", "server.watchdog.threshold_sec",
+                                               WATCHDOG_THRESHOLD_S) or WATCHDOG_THRESHOLD_S),
+                interval_s=float(self.integer(watchdog, "watch_interval_sec", "server.watchdog.watch_interval_sec",
+                                              WATCHDOG_INTERVAL_S) or WATCHDOG_INTERVAL_S),
+            ))
         company = server.get("company")
         if company is not None:
             _check_keys(company, ("id", "name"), "server.company")

@@ -420,5 +420,6 @@ class SimServer:
     def iter_tasks(self) -> Iterator[dict[str, Any]]:
         """Rendered copies of every task (a snapshot)."""
         with self.state.lock:
+            self.state.run_watchdog()
             docs = [copy.deepcopy(self.state.render_task(d)) for d in self.state.tasks.values()]
         yield from docs

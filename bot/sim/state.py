@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from bot.sim.clock import SimClock
+from bot.sim.clock import SimClock, ms_precision
 
 TASK_STATUSES = (
     "created",
@@ -61,6 +61,13 @@ TASK_DATETIME_FIELDS = (
 DEFAULT_WORKER_TIMEOUT_S = 600
 # apiserver.workers.task_update_timeout: a task whose last_update is older is not "run by a live worker".
 TASK_UPDATE_TIMEOUT_S = 600
+
+# clearml-server's non-responsive tasks watchdog (apiserver/bll/task/non_responsive_tasks_watchdog.py, settings
+# services.tasks.non_responsive_tasks_watchdog): every watch_interval_sec (first cycle one interval after start) it
+# stops in_progress tasks whose last_update is older than threshold_sec, with this reason and message.
+WATCHDOG_THRESHOLD_S = 7200
+WATCHDOG_INTERVAL_S = 900
+WATCHDOG_STOP_REASON = "Forced stop (non-responsive)"
 
 # Fields every task document shows even when a scenario leaves them out (values are never mutated in place).
 _TASK_DEFAULTS: dict[str, Any] = {
@@ -156,6 +163,15 @@ class Faults:
 
 
 @dataclass
+class Watchdog:
+    """The server's non-responsive tasks watchdog settings (scenario `server.watchdog`)."""
+
+    enabled: bool = True
+    threshold_s: float = WATCHDOG_THRESHOLD_S
+    interval_s: float = WATCHDOG_INTERVAL_S
+
+
+@dataclass
 class Credential:
     key: str
     secret: str
@@ -203,6 +219,8 @@ class SimState:
         self.queue_metrics: dict[str, dict[str, Any]] = {}  # queue id -> explicit series
         self.scrolls: dict[str, int] = {}
         self.faults = Faults()
+        self.watchdog = Watchdog()
+        self.watchdog_next_cycle: datetime = self.loaded_at + timedelta(seconds=WATCHDOG_INTERVAL_S)
         self._seq: dict[str, int] = {}
         self._next_seq = 0
         self._by_status: dict[str, dict[str, None]] = {}
@@ -270,6 +288,44 @@ class SimState:
 
     def count_status(self, status: str) -> int:
         return len(self._by_status.get(status, {}))
+
+    # ------------------------------------------------------------------ watchdog
+    def configure_watchdog(self, watchdog: Watchdog) -> None:
+        self.watchdog = watchdog
+        self.watchdog_next_cycle = self.loaded_at + timedelta(seconds=watchdog.interval_s)
+
+    def run_watchdog(self) -> list[str]:
+        """Run the watchdog cycles that fell due since the last call (the simulator has no background thread:
+        every request catches up first). A task is stopped at the first cycle whose reference time
+        (cycle - threshold) is past its last_update, exactly as the server's periodic cycles would have done
+        while nobody touched it. Returns the ids stopped."""
+        now = self.clock.now()
+        first = self.watchdog_next_cycle
+        if first > now:
+            return []
+        interval = timedelta(seconds=max(1.0, self.watchdog.interval_s))
+        due = int((now - first) / interval) + 1
+        last = first + (due - 1) * interval
+        self.watchdog_next_cycle = last + interval
+        if not self.watchdog.enabled:
+            return []
+        threshold = timedelta(seconds=self.watchdog.threshold_s)
+        stopped: list[str] = []
+        for task_id in list(self._by_status.get("in_progress", {})):
+            doc = self.tasks[task_id]
+            last_update = doc.get("last_update")
+            if not isinstance(last_update, datetime) or last_update + threshold >= last:
+                continue
+            deadline = last_update + threshold
+            # the first due cycle strictly after the deadline (cycle - threshold > last_update)
+            cycles_before = 0 if deadline < first else int((deadline - first) / interval) + 1
+            at = ms_precision(first + cycles_before * interval)
+            self.update_task(task_id, {
+                "status": "stopped", "status_reason": WATCHDOG_STOP_REASON, "status_message": WATCHDOG_STOP_REASON,
+                "status_changed": at, "last_update": at, "last_change": at,
+            })
+            stopped.append(task_id)
+        return stopped
 
     # ------------------------------------------------------------------ queues
     def queue_by_name(self, name: str) -> dict[str, Any] | None:
@@ -406,4 +462,5 @@ class SimState:
     def snapshot_task(self, task_id: str) -> dict[str, Any]:
         """A deep copy of a task's rendered document (for tests that want to keep it)."""
         with self.lock:
+            self.run_watchdog()
             return copy.deepcopy(self.render_task(self.tasks[task_id]))
