@@ -675,30 +675,38 @@ async def agents_watchdog_risk(snap: Snapshot, params: WatchdogRiskParams) -> li
         # The watchdog fires at its first cycle after the deadline: within one interval of it.
         severity: Severity = "critical" if left <= params.interval else "warning"
         worker = workers.get(task.last_worker) if task.last_worker else None
-        alive_and_running = worker is not None and worker.task_id == task.id
+        # An agent's status reports carry its task and refresh the task's last_update (workers.status_report), so
+        # a silent task is either run outside any agent (the SDK or clearml-data on a workstation: long uploads
+        # and hashing report nothing) or left behind by its agent.
         is_dataset = "dataset" in task.system_tags
         if left > 0:
             when_text = f"in {human(left)} to {human(left + params.interval)}"
         else:
             when_text = f"at its next cycle (within {human(params.interval)})"
-        if alive_and_running:
+        actions: list[ActionId]
+        if not task.last_worker:
             remediation = (
-                f"Its agent {task.last_worker} still runs it, so the process is alive but reports nothing"
-                + (" (a long dataset upload reports only between chunks)" if is_dataset else
-                   " (one long step, a blocking upload or a hang)")
-                + ". If it is working, make it report (a log line or a scalar every few minutes, or "
-                "`tasks.ping`) or raise `services.tasks.non_responsive_tasks_watchdog.threshold_sec` on the "
-                "server; if it is hung, read its console log and abort it."
+                "It runs outside any agent (the SDK"
+                + (" or clearml-data" if is_dataset else "")
+                + " on a workstation), so only the process itself refreshes it, and a long upload, hash or "
+                "single step reports nothing. If it is still working, make it report (a log line or a scalar every "
+                "few minutes, or `tasks.ping`), or raise `services.tasks.non_responsive_tasks_watchdog."
+                "threshold_sec` in the server's configuration; if the process is gone, abort it."
             )
-            actions: list[ActionId] = ["abort"]
+            actions = ["abort"]
+        elif worker is not None and worker.task_id == task.id:
+            remediation = (
+                f"Its agent {task.last_worker} still lists it, yet its reports no longer refresh the task: check "
+                "the agent's log and the task's console; abort it if it hangs."
+            )
+            actions = ["abort"]
         else:
             state = (
-                f"its agent {task.last_worker} is no longer registered" if task.last_worker and worker is None
-                else f"its agent {task.last_worker} moved on" if task.last_worker
-                else "it runs outside any agent"
+                f"its agent {task.last_worker} is no longer registered" if worker is None
+                else f"its agent {task.last_worker} moved on"
             )
             remediation = (
-                f"Nobody seems to run it ({state}): the watchdog will mark it stopped. Requeue it now to re-run it "
+                f"Nobody runs it any more ({state}): the watchdog will mark it stopped. Requeue it now to re-run it "
                 "on a live agent, or abort it."
             )
             actions = ["requeue", "abort"]
@@ -721,7 +729,7 @@ async def agents_watchdog_risk(snap: Snapshot, params: WatchdogRiskParams) -> li
                     "forced_stop_earliest_s": max(0, int(left)),
                     "forced_stop_latest_s": max(0, int(left + params.interval)),
                     "last_worker": task.last_worker or None,
-                    "worker_running_it": alive_and_running,
+                    "worker_running_it": worker is not None and worker.task_id == task.id,
                     "threshold_s": params.threshold,
                     "interval_s": params.interval,
                     "share": params.share,

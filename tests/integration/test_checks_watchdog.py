@@ -33,18 +33,18 @@ def test_zoo_names_the_silent_upload_before_the_server_stops_it(sim_factory: Any
     sim = sim_factory(scenario="incident-zoo")
     found = risks(run(sim))
     # 110 minutes without an update: the only running task past 75 % of the 2 h limit in the zoo
-    assert set(found) == {"sync-raw-video-to-s3"}
-    upload = found["sync-raw-video-to-s3"]
+    assert set(found) == {"export-raw-video-2024-05"}
+    upload = found["export-raw-video-2024-05"]
     assert upload.severity == "critical"  # 10 minutes left: the next 15-minute cycle may stop it
     assert "the server stops it in 10m" in upload.title
-    assert upload.evidence["worker_running_it"] is True and upload.actions == ["abort"]
+    assert upload.evidence["last_worker"] is None and upload.actions == ["abort"]  # run from a workstation
     assert 590 <= upload.evidence["forced_stop_earliest_s"] <= 600
-    assert upload.evidence["related"] == [{"kind": "worker", "id": "data-box-1:cpu:0"}]
-    assert "threshold_sec" in upload.remediation and "Forced stop (non-responsive)" in upload.detail
+    assert "outside any agent" in upload.remediation and "threshold_sec" in upload.remediation
+    assert "Forced stop (non-responsive)" in upload.detail
 
     # A quarter of an hour later the simulator's watchdog has run its first cycle and stopped it, as the server does
     sim.clock.advance(900)
-    doc = task_doc(sim, "sync-raw-video-to-s3")
+    doc = task_doc(sim, "export-raw-video-2024-05")
     assert doc["status"] == "stopped"
     assert doc["status_reason"] == doc["status_message"] == "Forced stop (non-responsive)"
     assert risks(run(sim)) == {}
@@ -77,7 +77,7 @@ def test_countdown_as_the_fleet_goes_silent_then_the_watchdog_fires(sim_factory:
     sim.clock.advance(15 * 60)  # 110 minutes: inside the last watchdog interval
     assert {f.severity for f in risks(run(sim)).values()} == {"critical"}
 
-    sim.clock.advance(20 * 60)  # 130 minutes: the server's cycle at 2 h 15 m after load has stopped them all
+    sim.clock.advance(20 * 60)  # 130 minutes: the watchdog cycle 2 h after load (the 8th) has stopped them all
     assert risks(run(sim)) == {}
     stopped = [t for t in sim.iter_tasks() if t["name"] in running]
     assert {t["status"] for t in stopped} == {"stopped"}
