@@ -13,11 +13,13 @@ import asyncio
 import hashlib
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import Field, model_validator
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from bot.checks.common import Duration, Patterns, iso, related
 from bot.checks.storage import FAILED_TASK_FIELDS, log_tails, match_storage_errors, project_filter, redact_obj
@@ -355,159 +357,70 @@ class Cause:
     remediation: str
     actions: list[ActionId]
     severity: Severity = "warning"
+    matcher: Literal["patterns", "storage"] = "patterns"
+    sources: list[str] = field(default_factory=list)
 
 
-def _rx(*patterns: str) -> list[re.Pattern[str]]:
-    return [re.compile(p, re.I) for p in patterns]
+FAILURE_CAUSES_PATH = Path(__file__).parent / "data" / "failure_causes.yaml"
 
 
-# Ordered most specific / most upstream first: a failed `pip install` is followed by ModuleNotFoundError, and
-# a missing Python by a failed install, so the first matching cause is the root cause.
-CAUSES: list[Cause] = [
-    Cause(
-        "python_not_found",
-        "requested Python not found",
-        _rx(
-            r"Python executable with version .* not found",
-            r"requested python( version)? .*(not found|not available)",
-            r"python\d\.\d+: (command )?not found",
-            r"could not find (a )?python( interpreter)?( version)? \d",
-            r"No python interpreter found",
-        ),
-        "The agent could not find the Python version the task asks for (`script.binary`) and fell back to another "
-        "one. Install that Python on the workers (or `agent.default_python` / `agent.python_binary` in the agent's "
-        "clearml.conf), run in a container image that has it, or edit the task's binary in a clone.",
-        ["clone"],
-    ),
-    Cause(
-        "requirements_install",
-        "requirements failed to install",
-        _rx(
-            r"Could not install task requirements",
-            r"Could not find a version that satisfies the requirement",
-            r"No matching distribution found for",
-            r"Failed building wheel|Failed to build .*wheel",
-            r"subprocess-exited-with-error",
-            r"ResolutionImpossible|conflicting dependencies",
-            r"(pip|conda) install .*failed|PackagesNotFoundError",
-        ),
-        "The agent could not install the task's packages: a pinned version that does not exist for the worker's "
-        "Python/platform, a private index the worker cannot reach, or a conflict. Fix the requirements in a clone "
-        "(Execution tab), or configure `agent.package_manager.extra_index_url` / the Python version.",
-        ["clone"],
-    ),
-    Cause(
-        "git_diff",
-        "uncommitted changes (git diff) did not apply",
-        _rx(
-            r"Failed applying git diff",
-            r"error: patch failed",
-            r"patch does not apply",
-            r"corrupt patch at line",
-            r"git apply .*failed",
-        ),
-        "The stored uncommitted changes do not apply on the recorded commit (the commit was never pushed, or the "
-        "diff was made against another base). Commit and push, then run again; or clear the diff in a clone.",
-        ["clone"],
-    ),
-    Cause(
-        "repository",
-        "repository could not be checked out",
-        _rx(
-            r"failed cloning repository",
-            r"Repository cloning failed",
-            r"fatal: could not read Username",
-            r"fatal: repository '.*' not found",
-            r"Permission denied \(publickey\)",
-            r"reference is not a tree",
-            r"did not match any file\(s\) known to git",
-            r"couldn't find remote ref",
-        ),
-        "The agent could not clone the repository or find the commit: give the workers git credentials "
-        "(`agent.git_user` / `agent.git_pass` or an SSH key, `agent.force_git_ssh_protocol`), and push the commit.",
-        ["clone"],
-    ),
-    Cause(
-        "missing_module",
-        "missing Python module",
-        _rx(
-            r"ModuleNotFoundError: No module named",
-            r"ImportError: No module named",
-            r"ImportError: cannot import name",
-            r"ImportError: lib\S+\.so\S*: cannot open shared object file",
-        ),
-        "The code imports a package the task's requirements do not list (auto-detection missed it, or it is "
-        "imported dynamically). Add it with `Task.add_requirements('pkg', 'x.y')` before `Task.init`, or edit the "
-        "requirements in a clone; for a missing system library use a container image that has it.",
-        ["clone"],
-    ),
-    Cause(
-        "cuda_oom",
-        "CUDA out of memory",
-        _rx(
-            r"CUDA out of memory",
-            r"torch\.cuda\.OutOfMemoryError",
-            r"CUBLAS_STATUS_ALLOC_FAILED",
-            r"RESOURCE_EXHAUSTED.*OOM|OOM when allocating tensor",
-            r"cudaErrorMemoryAllocation",
-            r"HIP out of memory",
-        ),
-        "The GPU ran out of memory: lower the batch size or model size in a clone, enable mixed precision, or "
-        "enqueue to a queue whose workers have larger GPUs (and check no other process shares the GPU).",
-        ["clone", "requeue"],
-    ),
-    Cause(
-        "storage",
-        "storage / upload error",
-        [],  # matched with bot.checks.storage.match_storage_errors
-        "Uploading artifacts or models failed: see storage.upload_failures and storage.probe for the storage "
-        "in question, fix it, then requeue the task.",
-        ["requeue"],
-    ),
-    Cause(
-        "agent_killed",
-        "agent shut down or the process was killed",
-        _rx(
-            r"Forced stop \(non-responsive\)",
-            r"worker execution exit code (-9|137|-15|143)\b",
-            r"\bKilled\b\s*$|Killed process|\bSIGKILL\b|\bSIGTERM\b|received signal (9|15)|signal: killed",
-            r"clearml-agent.*(shut(ting)? ?down|terminat)",
-            r"spot (instance )?(interruption|termination)",
-            r"Out of memory: Killed|oom-kill",
-        ),
-        "The run did not end by itself: its agent died, the machine was shut down (spot interruption, autoscaler "
-        "scale-in) or the kernel's OOM killer ended it. Check the worker (agents.* findings), give it more RAM if "
-        "the OOM killer was involved, and requeue.",
-        ["requeue"],
-    ),
-    Cause(
-        "user_code",
-        "exception in the task's code",
-        _rx(r"Traceback \(most recent call last\)", r"^\s*\w+(Error|Exception)(: |$)"),
-        "The task's own code raised an exception (see the lines). Fix the code, or reproduce it (clone and run "
-        "again) to see whether it is deterministic.",
-        ["reproduce", "clone"],
-        "info",
-    ),
-    Cause(
-        "unknown",
-        "no cause found in the log",
-        [],
-        "Neither the status message nor the log tail names a cause: open the task's console in the web UI; "
-        "requeue if it was a transient failure.",
-        ["requeue"],
-        "info",
-    ),
-]
+class _CauseSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    title: str = Field(min_length=1)
+    patterns: list[str] = Field(default_factory=list)
+    matcher: Literal["patterns", "storage"] = "patterns"
+    remediation: str = Field(min_length=1)
+    actions: list[ActionId] = Field(default_factory=list)
+    severity: Literal["info", "warning"] = "warning"
+    sources: list[str] = Field(default_factory=list)
+
+
+def load_causes(path: Path = FAILURE_CAUSES_PATH) -> list[Cause]:
+    """The failure-cause catalogue (bot/checks/data/failure_causes.yaml), in match order, `unknown` last.
+
+    A malformed entry or regular expression raises ValueError naming the cause, so a bad edit fails at import
+    (in every test), never silently at run time."""
+    doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    causes: list[Cause] = []
+    for i, raw in enumerate(doc.get("causes") or []):
+        try:
+            spec = _CauseSpec.model_validate(raw)
+            patterns = [re.compile(p, re.I) for p in spec.patterns]
+        except (ValidationError, re.error) as exc:
+            name = raw.get("id", f"#{i}") if isinstance(raw, dict) else f"#{i}"
+            raise ValueError(f"{path.name}: cause {name}: {exc}") from None
+        causes.append(Cause(spec.id, spec.title, patterns, " ".join(spec.remediation.split()), spec.actions,
+                            spec.severity, spec.matcher, spec.sources))
+    ids = [c.id for c in causes]
+    if len(set(ids)) != len(ids) or not ids or ids[-1] != "unknown":
+        raise ValueError(f"{path.name}: cause ids must be unique and end with `unknown`: {ids}")
+    return causes
+
+
+# Ordered most specific / most upstream first (see the data file): the first matching cause is the root cause.
+CAUSES: list[Cause] = load_causes()
 CAUSE_IDS: tuple[str, ...] = tuple(c.id for c in CAUSES)
+# The ids as a type, for the `severities` parameter (tests keep it equal to the catalogue's ids).
 CauseName = Literal[
     "python_not_found",
+    "disk_full",
+    "image_pull",
+    "gpu_not_visible",
+    "cuda_mismatch",
     "requirements_install",
     "git_diff",
     "repository",
+    "upload_too_large",
+    "storage_credentials",
     "missing_module",
     "cuda_oom",
     "storage",
+    "shared_memory",
+    "host_oom",
+    "watchdog_stop",
+    "spot_preemption",
     "agent_killed",
     "user_code",
     "unknown",
@@ -518,7 +431,7 @@ def classify_failure(lines: list[str], status_reason: str = "", status_message: 
     """(cause id, the matching lines) for one failed task."""
     texts = [t for t in (status_reason, status_message) if t] + list(lines)
     for cause in CAUSES:
-        if cause.id == "storage":
+        if cause.matcher == "storage":
             hits = [line for line, _ in match_storage_errors(texts)]
         else:
             hits = [t for t in texts if any(p.search(t) for p in cause.patterns)]
@@ -549,9 +462,11 @@ class FailureCausesParams(CheckParams):
 async def failure_causes(snap: Snapshot, params: FailureCausesParams) -> list[Finding]:
     """Recent failed tasks grouped by cause, from the status reason/message and the console log tail.
 
-    Causes (most upstream first): requested Python not found, requirements install failed, git diff did not
-    apply, repository checkout failed, missing module, CUDA out of memory, storage error, agent shut down or
-    killed, user code exception, unknown. One finding per cause listing the tasks; its subject is the most
+    Causes, most upstream first, from the catalogue bot/checks/data/failure_causes.yaml: requested Python not
+    found, disk full, image pull, GPU not visible, CUDA/driver mismatch, requirements install (pip/conda), git diff,
+    repository checkout, upload too large (413), storage credentials, missing module, GPU out of memory, storage
+    error, shared memory, host out of memory, watchdog forced stop, spot preemption, killed by a signal, user code
+    exception, unknown. One finding per cause listing the tasks; its subject is the most
     recent failure of that cause (so actions act on it), and its fingerprint is keyed by the cause, not the
     task, so a new failure of the same cause updates the same incident instead of opening another.
     Environment causes warn; user code and unknown are info; `critical_count` failures of one cause are critical.

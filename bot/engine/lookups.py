@@ -428,6 +428,7 @@ class FailureCause:
     title: str
     advice: str
     lines: list[str]  # the matching status/log lines (redacted at rendering)
+    actions: list[str] = field(default_factory=list)  # the buttons that fit this cause (clone, requeue, ...)
 
 
 @dataclass
@@ -448,7 +449,8 @@ def classify_failure(status_reason: str, status_message: str, log_lines: Sequenc
     cause = next((c for c in CAUSES if c.id == cause_id), None)
     title = cause.title if cause is not None else cause_id.replace("_", " ")
     advice = cause.remediation if cause is not None else ""
-    return FailureCause(cause_id, title, advice, [h.strip()[:300] for h in hits[-3:]])
+    actions = list(cause.actions) if cause is not None else []
+    return FailureCause(cause_id, title, advice, [h.strip()[:300] for h in hits[-3:]], actions)
 
 
 def environment_gaps(task: Task) -> list[EnvGap]:
@@ -591,7 +593,8 @@ def _suggest(d: TaskDiagnosis, dead_after: float = DEFAULT_DEAD_AFTER) -> tuple[
         elif d.queue_position:
             notes.append(f"It is number {d.queue_position} of {d.queue_length} in queue {d.queue}.")
     elif d.status in ("failed", "stopped"):
-        actions += ["requeue", "clone"]  # the failure section carries the cause-specific advice
+        # the cause's buttons (a new image or requirements -> clone; another host -> requeue), else both
+        actions += (d.failure.actions if d.failure is not None and d.failure.actions else ["requeue", "clone"])
     elif d.status in ("completed", "published", "closed"):
         actions += ["reproduce", "clone"]
         if d.env_gaps:

@@ -305,7 +305,7 @@ def test_environment_gaps() -> None:
          "", "cuda_oom"),
         (["ValueError: Insufficient permissions (write failed) for s3://b"], "", "storage"),
         (["step 100", "Killed"], "worker execution exit code -9", "agent_killed"),
-        ([], "Forced stop (non-responsive)", "agent_killed"),
+        ([], "Forced stop (non-responsive)", "watchdog_stop"),  # its own cause since the larger catalogue
         (["Traceback (most recent call last):", "KeyError: 'x'"], "", "user_code"),
         (["all good"], "", "unknown"),
     ],

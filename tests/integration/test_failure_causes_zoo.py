@@ -1,0 +1,60 @@
+"""The larger failure-cause catalogue over the simulator: the incident-zoo has one failed run per cause, and
+repro.failure_causes and `/clearml task` name each with its evidence line and the buttons that fit."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from bot.checks.repro import CAUSE_IDS, CAUSES
+from bot.config import Settings
+from bot.engine import lookups
+from bot.engine.playbook import CheckEntry, Playbook
+from bot.engine.runner import run_playbooks
+from tests.helpers import server_settings
+
+BUTTONS = {c.id: c.actions for c in CAUSES}
+
+
+def causes(sim: Any) -> dict[str, Any]:
+    book = Playbook(name="t", checks=[CheckEntry(check="repro.failure_causes", params={"critical_count": None})])
+    result = asyncio.run(run_playbooks([book], Settings(), server_settings(sim)))
+    return {f.evidence["cause"]: f for f in result.findings if f.check == "repro.failure_causes"}
+
+
+def diagnose(sim: Any, name: str) -> lookups.TaskDiagnosis:
+    async def go() -> lookups.TaskDiagnosis:
+        meta = lookups.Meta()
+        async with lookups.open_snapshot(Settings(), server_settings(sim), meta) as snap:
+            return await lookups.task(snap, meta, sim.task_id(name))
+
+    return asyncio.run(go())
+
+
+def test_zoo_shows_every_cause_with_its_evidence_and_buttons(sim_factory: Any) -> None:
+    found = causes(sim_factory(scenario="incident-zoo"))
+    assert set(found) == set(CAUSE_IDS) - {"unknown"}
+    for cause_id, finding in found.items():
+        assert finding.actions == BUTTONS[cause_id], cause_id
+        assert finding.evidence["lines"], cause_id  # the evidence a user reads
+    assert found["image_pull"].subject.name == "train-detr-private-image"
+    assert "unauthorized: authentication required" in found["image_pull"].evidence["lines"][0]
+    assert "too old (found version 11040)" in found["cuda_mismatch"].detail
+    assert found["watchdog_stop"].evidence["tasks"][0]["name"] == "upload-raw-lidar-2024-05"
+    assert found["upload_too_large"].evidence["tasks"][0]["name"] == "upload-eval-videos"
+    assert "client_max_body_size" in found["upload_too_large"].remediation
+    assert "Spot instance interruption" in found["spot_preemption"].evidence["lines"][0]
+
+
+def test_task_lookup_offers_the_causes_buttons(sim_factory: Any) -> None:
+    sim = sim_factory(scenario="incident-zoo")
+    image = diagnose(sim, "train-detr-private-image")
+    assert image.failure is not None and image.failure.cause == "image_pull"
+    assert image.actions == ["clone", "requeue"]  # clone with another image, or fix registry access and rerun
+    gpu = diagnose(sim, "eval-yolo-cpu-fallback")
+    assert gpu.failure is not None and gpu.failure.cause == "gpu_not_visible" and gpu.actions == ["requeue"]
+    assert "could not select device driver" in gpu.failure.lines[-1]
+
+
+def test_healthy_runs_have_no_failure_causes(sim_factory: Any) -> None:
+    assert causes(sim_factory(scenario="healthy")) == {}
