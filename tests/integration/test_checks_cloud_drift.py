@@ -124,7 +124,8 @@ def test_the_shipped_playbook_entry_is_valid_once_uncommented() -> None:
 
     lines = Path("playbooks/agents.yaml").read_text().splitlines()
     start = lines.index("  # - check: agents.cloud_drift")
-    block = [line.replace("  # ", "  ", 1) for line in lines[start:] if line.startswith("  #   ") or line == lines[start]]
+    block = [line.replace("  # ", "  ", 1) for line in lines[start:]
+             if line.startswith("  #   ") or line == lines[start]]
     book = parse_playbook("name: x\nchecks:\n" + "\n".join(block) + "\n")
     [entry] = book.checks
     assert entry.check == CHECK and entry.params["tags"] == {"Name": "clearml-autoscaler-*"}
