@@ -425,7 +425,7 @@ class ClearMLClient:
     async def call(
         self,
         endpoint: str,
-        payload: dict[str, Any] | None = None,
+        payload: dict[str, Any] | list[dict[str, Any]] | None = None,
         *,
         auth: bool = True,
         read: bool | None = None,
@@ -434,9 +434,10 @@ class ClearMLClient:
         """POST `{api}/{endpoint}` with a JSON body; the envelope's `data`, or a typed ClearMLError.
 
         Reads (inferred from the action name unless `read` is given) are retried on ServerUnavailableError
-        with exponential backoff and jitter, within `retry_budget_s`; writes are never retried.
+        with exponential backoff and jitter, within `retry_budget_s`; writes are never retried. A list payload is
+        sent as newline-delimited JSON, the body batched endpoints (events.add_batch) take, as the SDK sends it.
         """
-        body = payload or {}
+        body: dict[str, Any] | list[dict[str, Any]] = payload if payload is not None else {}
         is_read = is_read_endpoint(endpoint) if read is None else read
         if auth:
             # Logging in is idempotent and retried on its own, even when the call itself is a write.
@@ -481,14 +482,21 @@ class ClearMLClient:
                 await asyncio.sleep(delay)
 
     async def _send(
-        self, endpoint: str, payload: dict[str, Any], headers: dict[str, str], timeout: float | None
+        self,
+        endpoint: str,
+        payload: dict[str, Any] | list[dict[str, Any]],
+        headers: dict[str, str],
+        timeout: float | None,
     ) -> dict[str, Any]:
         """One HTTP request to the API server, parsed into `data` or raised as a typed error."""
         if self._verify_error:
             self.stats.errors += 1
             raise ServerUnavailableError(endpoint, "tls", self._redact(self._verify_error))
         url = f"{self._api}/{endpoint}"
-        content = json.dumps(payload, default=_json_default).encode()
+        if isinstance(payload, list):
+            content = b"\n".join(json.dumps(item, default=_json_default).encode() for item in payload)
+        else:
+            content = json.dumps(payload, default=_json_default).encode()
         self.stats.calls += 1
         self.stats.by_endpoint[endpoint] = self.stats.by_endpoint.get(endpoint, 0) + 1
         metrics.clearml_call(self.server.name, endpoint)
@@ -507,7 +515,8 @@ class ClearMLClient:
             raise error from None
         finally:
             if self.stats.log is not None:
-                self.stats.log.append((endpoint, json.loads(content), t_start - self._t0, time.monotonic() - self._t0))
+                logged = {"events": payload} if isinstance(payload, list) else json.loads(content)
+                self.stats.log.append((endpoint, logged, t_start - self._t0, time.monotonic() - self._t0))
         self.stats.bytes_received += len(response.content)
         self._note_date(response)
         try:

@@ -200,7 +200,7 @@ class ApiApp:
         self.calls: deque[tuple[str, dict[str, Any]]] = deque(maxlen=MAX_RECORDED_CALLS)
         self.requests: deque[tuple[str, str]] = deque(maxlen=MAX_RECORDED_CALLS)  # (HTTP method, path)
         # Endpoint modules register themselves on import.
-        from bot.sim import ep_misc, ep_queues, ep_tasks, ep_workers  # noqa: F401
+        from bot.sim import ep_misc, ep_queues, ep_tasks, ep_workers, ep_write  # noqa: F401
 
     # ------------------------------------------------------------------ tokens
     def issue_token(self, identity: Identity, expiration_sec: int | None = None) -> str:

@@ -209,6 +209,12 @@ def events_add_batch(call: Call) -> dict[str, Any]:
     if not events:
         raise ApiError(400, 17)
     state = call.state
+    if state.faults.events_read_only:
+        from bot.sim.ep_write import read_only_error
+
+        raise read_only_error(call, events)
+    if state.faults.events_drop_writes:
+        return {"added": len(events), "errors": 0, "errors_info": {}}
     added, errors = 0, 0
     errors_info: dict[str, int] = {}
     now = call.now()
@@ -246,6 +252,11 @@ def events_add_batch(call: Call) -> dict[str, Any]:
             if isinstance(iteration, int) and iteration > int(task.get("last_iteration") or 0):
                 updates["last_iteration"] = iteration
             state.update_task(task_id, updates)
+            state.scalar_events.setdefault(task_id, []).append({
+                "timestamp": ts, "type": etype, "task": task_id, "iter": int(iteration or 0),
+                "metric": metric, "variant": variant, "value": value,
+                "worker": str(event.get("worker") or call.worker_header or ""),
+            })
         added += 1
         touched.add(task_id)
     for task_id in touched:

@@ -464,7 +464,7 @@ def tasks_reset(call: Call) -> dict[str, Any]:
         updates["execution.artifacts"] = [a for a in artifacts if a.get("mode", "output") == "input"]
     res = change_status(call, task_id, "created", status_reason="reset", status_message="reset", force=force,
                         extra=updates, unset=tuple(unset))
-    deleted_events = len(state.events.pop(task_id, []))
+    deleted_events = len(state.events.pop(task_id, [])) + len(state.scalar_events.pop(task_id, []))
     out: dict[str, Any] = {**res, "dequeued": dequeued, "deleted_models": 0, "events": {"deleted": deleted_events}}
     if data.get("return_file_urls"):
         out["urls"] = {"model_urls": [], "event_urls": [], "artifact_urls": []}

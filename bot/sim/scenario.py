@@ -154,6 +154,10 @@ The format (the contract with scenario authors)::
         "workers.get_all": {status: 403, subcode: 20, message: "Forbidden (not allowed for role)"}
       fileserver: {enabled: true, fail_uploads: false, fail_deletes: false}
                                       # enabled: false -> the file server port refuses connections
+      events: {read_only: false, drop_writes: false}
+                                      # read_only: Elasticsearch's flood-stage block (events.add_batch -> 500/100
+                                      # "General data error" with cluster_block_exception, clearml#201);
+                                      # drop_writes: add_batch acknowledges and stores nothing
 
 Other extensions: a time may also be a number of seconds relative to load time (``-900`` = 15 minutes
 ago; the fleet generator uses this because it is fast); ``"{files_url}"`` inside artifact ``uri`` and
@@ -245,7 +249,8 @@ DATASET_KEYS = ("id", "name", "project", "version", "status", "last_update", "cr
 DATASET_FAULTS = ("missing_chunk", "missing_chunk_file", "corrupt_file", "no_state", "dirty", "unuploaded_file")
 MODEL_KEYS = ("id", "name", "task", "project", "uri", "ready", "framework", "tags", "system_tags", "created",
               "last_update", "user", "comment", "design", "labels")
-FAULT_KEYS = ("reject_logins", "latency_ms", "token_ttl_s", "endpoints", "fileserver")
+FAULT_KEYS = ("reject_logins", "latency_ms", "token_ttl_s", "endpoints", "fileserver", "events")
+EVENTS_FAULT_KEYS = ("read_only", "drop_writes")
 ENDPOINT_FAULT_KEYS = ("status", "subcode", "message", "traceback", "html", "times")
 FILESERVER_KEYS = ("enabled", "fail_uploads", "fail_deletes")
 LOG_KEYS = ("msg", "at", "level", "worker", "iter")
@@ -1096,6 +1101,10 @@ class _Builder:
                 traceback=bool(spec.get("traceback")), html=html,
                 times=self.integer(spec, "times", f"{path}.times", None),
             )
+        events = faults.get("events") or {}
+        _check_keys(events, EVENTS_FAULT_KEYS, "faults.events")
+        target.events_read_only = bool(events.get("read_only", False))
+        target.events_drop_writes = bool(events.get("drop_writes", False))
         fileserver = faults.get("fileserver") or {}
         _check_keys(fileserver, FILESERVER_KEYS, "faults.fileserver")
         target.fileserver_enabled = bool(fileserver.get("enabled", True))

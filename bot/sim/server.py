@@ -359,6 +359,7 @@ class SimServer:
             faults.reject_logins = False
             faults.latency_ms = 0
             faults.fail_uploads = faults.fail_deletes = False
+            faults.events_read_only = faults.events_drop_writes = False
             faults.fileserver_enabled = True
         self._apply_fileserver_enabled()
 

@@ -160,6 +160,10 @@ class Faults:
     fileserver_enabled: bool = True
     fail_uploads: bool = False
     fail_deletes: bool = False
+    # Elasticsearch's flood-stage read-only block: events.add_batch fails with 500/100 and the bulk errors
+    events_read_only: bool = False
+    # events.add_batch acknowledges the events and stores none (a write accepted but never readable)
+    events_drop_writes: bool = False
 
 
 @dataclass
@@ -214,6 +218,7 @@ class SimState:
         self.tasks: dict[str, dict[str, Any]] = {}
         self.models: dict[str, dict[str, Any]] = {}
         self.events: dict[str, list[dict[str, Any]]] = {}  # task id -> log events sorted by timestamp
+        self.scalar_events: dict[str, list[dict[str, Any]]] = {}  # task id -> training_stats_scalar events
         # file-server path (no leading slash) -> content, or a DiskFile served from disk (large objects)
         self.files: dict[str, bytes | DiskFile] = {}
         self.queue_metrics: dict[str, dict[str, Any]] = {}  # queue id -> explicit series
