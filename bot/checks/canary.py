@@ -14,6 +14,7 @@ One finding names the backend, what the server said and the fix.
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 import time
 import uuid
@@ -21,12 +22,13 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
-from bot.checks.common import CheckError, Duration, server_subject
+from bot.checks.common import CheckError, Duration, Patterns, server_subject
 from bot.clearml.errors import ClearMLError, ForbiddenError, ServerUnavailableError
 from bot.engine.findings import Finding, Severity, fingerprint_for
 from bot.engine.registry import CheckParams, check
 
 if TYPE_CHECKING:
+    from bot.clearml.models import Queue
     from bot.engine.snapshot import Snapshot
 
 Backend = Literal["mongodb", "elasticsearch", "redis"]
@@ -283,3 +285,240 @@ def _failure_finding(snap: Snapshot, params: CanaryEventsParams, failure: _Failu
         links=[snap.task_link(task_id)] if task_id else [snap.web],
         remediation=_FIX[failure.kind],
     )
+
+
+# ================================================================================================
+# canary.queue
+
+QUEUE_CANARY_TAG = "clearml-chatops-queue-canary"
+QUEUE_CANARY_PREFIX = "queue canary: "
+ENQUEUED_KEY = "clearml_chatops_enqueued"  # runtime key: when the bot enqueued the canary (epoch seconds)
+# The canary itself: a standalone script (no repository, no requirements) the agent runs as any task.
+CANARY_SCRIPT = (
+    "import platform, sys, time\n"
+    "print('clearml-chatops queue canary: python %s on %s' % (sys.version.split()[0], platform.node()))\n"
+    "print('clearml-chatops queue canary: done at %.0f' % time.time())\n"
+)
+
+
+class CanaryQueueParams(CheckParams):
+    queues: Patterns = Field(
+        default=[], description="queue name globs to send a canary to (empty: none; each canary occupies an agent "
+        "for the seconds it takes to set up and run)",
+    )
+    project: str = Field(default="clearml-chatops/canaries", description="the bot-owned (hidden) project")
+    pickup_timeout: Duration = Field(default=600.0, description="a canary not picked up within this time is critical")
+    run_timeout: Duration = Field(default=900.0, description="a picked-up canary not finished within this time warns")
+    every: Duration = Field(default=3600.0, description="send a new canary this long after the last one completed")
+    retry_after: Duration = Field(default=1800.0, description="send a new canary this long after one failed")
+    log_lines: int = Field(default=30, ge=5, le=500, description="lines of the agent's log quoted when it fails")
+
+
+_CANARY_FIELDS = ["id", "name", "status", "status_reason", "status_message", "status_changed", "started", "completed",
+                  "last_worker", "execution.queue", "runtime", "project", "last_update"]
+
+
+async def _queue_canaries(snap: Snapshot) -> dict[str, dict[str, Any]]:
+    """Queue name -> its canary task document (one per queue, reused)."""
+    docs = await snap.client.get_all(
+        "tasks.get_all",
+        {"tags": [QUEUE_CANARY_TAG], "search_hidden": True, "only_fields": _CANARY_FIELDS,
+         "order_by": ["-last_update"]},
+        key="tasks",
+    )
+    out: dict[str, dict[str, Any]] = {}
+    for doc in docs:
+        name = str(doc.get("name") or "")
+        if name.startswith(QUEUE_CANARY_PREFIX):
+            out.setdefault(name[len(QUEUE_CANARY_PREFIX):], doc)
+    return out
+
+
+async def _project_id(snap: Snapshot, name: str) -> str:
+    found = await snap.client.call("projects.get_all", {
+        "name": f"^{re.escape(name)}$", "search_hidden": True, "only_fields": ["id", "name"],
+    })
+    existing = [p for p in found.get("projects") or [] if isinstance(p, dict) and p.get("name") == name]
+    if existing:
+        return str(existing[0]["id"])
+    created = await snap.client.call("projects.create", {
+        "name": name, "system_tags": ["hidden"],
+        "description": "Owned by clearml-chatops: canary tasks that check the server's write path and the queues.",
+    })
+    return str(created["id"])
+
+
+async def _send_canary(snap: Snapshot, params: CanaryQueueParams, queue_id: str, queue_name: str,
+                       doc: dict[str, Any] | None) -> str:
+    """Create (or reset) the queue's canary, stamp the enqueue time, enqueue it; returns its id."""
+    client = snap.client
+    if doc is None:
+        created = await client.call("tasks.create", {
+            "name": QUEUE_CANARY_PREFIX + queue_name, "type": "testing",
+            "project": await _project_id(snap, params.project), "tags": [QUEUE_CANARY_TAG],
+            "comment": "clearml-chatops sends this task through the queue to measure pickup and run time.",
+            "script": {"binary": "python3", "entry_point": "clearml_chatops_canary.py", "working_dir": ".",
+                       "diff": CANARY_SCRIPT, "requirements": {}},
+        })
+        task_id = str(created["id"])
+    else:
+        task_id = str(doc["id"])
+        if doc.get("status") != "created":
+            await client.call("tasks.reset", {"task": task_id, "force": True})
+    await client.call("tasks.edit", {"task": task_id, "runtime": {ENQUEUED_KEY: round(snap.now.timestamp(), 3)}})
+    await client.call("tasks.enqueue", {"task": task_id, "queue": queue_id,
+                                        "status_reason": "clearml-chatops queue canary"})
+    return task_id
+
+
+def _seconds_between(later: Any, earlier: Any) -> float | None:
+    from bot.clearml.models import parse_time
+
+    a, b = parse_time(later), parse_time(earlier)
+    return None if a is None or b is None else max(0.0, (a - b).total_seconds())
+
+
+@check("canary.queue", params=CanaryQueueParams)
+async def canary_queue(snap: Snapshot, params: CanaryQueueParams) -> list[Finding]:
+    """A tiny canary task sent through each selected queue: time to pickup and to completion, and a finding with
+    the agent's log tail when no agent picks it up or it fails there.
+
+    One reused canary task per queue (tagged, in the hidden bot project, reset between rounds), never more than one
+    in flight, and none sent while the queue has a backlog. A round spans runs: the run that sends the canary
+    reports the previous round; a canary waiting longer than `pickup_timeout` is critical, a failed one too.
+    """
+    if not params.queues:
+        return []
+    from bot.checks.common import selected, worker_ref, workers_by_queue
+    from bot.checks.repro import CAUSES, classify_failure
+
+    queues = [q for q in await snap.queues() if selected((q.name, q.id), params.queues)]
+    if not queues:
+        return []
+    canaries = await _queue_canaries(snap)
+    listeners = workers_by_queue(await snap.workers())
+    now = snap.now.timestamp()
+    findings: list[Finding] = []
+    for queue in queues:
+        doc = canaries.get(queue.name)
+        status = str(doc.get("status")) if doc else ""
+        enqueued = ((doc or {}).get("runtime") or {}).get(ENQUEUED_KEY)
+        enqueued = float(enqueued) if isinstance(enqueued, int | float) else None
+        mine = str(doc["id"]) if doc else ""
+        others = [e for e in queue.entries if e.task_id != mine]
+        serving = listeners.get(queue.id, [])
+        evidence: dict[str, Any] = {
+            "queue": {"id": queue.id, "name": queue.name},
+            "canary": {"id": mine, "status": status} if doc else None,
+            "agents": [worker_ref(snap, w) for w in serving],
+        }
+
+        finding = functools.partial(_queue_finding, snap, queue, mine, evidence)
+
+        if status == "queued":
+            entry = next((e for e in queue.entries if e.task_id == mine), None)
+            if enqueued is None and entry is not None and entry.added is not None:
+                enqueued = entry.added.timestamp()  # enqueued by hand or by an older bot: the entry's own time
+            waited = now - enqueued if enqueued is not None else None
+            position = next((i for i, e in enumerate(queue.entries) if e.task_id == mine), None)
+            if position:
+                findings.append(finding("ok", f"canary waiting behind {position} task(s)",
+                                        "The canary is not blamed for the wait of a busy queue."))
+            elif waited is not None and waited > params.pickup_timeout:
+                live = [w for w in serving if (snap.age_s(w.last_seen) or 1e9) <= 120]
+                why = (
+                    f"{len(live)} live agent(s) listen to it ({', '.join(w.id for w in live[:5])}) but none pulled "
+                    "the canary: they may be busy, or unable to pull (an agent version that registers but never "
+                    "takes tasks, e.g. clearml-agent 2.0.0 on an open-source server, clearml-agent#241)"
+                    if live else "no live agent listens to it"
+                )
+                findings.append(finding(
+                    "critical", f"no agent picked up the canary in {waited / 60:.0f} min",
+                    f"The canary was enqueued {waited / 60:.0f} minutes ago (pickup timeout "
+                    f"{params.pickup_timeout / 60:.0f} min) and is first in line; {why}.",
+                    "Check the agents of this queue: their logs (`docker logs` / the daemon's console), that they "
+                    "poll this queue (`clearml-agent daemon --queue " + queue.name + "`), and server.compatibility "
+                    "for agent versions that do not pull tasks; rotate a stuck agent.",
+                    {"waited_s": int(waited), "pickup_timeout_s": params.pickup_timeout},
+                ))
+            else:
+                findings.append(finding("ok", "canary waiting for an agent",
+                                        f"Enqueued {0 if waited is None else waited:.0f} s ago."))
+            continue
+        if status == "in_progress":
+            ran = _seconds_between(snap.now, doc.get("started")) if doc else None
+            worker_id = str((doc or {}).get("last_worker") or "")
+            if ran is not None and ran > params.run_timeout:
+                tail = await snap.task_log(mine, params.log_lines)
+                findings.append(finding(
+                    "warning", f"canary picked up by {worker_id or '?'} but not finished after {ran / 60:.0f} min",
+                    "The agent took the canary (a two-line script without requirements) but has not finished it: "
+                    "environment setup is hanging (pip, docker pull) or the agent is stuck.",
+                    "Read the log tail below and the agent's own log; abort the canary to free the agent.",
+                    {"worker": worker_id, "running_s": int(ran), "log_tail": tail[-params.log_lines:]},
+                ))
+            else:
+                findings.append(finding("ok", f"canary running on {worker_id or '?'}", ""))
+            continue
+
+        if status in ("failed", "stopped"):
+            since = _seconds_between(snap.now, doc.get("completed") or doc.get("status_changed")) if doc else None
+            tail = await snap.task_log(mine, params.log_lines)
+            cause_id, hits = classify_failure(tail, str(doc.get("status_reason") or ""),
+                                              str(doc.get("status_message") or ""))
+            cause = next(c for c in CAUSES if c.id == cause_id)
+            worker_id = str(doc.get("last_worker") or "")
+            findings.append(finding(
+                "critical", f"the canary {status} on agent {worker_id or '?'} ({cause.title})",
+                f"A two-line script with no requirements did not complete on this queue's agent: "
+                f"{(hits[-1] if hits else doc.get('status_reason') or status)[:300]}",
+                cause.remediation,
+                {"worker": worker_id, "cause": cause_id, "log_tail": tail[-params.log_lines:]},
+            ))
+            if since is not None and since >= params.retry_after and not others:
+                await _send_canary(snap, params, queue.id, queue.name, doc)
+            continue
+
+        if status in ("completed", "published", "closed") and doc is not None:
+            started = parse_started(doc)
+            pickup = max(0.0, started - enqueued) if started is not None and enqueued is not None else None
+            run_s = _seconds_between(doc.get("completed"), doc.get("started"))
+            findings.append(finding(
+                "ok", f"canary picked up in {pickup or 0:.0f} s by {doc.get('last_worker') or '?'}, done in "
+                f"{run_s or 0:.0f} s", "",
+                extra={"pickup_s": None if pickup is None else round(pickup, 1),
+                       "run_s": None if run_s is None else round(run_s, 1), "worker": doc.get("last_worker")},
+            ))
+            snap.metrics[f"canary.queue.{queue.name}.pickup_s"] = round(pickup or 0, 1)
+            since = _seconds_between(snap.now, doc.get("completed"))
+            if since is not None and since >= params.every and not others:
+                await _send_canary(snap, params, queue.id, queue.name, doc)
+            continue
+
+        # no canary yet, or a draft: send one unless the queue is busy
+        if others:
+            findings.append(finding("ok", f"canary skipped: {len(others)} task(s) waiting",
+                                    "A canary is sent only to an empty queue, so it never delays real work."))
+            continue
+        task_id = await _send_canary(snap, params, queue.id, queue.name, doc)
+        evidence["canary"] = {"id": task_id, "status": "queued"}
+        findings.append(finding("ok", "canary sent", "Its pickup and run times are reported by the next runs."))
+    return findings
+
+
+def _queue_finding(snap: Snapshot, queue: Queue, canary_id: str, evidence: dict[str, Any], severity: Severity,
+                   title: str, detail: str, remediation: str = "", extra: dict[str, Any] | None = None) -> Finding:
+    from bot.checks.common import queue_subject
+
+    return Finding(
+        check="canary.queue", severity=severity, title=f"Queue {queue.name}: {title}", detail=detail,
+        subject=queue_subject(queue), evidence={**evidence, **(extra or {})}, remediation=remediation,
+        links=[snap.queue_link(queue.id)] + ([snap.task_link(canary_id)] if canary_id else []),
+    )
+
+
+def parse_started(doc: dict[str, Any]) -> float | None:
+    from bot.clearml.models import parse_time
+
+    started = parse_time(doc.get("started"))
+    return started.timestamp() if started is not None else None

@@ -4,13 +4,16 @@ failure named: Elasticsearch read-only (clearml#201) or accepting but not storin
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
+
+import httpx
 
 from bot.config import Settings
 from bot.engine.findings import Finding
 from bot.engine.playbook import CheckEntry, Playbook, load_playbook
 from bot.engine.runner import RunResult, run_playbooks
-from tests.helpers import server_settings, sim_data
+from tests.helpers import server_settings, sim_data, sim_request
 
 CHECK = "canary.events"
 
@@ -89,3 +92,107 @@ def test_read_only_zoo_and_shipped_playbook(sim_factory: Any) -> None:
     assert finding.severity == "critical" and finding.evidence["failure"] == "read_only"
     healthy = run(sim_factory(scenario="healthy"), playbooks=[load_playbook("playbooks/agents.yaml")])
     assert canary(healthy).severity == "ok"
+
+
+# ================================================================================================ canary.queue
+
+QCHECK = "canary.queue"
+
+
+def qrun(sim: Any, **params: Any) -> dict[str, Finding]:
+    book = Playbook(name="t", checks=[CheckEntry(check=QCHECK, params={"queues": ["cpu-preprocess"], **params})])
+    result = asyncio.run(run_playbooks([book], Settings(), server_settings(sim)))
+    assert not [f for f in result.findings if f.severity == "error"], [f.detail for f in result.findings]
+    return {f.subject.name: f for f in result.findings if f.check == QCHECK}
+
+
+def agent_runs_next(sim: Any, queue: str, worker: str, lines: list[str], *, fail: bool = False,
+                    seconds: float = 5) -> str:
+    """What a clearml-agent does with the next entry of `queue`: pull it, start it, log, finish or fail it."""
+    entry = sim_data(sim, "queues.get_next_task", {"queue": sim.queue_id(queue)})["entry"]
+    task = entry["task"]
+    sim_request(sim, "tasks.started", {"task": task}, headers={"X-ClearML-Worker": worker}).raise_for_status()
+    # its next report carries the task: the server records the task's last_worker from it
+    sim_data(sim, "workers.status_report", {"worker": worker, "timestamp": int(sim.clock.time() * 1000),
+                                            "task": task, "queue": sim.queue_id(queue)})
+    body = "\n".join(json.dumps({"type": "log", "task": task, "msg": line, "worker": worker}) for line in lines)
+    httpx.post(f"{sim.api_url}/events.add_batch", content=body.encode(),
+               headers={"Authorization": f"Bearer {sim.issue_token()}"}, timeout=10).raise_for_status()
+    sim.clock.advance(seconds)
+    if fail:
+        sim_data(sim, "tasks.failed", {"task": task, "status_reason": "worker execution exit code 1"})
+    else:
+        sim_data(sim, "tasks.completed", {"task": task})
+    return task
+
+
+def test_queue_canary_round_trip_on_a_served_queue(sim_factory: Any) -> None:
+    sim = sim_factory(scenario="healthy")
+    first = qrun(sim)
+    sent = first["cpu-preprocess"]
+    assert sent.severity == "ok" and "canary sent" in sent.title
+    [task] = [t for t in sim.iter_tasks() if t["name"] == "queue canary: cpu-preprocess"]
+    assert task["status"] == "queued" and task["script"]["diff"].startswith("import platform")
+    assert "clearml-chatops-queue-canary" in task["tags"] and not task["script"].get("repository")
+    assert qrun(sim)["cpu-preprocess"].title.endswith("canary waiting for an agent")  # never two in flight
+    assert len(sim.calls_to("tasks.enqueue")) == 1
+
+    sim.clock.advance(20)
+    worker = "cpu-node-01:cpu:0"
+    agent_runs_next(sim, "cpu-preprocess", worker, ["clearml-chatops queue canary: python 3.10.12 on cpu-node-01"],
+                    seconds=7)
+    done = qrun(sim)["cpu-preprocess"]
+    assert done.severity == "ok" and f"by {worker}" in done.title
+    assert 19 <= done.evidence["pickup_s"] <= 25 and 6 <= done.evidence["run_s"] <= 8
+    # the next round waits `every` after completion, then reuses the same task (reset), not a new one
+    sim.clock.advance(3601)
+    assert "canary picked up" in qrun(sim)["cpu-preprocess"].title
+    assert len(sim.calls_to("tasks.create")) == 1 and len(sim.calls_to("tasks.reset")) == 1
+    assert [t["status"] for t in sim.iter_tasks() if t["name"] == "queue canary: cpu-preprocess"] == ["queued"]
+
+
+def test_queue_canary_not_picked_up_or_failing_is_critical_with_the_agent_log(sim_factory: Any) -> None:
+    sim = sim_factory(scenario="healthy")
+    qrun(sim)
+    sim.clock.advance(11 * 60)  # nobody pulls it (the simulator's agents are not real): pickup timeout passed
+    stuck = qrun(sim)["cpu-preprocess"]
+    assert stuck.severity == "critical" and "no agent picked up the canary in 11 min" in stuck.title
+    assert stuck.evidence["waited_s"] >= 660
+
+    failed_on = "cpu-node-01:cpu:1"
+    agent_runs_next(sim, "cpu-preprocess", failed_on, [
+        "Collecting numpy==1.26.4",
+        "ERROR: Could not install packages due to an OSError: [Errno 28] No space left on device",
+        "clearml_agent: ERROR: Could not install task requirements!",
+    ], fail=True)
+    failed = qrun(sim)["cpu-preprocess"]
+    assert failed.severity == "critical" and failed.evidence["cause"] == "disk_full"
+    assert failed.evidence["worker"] == failed_on and "No space left on device" in failed.detail
+    assert any("Errno 28" in line for line in failed.evidence["log_tail"])
+    assert "docker system prune" in failed.remediation
+    # the failure stays reported (no flapping) until retry_after, then a new round starts
+    assert qrun(sim)["cpu-preprocess"].severity == "critical"
+    sim.clock.advance(31 * 60)
+    qrun(sim)
+    assert [t["status"] for t in sim.iter_tasks() if t["name"] == "queue canary: cpu-preprocess"] == ["queued"]
+
+
+def test_queue_canary_skips_a_busy_queue_and_is_off_by_default(sim_factory: Any) -> None:
+    sim = sim_factory(scenario="zoo-fleet")  # gpu-train holds three waiting tasks
+    busy = qrun(sim, queues=["gpu-train"])["gpu-train"]
+    assert busy.severity == "ok" and "skipped: 3 task(s) waiting" in busy.title
+    assert sim.calls_to("tasks.enqueue") == [] and sim.calls_to("tasks.create") == []
+    book = Playbook(name="t", checks=[CheckEntry(check=QCHECK)])
+    result = asyncio.run(run_playbooks([book], Settings(), server_settings(sim)))
+    assert [f for f in result.findings if f.check == QCHECK] == [] and sim.calls_to("tasks.create") == []
+
+
+def test_zoo_canary_waits_on_idle_agents_that_do_not_pull(sim_factory: Any) -> None:
+    zoo = sim_factory(scenario="incident-zoo")
+    stuck = qrun(zoo, queues=["cpu-batch"])["cpu-batch"]
+    assert stuck.severity == "critical" and "no agent picked up the canary in 20 min" in stuck.title
+    assert "2 live agent(s) listen to it (cpu-box-4:cpu:0, cpu-box-4:cpu:1)" in stuck.detail
+    assert "clearml-agent#241" in stuck.detail
+    # the shipped playbook sends no canary until queues are listed
+    shipped = run(zoo, playbooks=[load_playbook("playbooks/agents.yaml")])
+    assert [f for f in shipped.findings if f.check == QCHECK] == []
