@@ -100,6 +100,11 @@ class SlackRoute(_Strict):
 
 class SlackSettings(_Strict):
     default_channel: str | None = None
+    # Task owners for playbooks with `notify_owner`: ClearML user (id, name or e-mail) -> Slack user id (U...) or
+    # the e-mail Slack knows them by. Unmapped owners whose ClearML name or e-mail is an address are looked up with
+    # users.lookupByEmail unless owner_lookup_by_email is false.
+    owners: dict[str, str] = Field(default_factory=dict)
+    owner_lookup_by_email: bool = True
     routes: list[SlackRoute] = Field(default_factory=list)
     command: str = "/clearml"
     api_url: str | None = None

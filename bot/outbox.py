@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from bot import metrics
 from bot.incidents.db import insert, iso, parse_iso, row, rows, transaction, update, utc
+from bot.incidents.owners import is_dm_target, slack_user_ref
 from bot.redact import redact_tree
 
 if TYPE_CHECKING:
@@ -653,6 +654,8 @@ class WebClientSender:
         if p.get("blocks"):
             common["blocks"] = p["blocks"]
         channel = message.channel_id or message.channel
+        if is_dm_target(channel):
+            channel = self.dm_channel(channel)
         if message.kind == "update":
             resp = self.client.chat_update(channel=channel, ts=message.target_ts, **common)
             return SendResult(ts=resp.get("ts") or message.target_ts, channel=resp.get("channel"))
@@ -695,6 +698,10 @@ class WebClientSender:
 
         Scans the channel's (or thread's) newest `max_pages` pages rather than asking for messages newer than
         `since`: Slack's clock and ours may disagree, and the message we look for is among the newest anyway."""
+        if is_dm_target(message.channel):
+            # reading a DM's history needs im:history, which the bot does not ask for: a DM posted just before a
+            # crash may be sent once more (the channel's root message, which matters, is reconciled)
+            return None
         channel = message.channel_id or self.channel_id(message.channel)
         cursor: str | None = None
         for _ in range(self.max_pages):
@@ -713,6 +720,20 @@ class WebClientSender:
             if not cursor:
                 break
         return None
+
+    def dm_channel(self, target: str) -> str:
+        """"dm:U123" or "dm:alice@example.com" -> the id of the bot's DM with that user (users.lookupByEmail for an
+        address, then conversations.open; cached). Slack's errors (users_not_found, missing_scope) propagate: the
+        outbox retries or fails the message, naming them."""
+        if target in self._ids:
+            return self._ids[target]
+        kind, value = slack_user_ref(target)
+        user = value
+        if kind == "email":
+            user = str(self.client.users_lookupByEmail(email=value)["user"]["id"])
+        channel = str(self.client.conversations_open(users=user)["channel"]["id"])
+        self._ids[target] = channel
+        return channel
 
     def channel_id(self, channel: str) -> str:
         """`#name` or `name` -> id via conversations.list (cached); ids pass through."""

@@ -401,15 +401,17 @@ def playbook_runner(
         else:
             target = server
         # A fresh event loop in the scheduler's worker thread: runs never share one.
-        result = asyncio.run(
-            run_playbooks(
-                [playbook],
-                settings,
-                target,
-                trigger=trigger,
-                fleet_history=lambda window_s: store.pool_history(target.api_url, window_s),
+        fleet_history = lambda window_s: store.pool_history(target.api_url, window_s)  # noqa: E731
+        if playbook.notify_owner:
+            from bot.incidents.owners import run_with_owners
+
+            result = asyncio.run(
+                run_with_owners([playbook], settings, target, trigger=trigger, fleet_history=fleet_history)
             )
-        )
+        else:
+            result = asyncio.run(
+                run_playbooks([playbook], settings, target, trigger=trigger, fleet_history=fleet_history)
+            )
         run_id = store.record_run(result)
         pipeline.handle_run(result, run_id=run_id)
         if on_result is not None:

@@ -94,6 +94,9 @@ class Playbook(BaseModel):
     schedule: str | IntervalSchedule | CronSchedule | None = None
     timezone: str | None = None
     channel: str | None = None
+    # Opt-in: a finding about one task also goes to the task's owner as a Slack DM when its incident opens
+    # (ClearML user -> Slack user through slack.owners, else users.lookupByEmail); the channel keeps the thread.
+    notify_owner: bool = False
     checks: list[CheckEntry] = Field(min_length=1)
     path: str | None = Field(default=None, exclude=True)
 

@@ -21,7 +21,7 @@ import fnmatch
 import logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import IO, TYPE_CHECKING, Any, Protocol
@@ -29,6 +29,7 @@ from typing import IO, TYPE_CHECKING, Any, Protocol
 from bot.durations import format_duration
 from bot.incidents import digest as digest_mod
 from bot.incidents.db import transaction, utc
+from bot.incidents.owners import owner_target
 from bot.incidents.tracker import IncidentTracker, IncidentView, Notification, TrackerPolicy, root_key
 
 if TYPE_CHECKING:
@@ -277,6 +278,7 @@ class IncidentPipeline:
         sink: Sink | None = None,
         settings: Settings | None = None,
         playbooks: list[Playbook] | None = None,
+        owner_playbooks: Callable[[], Iterable[str]] | None = None,
     ) -> None:
         """With an `outbox`, messages are queued for Slack; without one, they go to `sink` (e.g. print)."""
         self.store = store
@@ -286,6 +288,10 @@ class IncidentPipeline:
         self.router = router or default_router(settings, playbooks)
         self.sink = sink
         self.settings = settings
+        # playbooks whose task findings also go to the task's owner as a DM (`notify_owner: true`); a callable so
+        # that `serve` sees reloaded playbooks
+        fixed = [pb.name for pb in playbooks or [] if getattr(pb, "notify_owner", False)]
+        self.owner_playbooks: Callable[[], Iterable[str]] = owner_playbooks or (lambda: fixed)
         digest_mod.ensure_schema(store)
 
     # -- inputs -------------------------------------------------------------------------------------------------
@@ -374,6 +380,7 @@ class IncidentPipeline:
             root = root_key(v.id)
             if note.kind == "open":
                 self._emit(root, channel, "post", self.renderer.root(v, now), None, now=now)
+                self._tell_owner(v, now)
                 first = self.renderer.reply(note, now)
                 if first is not None:
                     self._emit(event_key(v.id, note.seq, "reply"), channel, "reply", first, root, now=now)
@@ -395,3 +402,16 @@ class IncidentPipeline:
                     message = self.renderer.reply(note, now)
                     if message is not None:
                         self._emit(event_key(v.id, note.seq, "reply"), channel, "reply", message, root, now=now)
+
+    def _tell_owner(self, v: IncidentView, now: datetime) -> None:
+        """A new incident about one task of a `notify_owner` playbook: its root message also goes to the owner."""
+        if not v.playbook or v.playbook not in set(self.owner_playbooks()):
+            return
+        finding = v.primary.finding
+        if finding.subject.kind != "task":
+            return
+        target = owner_target(finding.evidence.get("owner"), self.settings.slack if self.settings else None)
+        if target is None:
+            log.info("incident %s: no Slack user known for the owner of task %s", v.id, finding.subject.id)
+            return
+        self._emit(f"{root_key(v.id)}:owner", target, "post", self.renderer.root(v, now), None, now=now)

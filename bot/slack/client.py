@@ -39,6 +39,9 @@ METHOD_SCOPES: dict[str, tuple[str, ...]] = {
     "chat.update": ("chat:write",),
     "chat.delete": ("chat:write",),
     "chat.postEphemeral": ("chat:write",),
+    # tell the owner (playbooks with notify_owner): find the task owner's Slack user by e-mail, open the DM
+    "users.lookupByEmail": ("users:read.email",),
+    "conversations.open": ("im:write",),
     # who may press a mutating button: `actions.allow.<action>.usergroups` (bot/actions/policy.py)
     "usergroups.users.list": ("usergroups:read",),
     # the durable outbox (bot/outbox.py): after a crash mid-send it looks for the message it may have posted (by the

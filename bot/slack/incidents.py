@@ -53,6 +53,7 @@ def build_pipeline(services: BotServices) -> IncidentPipeline:
         renderer=renderer,
         router=incident_router(services),
         settings=services.settings,
+        owner_playbooks=lambda: [p.name for p in services.playbooks() if p.notify_owner],
     )
 
 

@@ -193,6 +193,10 @@ async def run_with_queues(
     try:
         snap = Snapshot(client, server, services.settings)
         result = await run_playbooks([playbook], services.settings, server, trigger=trigger, snapshot=snap)
+        if playbook.notify_owner:  # task findings name their owner, for the DM when their incident opens
+            from bot.incidents.owners import attach_owners
+
+            await attach_owners(snap, result.findings)
         actions = {a for f in result.findings for a in f.actions}
         queues = await queue_options(services, snap, server.name, actions) if result.findings else []
     finally:

@@ -217,6 +217,8 @@ class FakeSlack:
         self.views: dict[str, dict[str, Any]] = {}  # user id -> the Home view last published for them
         self.uploads: dict[str, dict[str, Any]] = {}  # file id -> {filename, length, alt_txt, data (after upload)}
         self.files: list[dict[str, Any]] = []  # shared files: id, title, alt_txt, data, channel, thread_ts
+        self.emails: dict[str, str] = {}  # e-mail -> user id (users.lookupByEmail)
+        self.dms: dict[str, str] = {}  # user id -> the bot's DM channel id with them (conversations.open)
         self.faults: list[Fault] = []
         self.latency: dict[str, float] = {}
         # scopes of the bot token, sent as X-OAuth-Scopes (as Slack does) when set; None sends no header
@@ -289,6 +291,11 @@ class FakeSlack:
         return f"{self.url}/response/{name or uuid.uuid4().hex[:12]}"
 
     # -- set-up -----------------------------------------------------------------------------------------------
+    def add_user(self, user_id: str, email: str) -> None:
+        """A workspace member users.lookupByEmail finds."""
+        with self._lock:
+            self.emails[email.lower()] = user_id
+
     def add_channel(
         self,
         name: str,
@@ -512,6 +519,18 @@ class FakeSlack:
             return {"ok": True, "members": [BOT_USER_ID] if ch.member else [], "response_metadata": {"next_cursor": ""}}
         if method in ("views.publish", "files.getUploadURLExternal", "files.completeUploadExternal"):
             return self._views_and_files(method, args)
+        if method == "users.lookupByEmail":
+            user = self.emails.get(str(args.get("email", "")).lower())
+            if user is None:
+                return {"ok": False, "error": "users_not_found"}
+            return {"ok": True, "user": {"id": user, "team_id": TEAM_ID, "profile": {"email": args.get("email")}}}
+        if method == "conversations.open":
+            user = str(args.get("users", ""))
+            if not user or "," in user:
+                return {"ok": False, "error": "user_not_found" if not user else "not_implemented"}
+            if user not in self.dms:
+                self.dms[user] = self.add_channel(f"dm-{user.lower()}", is_im=True).id
+            return {"ok": True, "channel": {"id": self.dms[user]}}
         if method == "usergroups.users.list":
             group = str(args.get("usergroup", ""))
             if group not in self.usergroups:

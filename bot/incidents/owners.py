@@ -1,0 +1,98 @@
+"""Tell the owner: a finding about one task can also go to the task's owner as a Slack direct message.
+
+Opt-in per playbook (`notify_owner: true`). After such a playbook runs, `attach_owners` records each task finding's
+owner (the task's ClearML user: id, name and, when the server has one, e-mail) in `evidence["owner"]`; when the
+finding's incident opens, the pipeline also posts its root message (same rendering, redaction and buttons) to
+`owner_target(...)`, an outbox channel of the form "dm:<Slack user id or e-mail>" that the Slack sender turns into a
+DM (users.lookupByEmail, conversations.open). The channel keeps the thread and the digest.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from bot.config import SlackSettings
+    from bot.engine.findings import Finding
+    from bot.engine.snapshot import Snapshot
+
+DM_PREFIX = "dm:"
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_SLACK_USER = re.compile(r"^[UW][A-Z0-9]{6,}$")
+
+
+def is_dm_target(channel: str) -> bool:
+    return channel.startswith(DM_PREFIX)
+
+
+async def attach_owners(snap: Snapshot, findings: list[Finding]) -> int:
+    """Fill `evidence["owner"]` of every task finding with its task's owner; returns how many got one.
+
+    Two requests at most: the tasks' `user` (memoized by the snapshot, usually already fetched) and users.get_all
+    for those users. A failure leaves the findings as they were (no DM is better than no report)."""
+    from bot.clearml.errors import ClearMLError
+
+    task_findings = [f for f in findings if f.subject.kind == "task" and "owner" not in f.evidence]
+    if not task_findings:
+        return 0
+    try:
+        tasks = await snap.tasks_by_id(f.subject.id for f in task_findings)
+        user_ids = sorted({t.user for t in tasks.values() if t.user})
+        if not user_ids:
+            return 0
+        data = await snap.client.call("users.get_all", {"id": user_ids, "only_fields": ["id", "name", "email"]})
+    except ClearMLError:
+        return 0
+    users = {str(u.get("id")): u for u in data.get("users") or [] if isinstance(u, dict)}
+    attached = 0
+    for finding in task_findings:
+        task = tasks.get(finding.subject.id)
+        user = users.get(task.user) if task is not None and task.user else None
+        if user is None:
+            continue
+        owner: dict[str, Any] = {"id": str(user.get("id")), "name": str(user.get("name") or "")}
+        if user.get("email"):
+            owner["email"] = str(user["email"])
+        finding.evidence["owner"] = owner
+        attached += 1
+    return attached
+
+
+def owner_target(owner: dict[str, Any] | None, slack: SlackSettings | None) -> str | None:
+    """The outbox channel for the owner's DM ("dm:U123" or "dm:alice@example.com"), or None when unknown."""
+    if not owner:
+        return None
+    mapping = slack.owners if slack is not None else {}
+    for key in (owner.get("id"), owner.get("name"), owner.get("email")):
+        if key and key in mapping:
+            return DM_PREFIX + mapping[key]
+    if slack is not None and not slack.owner_lookup_by_email:
+        return None
+    for candidate in (owner.get("email"), owner.get("name")):
+        if candidate and _EMAIL.match(str(candidate)):
+            return DM_PREFIX + str(candidate)
+    return None
+
+
+def slack_user_ref(target: str) -> tuple[str, str]:
+    """("user", "U123") or ("email", "alice@example.com") for a "dm:..." target."""
+    value = target[len(DM_PREFIX):] if is_dm_target(target) else target
+    return ("user", value) if _SLACK_USER.match(value) else ("email", value)
+
+
+async def run_with_owners(
+    playbooks: list[Any], settings: Any, server: Any, *, trigger: str = "schedule", fleet_history: Any = None
+) -> Any:
+    """run_playbooks, then attach_owners over the same snapshot (the tasks are usually already fetched)."""
+    from bot.clearml.client import ClearMLClient
+    from bot.engine.runner import run_playbooks
+    from bot.engine.snapshot import Snapshot
+
+    async with ClearMLClient(server) as client:
+        snap = Snapshot(client, server, settings)
+        result = await run_playbooks(
+            playbooks, settings, server, trigger=trigger, snapshot=snap, fleet_history=fleet_history
+        )
+        await attach_owners(snap, result.findings)
+    return result
