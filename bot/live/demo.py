@@ -120,6 +120,8 @@ class Milestones:
     runs: int = 0
     problems_before_kill: int = 0
     notes: list[str] = field(default_factory=list)
+    canary_events: bool = False  # the write-path canary was narrated
+    canary_rounds: set[tuple[Any, ...]] = field(default_factory=set)  # queue canary rounds narrated
 
 
 def demo_playbook(pace: Pace) -> Any:
@@ -135,6 +137,9 @@ def demo_playbook(pace: Pace) -> Any:
             CheckEntry(check="agents.stale", params={"stale_after": 2 * r, "dead_after": 3 * r}),
             CheckEntry(check="agents.unserved_queues", params={"stale_after": 2 * r}),
             CheckEntry(check="agents.orphaned_tasks", params={"worker_dead_after": 3 * r, "grace": 2 * r}),
+            # the server's write path, and a canary task through cpu-b once its own work is done
+            CheckEntry(check="canary.events"),
+            CheckEntry(check="canary.queue", params={"queues": [QUEUE_B], "pickup_timeout": 40 * r}),
         ],
     )
 
@@ -320,7 +325,20 @@ class LiveDemo:
                     self.orphan_event.set()
             for check, subject in gone:
                 self.say.say("🔎", f"scheduled run #{self.m.runs}: cleared {check} for {subject}")
+            self._narrate_canaries(result)
             self.problems = {k: f.severity for k, f in now.items()}
+
+    def _narrate_canaries(self, result: RunResult) -> None:
+        """Say once that the write path works, and once per canary round that went through a queue."""
+        for f in result.findings:
+            if f.check == "canary.events" and f.severity == "ok" and not self.m.canary_events:
+                self.m.canary_events = True
+                self.say.say("✍️ ", f"canary.events: {f.title}")
+            if f.check == "canary.queue" and f.evidence.get("pickup_s") is not None:
+                key = (f.subject.name, str((f.evidence.get("canary") or {}).get("id")), f.evidence.get("run_s"))
+                if key not in self.m.canary_rounds:
+                    self.m.canary_rounds.add(key)
+                    self.say.say("🐤", f"canary.queue: {f.title}")
 
     # ------------------------------------------------------------------ steps
     def _wait(self, what: str, cond: Callable[[], bool], timeout: float) -> None:
