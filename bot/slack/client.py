@@ -63,6 +63,10 @@ METHOD_SCOPES: dict[str, tuple[str, ...]] = {
 # feature out when the token's scopes (X-OAuth-Scopes of auth.test) do not include the scope.
 OPTIONAL_SCOPES: dict[str, str] = {
     "files:write": "charts are not uploaded: digests and incident threads go out with text trends only",
+    # only playbooks with notify_owner use these
+    "users:read.email": "playbooks with notify_owner cannot find a task owner by e-mail (slack.owners entries that "
+    "give a Slack user id still work)",
+    "im:write": "playbooks with notify_owner cannot open a DM with a task's owner",
 }
 
 # Scopes not tied to a Web API call: `commands` is what lets the app own a slash command.

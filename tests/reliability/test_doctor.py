@@ -23,7 +23,7 @@ checks:
   - check: agents.stale
 """
 SCOPES = ["commands", "chat:write", "chat:write.public", "usergroups:read", "channels:history", "groups:history",
-          "channels:read", "groups:read", "files:write"]
+          "channels:read", "groups:read", "files:write", "users:read.email", "im:write"]
 
 
 def setup(tmp_path: Path, sim: SimServer, slack: FakeSlack, monkeypatch: pytest.MonkeyPatch, **config: Any) -> Path:
