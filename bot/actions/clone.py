@@ -16,6 +16,11 @@ from bot.actions.requeue import enqueue_step, note_unwatched
 class CloneParams(ActionParams):
     queue: str | None = Field(default=None, description="enqueue the clone into this queue (name or id)")
     name: str | None = Field(default=None, description="name of the new task (default: the original's)")
+    image: str | None = Field(
+        default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._/:@-]{0,254}$",
+        description="run the clone in this container image instead (e.g. after an image pull or CUDA mismatch "
+        "failure): tasks.edit container.image on the new draft, before it is enqueued",
+    )
 
 
 def clone_step(ctx: ActionContext, task: dict[str, object], why: str, name: str | None = None) -> Step:
@@ -38,6 +43,11 @@ async def plan_clone(ctx: ActionContext, subject: str, params: CloneParams) -> P
     label = ctx.task_label(task)
     steps = [clone_step(ctx, task, "Cloned from", params.name)]
     summary = f"Create a draft copy of {label}"
+    if params.image:
+        # the clone is a draft (`created`), so the server lets its container be edited without force
+        steps.append(Step("clearml", "tasks.edit", {"task": NEW_TASK, "container": {"image": params.image}},
+                          key="image"))
+        summary += f" running in container image {params.image}"
     queue = None
     if params.queue:
         queue = await ctx.resolve_queue(params.queue)

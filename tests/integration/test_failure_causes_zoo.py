@@ -58,3 +58,24 @@ def test_task_lookup_offers_the_causes_buttons(sim_factory: Any) -> None:
 
 def test_healthy_runs_have_no_failure_causes(sim_factory: Any) -> None:
     assert causes(sim_factory(scenario="healthy")) == {}
+
+
+def test_clone_with_another_image_fixes_an_image_pull_failure(sim_factory: Any, tmp_path: Any) -> None:
+    from tests.integration.test_actions_sim import make_world
+
+    sim = sim_factory(scenario="incident-zoo")
+    failed = sim.task_id("train-detr-private-image")
+    world = make_world(tmp_path, sim)
+    try:
+        image = "nvcr.io/nvidia/pytorch:24.05-py3"
+        out = world.act("clone", failed, {"image": image, "queue": "gpu-debug"})
+        assert out.status == "ok", out
+        [new_id] = out.created_ids
+        clone = world.task(new_id)
+        assert clone["container"]["image"] == image and clone["status"] == "queued"
+        assert world.task(failed)["container"]["image"] == "registry.acme.internal/ml/detr:2.4.1-cuda12"
+        assert [n for n, _ in world.writes()] == ["tasks.clone", "tasks.edit", "tasks.enqueue"]
+        bad = world.act("clone", failed, {"image": "img; rm -rf /"})
+        assert bad.status == "failed" and "image" in bad.text
+    finally:
+        world.store.close()
