@@ -593,8 +593,9 @@ def _suggest(d: TaskDiagnosis, dead_after: float = DEFAULT_DEAD_AFTER) -> tuple[
         elif d.queue_position:
             notes.append(f"It is number {d.queue_position} of {d.queue_length} in queue {d.queue}.")
     elif d.status in ("failed", "stopped"):
-        # the cause's buttons (a new image or requirements -> clone; another host -> requeue), else both
-        actions += (d.failure.actions if d.failure is not None and d.failure.actions else ["requeue", "clone"])
+        # the cause's buttons first (a new image or requirements -> clone; another host -> requeue), then the rest
+        fitting = d.failure.actions if d.failure is not None else []
+        actions += list(dict.fromkeys([*fitting, "requeue", "clone"]))
     elif d.status in ("completed", "published", "closed"):
         actions += ["reproduce", "clone"]
         if d.env_gaps:

@@ -52,7 +52,10 @@ def test_task_lookup_offers_the_causes_buttons(sim_factory: Any) -> None:
     assert image.failure is not None and image.failure.cause == "image_pull"
     assert image.actions == ["clone", "requeue"]  # clone with another image, or fix registry access and rerun
     gpu = diagnose(sim, "eval-yolo-cpu-fallback")
-    assert gpu.failure is not None and gpu.failure.cause == "gpu_not_visible" and gpu.actions == ["requeue"]
+    # the fitting button first (another queue, whose agents see a GPU), then the others
+    assert gpu.failure is not None and gpu.failure.cause == "gpu_not_visible" and gpu.actions == ["requeue", "clone"]
+    code = diagnose(sim, "tokenizer-bpe-sweep")
+    assert code.failure is not None and code.actions == ["reproduce", "clone", "requeue"]
     assert "could not select device driver" in gpu.failure.lines[-1]
 
 
