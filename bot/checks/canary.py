@@ -219,7 +219,13 @@ async def canary_events(snap: Snapshot, params: CanaryEventsParams) -> list[Find
         task_id, held = await _canary_task(snap, params)
         iteration = int(time.time() * 1000) % (2**31)  # unique per run, readable back as the scalar's iteration
         if held < 0:  # an existing canary: keep it small
-            total = await snap.client.call("events.get_task_log", {"task": task_id, "batch_size": 1})
+            # every event type of the task (log lines and scalars): get_task_events without event_type
+            try:
+                total = await snap.client.call("events.get_task_events", {"task": task_id, "batch_size": 1})
+            except ClearMLError as exc:
+                if _server_side(exc):
+                    raise _Failure("elasticsearch", "elasticsearch", "count the canary's events", exc) from None
+                raise
             if int(total.get("total") or 0) >= params.max_events:
                 await _mongo("reset the canary task", snap.client.call("tasks.reset", {"task": task_id, "force": True}))
         answer = await _write(snap, task_id, nonce, iteration)

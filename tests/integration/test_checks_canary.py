@@ -196,3 +196,11 @@ def test_zoo_canary_waits_on_idle_agents_that_do_not_pull(sim_factory: Any) -> N
     # the shipped playbook sends no canary until queues are listed
     shipped = run(zoo, playbooks=[load_playbook("playbooks/agents.yaml")])
     assert [f for f in shipped.findings if f.check == QCHECK] == []
+
+
+def test_the_events_canary_stays_small(sim_factory: Any) -> None:
+    sim = sim_factory(scenario="healthy")
+    held = [canary(run(sim, {"max_events": 10})).evidence["events_held"] for _ in range(7)]
+    # two events per run; once the task holds 10, the next run resets it (tasks.reset drops its events) first
+    assert held[:5] == [2, 4, 6, 8, 10] and held[5] == 2 and held[6] == 4
+    assert len(sim.calls_to("tasks.reset")) == 1
