@@ -28,6 +28,11 @@ from bot.engine.playbook import CheckEntry, Playbook
 from bot.engine.registry import REGISTRY, load_builtin_checks
 from bot.engine.snapshot import Snapshot
 
+# clearml-server's non-responsive tasks watchdog: running tasks without an update for 2 h are stopped; the task
+# look-up says so from 75 % of that (agents.watchdog_risk's default share)
+WATCHDOG_THRESHOLD_S = 7200.0
+WATCHDOG_NOTICE_S = 0.75 * WATCHDOG_THRESHOLD_S
+
 if TYPE_CHECKING:
     from bot.clearml.client import ClearMLClient
     from bot.clearml.models import Task, Worker
@@ -586,6 +591,17 @@ def _suggest(d: TaskDiagnosis, dead_after: float = DEFAULT_DEAD_AFTER) -> tuple[
             )
         else:
             notes.append("It is running; its agent is alive.")
+        silent = d.last_update_age_s
+        if silent is not None and silent >= WATCHDOG_NOTICE_S and not worker_lost:
+            # the server's non-responsive watchdog (agents.watchdog_risk): stopped after 2 h without an update
+            left = max(0.0, WATCHDOG_THRESHOLD_S - silent)
+            notes.append(
+                f"No update for {format_duration(silent)}: the server stops running tasks after 2 h without one "
+                f"(\"Forced stop (non-responsive)\"), this one in about {format_duration(left)} or at its next "
+                "15-minute check. If it is working, make it report (a log line or scalar); abort it if it hangs."
+            )
+            if "abort" not in actions:
+                actions.append("abort")
     elif d.status == "queued":
         actions.append("prioritize")
         if d.queue_workers_alive == 0:

@@ -82,3 +82,12 @@ def test_clone_with_another_image_fixes_an_image_pull_failure(sim_factory: Any, 
         assert bad.status == "failed" and "image" in bad.text
     finally:
         world.store.close()
+
+
+def test_task_lookup_warns_before_the_watchdog_stops_a_silent_task(sim_factory: Any) -> None:
+    sim = sim_factory(scenario="incident-zoo")
+    silent = diagnose(sim, "export-raw-video-2024-05")  # 110 minutes without an update, run from a workstation
+    assert any("Forced stop (non-responsive)" in n and "in about 10m" in n for n in silent.notes), silent.notes
+    assert "abort" in silent.actions
+    fresh = diagnose(sim, "train-yolov8m-coco")
+    assert not any("Forced stop" in n for n in fresh.notes) and "abort" not in fresh.actions
