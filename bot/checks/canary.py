@@ -1,6 +1,6 @@
 """Canaries: checks that write, then read back what they wrote, so a server that answers but loses data is caught.
 
-canary.events exercises the server's write path the way every SDK and agent uses it. It keeps one bot-owned task
+server.events_canary exercises the server's write path the way every SDK and agent uses it. It keeps one bot-owned task
 (in a hidden project), posts a console line and a scalar with events.add_batch, and reads them back with
 events.get_task_log and events.get_task_events. Each backend shows its own failure:
 - MongoDB holds tasks and projects: finding, creating or reading the canary task fails with a server error;
@@ -101,8 +101,8 @@ async def _mongo(step: str, call: Any) -> Any:
         return await call
     except ForbiddenError as exc:
         raise CheckError(
-            f"the bot's API key may not {step} ({exc.describe()}): canary.events needs a key that can create tasks "
-            "and projects, or leave canary.events out of the playbook"
+            f"the bot's API key may not {step} ({exc.describe()}): server.events_canary needs a key that can "
+            "create tasks and projects, or leave server.events_canary out of the playbook"
         ) from None
     except ClearMLError as exc:
         if _server_side(exc):
@@ -135,7 +135,7 @@ async def _canary_task(snap: Snapshot, params: CanaryEventsParams) -> tuple[str,
         project_id = str(created["id"])
     task = await _mongo("create the canary task", client.call("tasks.create", {
         "name": params.task_name, "type": "monitor", "project": project_id, "tags": [CANARY_TAG],
-        "comment": "clearml-chatops writes one log line and one scalar here per canary.events run.",
+        "comment": "clearml-chatops writes one log line and one scalar here per server.events_canary run.",
     }))
     return str(task["id"]), 0
 
@@ -202,7 +202,7 @@ async def _redis(snap: Snapshot) -> None:
         raise
 
 
-@check("canary.events", params=CanaryEventsParams)
+@check("server.events_canary", params=CanaryEventsParams)
 async def canary_events(snap: Snapshot, params: CanaryEventsParams) -> list[Finding]:
     """The server's write path: a log line and a scalar written to a bot-owned task with events.add_batch and read
     back; a failure names the backend (Elasticsearch read-only or failing, MongoDB, Redis) and the fix.
@@ -241,10 +241,10 @@ async def canary_events(snap: Snapshot, params: CanaryEventsParams) -> list[Find
     except _Failure as failure:
         return [_failure_finding(snap, params, failure, task_id)]
     round_trip = (time.perf_counter() - start) * 1000
-    snap.metrics["canary.events_ms"] = round(round_trip, 1)
+    snap.metrics["server.events_canary_ms"] = round(round_trip, 1)
     return [
         Finding(
-            check="canary.events",
+            check="server.events_canary",
             severity="ok",
             title=f"Server write path healthy: a log line and a scalar written and read back in {round_trip:.0f} ms",
             detail="MongoDB (the canary task), Elasticsearch (events written and read) and Redis (the worker "
@@ -280,13 +280,13 @@ def _failure_finding(snap: Snapshot, params: CanaryEventsParams, failure: _Failu
     if failure.error is not None:
         evidence["response"] = failure.error.evidence()
     return Finding(
-        check="canary.events",
+        check="server.events_canary",
         severity=severity,
         title=f"{headline} (canary: {failure.step} failed)",
         detail=f"The canary could not {failure.step}: {said[:600]}. Backend: {backend_name}.",
         subject=subject,
         # one incident per backend, so a read-only Elasticsearch and a down MongoDB are not merged
-        fingerprint=fingerprint_for("canary.events", subject, failure.backend),
+        fingerprint=fingerprint_for("server.events_canary", subject, failure.backend),
         evidence=evidence,
         links=[snap.task_link(task_id)] if task_id else [snap.web],
         remediation=_FIX[failure.kind],
@@ -294,7 +294,7 @@ def _failure_finding(snap: Snapshot, params: CanaryEventsParams, failure: _Failu
 
 
 # ================================================================================================
-# canary.queue
+# queues.canary
 
 QUEUE_CANARY_TAG = "clearml-chatops-queue-canary"
 QUEUE_CANARY_PREFIX = "queue canary: "
@@ -384,7 +384,7 @@ def _seconds_between(later: Any, earlier: Any) -> float | None:
     return None if a is None or b is None else max(0.0, (a - b).total_seconds())
 
 
-@check("canary.queue", params=CanaryQueueParams)
+@check("queues.canary", params=CanaryQueueParams)
 async def canary_queue(snap: Snapshot, params: CanaryQueueParams) -> list[Finding]:
     """A tiny canary task sent through each selected queue: time to pickup and to completion, and a finding with
     the agent's log tail when no agent picks it up or it fails there.
@@ -495,7 +495,7 @@ async def canary_queue(snap: Snapshot, params: CanaryQueueParams) -> list[Findin
                 extra={"pickup_s": None if pickup is None else round(pickup, 1),
                        "run_s": None if run_s is None else round(run_s, 1), "worker": doc.get("last_worker")},
             ))
-            snap.metrics[f"canary.queue.{queue.name}.pickup_s"] = round(pickup or 0, 1)
+            snap.metrics[f"queues.canary.{queue.name}.pickup_s"] = round(pickup or 0, 1)
             since = _seconds_between(snap.now, doc.get("completed"))
             if since is not None and since >= params.every and not others:
                 await _send_canary(snap, params, queue.id, queue.name, doc)
@@ -517,7 +517,7 @@ def _queue_finding(snap: Snapshot, queue: Queue, canary_id: str, evidence: dict[
     from bot.checks.common import queue_subject
 
     return Finding(
-        check="canary.queue", severity=severity, title=f"Queue {queue.name}: {title}", detail=detail,
+        check="queues.canary", severity=severity, title=f"Queue {queue.name}: {title}", detail=detail,
         subject=queue_subject(queue), evidence={**evidence, **(extra or {})}, remediation=remediation,
         links=[snap.queue_link(queue.id)] + ([snap.task_link(canary_id)] if canary_id else []),
     )

@@ -18,7 +18,7 @@ ActionId = Literal["clone", "requeue", "abort", "rotate", "reproduce", "prioriti
 # fleet is not known to be broken, so it ranks below critical.
 SEVERITY_RANK: dict[str, int] = {"ok": 0, "info": 1, "warning": 2, "error": 3, "critical": 4}
 SEVERITIES_WORST_FIRST: tuple[Severity, ...] = ("critical", "error", "warning", "info", "ok")
-AREAS: tuple[str, ...] = ("server", "agents", "queues", "storage", "repro", "datasets", "canary")
+AREAS: tuple[str, ...] = ("server", "agents", "queues", "storage", "repro", "datasets")
 
 
 def is_problem(severity: str) -> bool:

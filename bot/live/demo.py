@@ -138,8 +138,8 @@ def demo_playbook(pace: Pace) -> Any:
             CheckEntry(check="agents.unserved_queues", params={"stale_after": 2 * r}),
             CheckEntry(check="agents.orphaned_tasks", params={"worker_dead_after": 3 * r, "grace": 2 * r}),
             # the server's write path, and a canary task through cpu-b once its own work is done
-            CheckEntry(check="canary.events"),
-            CheckEntry(check="canary.queue", params={"queues": [QUEUE_B], "pickup_timeout": 40 * r}),
+            CheckEntry(check="server.events_canary"),
+            CheckEntry(check="queues.canary", params={"queues": [QUEUE_B], "pickup_timeout": 40 * r}),
         ],
     )
 
@@ -331,14 +331,14 @@ class LiveDemo:
     def _narrate_canaries(self, result: RunResult) -> None:
         """Say once that the write path works, and once per canary round that went through a queue."""
         for f in result.findings:
-            if f.check == "canary.events" and f.severity == "ok" and not self.m.canary_events:
+            if f.check == "server.events_canary" and f.severity == "ok" and not self.m.canary_events:
                 self.m.canary_events = True
-                self.say.say("✍️ ", f"canary.events: {f.title}")
-            if f.check == "canary.queue" and f.evidence.get("pickup_s") is not None:
+                self.say.say("✍️ ", f"server.events_canary: {f.title}")
+            if f.check == "queues.canary" and f.evidence.get("pickup_s") is not None:
                 key = (f.subject.name, str((f.evidence.get("canary") or {}).get("id")), f.evidence.get("run_s"))
                 if key not in self.m.canary_rounds:
                     self.m.canary_rounds.add(key)
-                    self.say.say("🐤", f"canary.queue: {f.title}")
+                    self.say.say("🐤", f"queues.canary: {f.title}")
 
     # ------------------------------------------------------------------ steps
     def _wait(self, what: str, cond: Callable[[], bool], timeout: float) -> None:

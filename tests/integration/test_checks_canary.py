@@ -1,5 +1,5 @@
-"""canary.events over the simulator: the write path (a bot-owned task, events.add_batch, read back) and each backend's
-failure named: Elasticsearch read-only (clearml#201) or accepting but not storing, MongoDB, Redis."""
+"""server.events_canary over the simulator: the write path (a bot-owned task, events.add_batch, read back) and each
+backend's failure named: Elasticsearch read-only (clearml#201) or accepting but not storing, MongoDB, Redis."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from bot.engine.playbook import CheckEntry, Playbook, load_playbook
 from bot.engine.runner import RunResult, run_playbooks
 from tests.helpers import server_settings, sim_data, sim_request
 
-CHECK = "canary.events"
+CHECK = "server.events_canary"
 
 
 def run(sim: Any, params: dict[str, Any] | None = None, playbooks: list[Playbook] | None = None) -> RunResult:
@@ -94,9 +94,9 @@ def test_read_only_zoo_and_shipped_playbook(sim_factory: Any) -> None:
     assert canary(healthy).severity == "ok"
 
 
-# ================================================================================================ canary.queue
+# ================================================================================================ queues.canary
 
-QCHECK = "canary.queue"
+QCHECK = "queues.canary"
 
 
 def qrun(sim: Any, **params: Any) -> dict[str, Finding]:

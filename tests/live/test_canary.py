@@ -1,4 +1,4 @@
-"""canary.queue with a real clearml-agent: the canary (a standalone script, no repository, no requirements) is
+"""queues.canary with a real clearml-agent: the canary (a standalone script, no repository, no requirements) is
 pulled, run and completed by the agent, and the next run reports pickup and run time; server.compatibility reads
 the agent's version from the banner it printed at the top of the canary's log."""
 
@@ -25,7 +25,7 @@ def check(sim: SimServer, check_id: str, **params: Any) -> list[Any]:
 def test_a_real_agent_runs_the_queue_canary(live_sim: SimServer, fleet: Any) -> None:
     sim = live_sim
     start_agent(fleet, sim, AGENT_A, "cpu-b")
-    [sent] = check(sim, "canary.queue", queues=["cpu-b"])
+    [sent] = check(sim, "queues.canary", queues=["cpu-b"])
     assert sent.severity == "ok" and "canary sent" in sent.title
     canary_id = sent.evidence["canary"]["id"]
 
@@ -34,7 +34,7 @@ def test_a_real_agent_runs_the_queue_canary(live_sim: SimServer, fleet: Any) -> 
             return sim.state.tasks[canary_id]["status"] in ("completed", "failed")
 
     wait_for("the agent to run the canary", done, 120, fleet)
-    [result] = check(sim, "canary.queue", queues=["cpu-b"])
+    [result] = check(sim, "queues.canary", queues=["cpu-b"])
     assert result.severity == "ok", (result.title, result.evidence)
     assert f"by {AGENT_A}" in result.title and result.evidence["run_s"] is not None
     assert result.evidence["pickup_s"] is not None and result.evidence["pickup_s"] < 120
