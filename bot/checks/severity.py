@@ -42,6 +42,21 @@ SEVERITY_POLICY: dict[str, dict[str, str]] = {
         "critical": "a certificate expires within `critical_days`, is expired or invalid, or an https host does not "
         "speak TLS: agents and the SDK refuse to connect",
     },
+    "server.compatibility": {
+        "info": "the server's version needs a required intermediate step before a later upgrade (no upgrade "
+        "planned): worth knowing before the next upgrade",
+        "warning": "a known-bad combination the table rates warning (e.g. clearml 2.0 with clearml-agent 1.9.3 in one "
+        "environment), or a `planned_upgrade` that skips the required step: some calls fail, work mostly goes on",
+        "critical": "a known-bad combination the table rates critical is on the fleet now (e.g. the k8s glue's "
+        "re-queue answered HTTP 400 by server 2.0+): tasks fail or never start until one side is changed",
+    },
+    "server.events_canary": {
+        "info": "never",
+        "warning": "never (a write path that fails loses data from the first minute)",
+        "critical": "a log line or scalar could not be written or read back (Elasticsearch read-only on a full disk, "
+        "events accepted but not readable), or task or queue writes fail (MongoDB, Redis): every running task's "
+        "logs and metrics are being lost now",
+    },
     "agents.stale": {
         "info": "an agent missed two reports (`notice_after`): often a busy host; a killed agent looks the same for "
         "its first minute. Many agents silent since the same minute become one fleet-wide finding",
@@ -67,6 +82,19 @@ SEVERITY_POLICY: dict[str, dict[str, str]] = {
         "critical": "the oldest entry has waited longer than `critical_wait` (longer than an autoscaler needs to "
         "start an instance)",
     },
+    "agents.watchdog_risk": {
+        "info": "never",
+        "warning": "a running task has not updated for `share` of the server's non-responsive limit (default 75 % "
+        "of 2 h): the server will stop it unless it reports",
+        "critical": "the server's next watchdog cycle (`interval`) may stop the task as 'Forced stop "
+        "(non-responsive)': its work is about to be lost",
+    },
+    "agents.cloud_drift": {
+        "info": "never",
+        "warning": "an autoscaler-tagged instance runs past `boot_grace` with no agent (it bills for nothing), or a "
+        "dynamic_worker agent's instance is gone or stopped (a zombie the queues still count)",
+        "critical": "an instance has billed without an agent for longer than `critical_after` (when set)",
+    },
     "queues.backlog": {
         "info": "never",
         "warning": "more than `max_length` tasks waiting, or the oldest waited longer than `max_wait`",
@@ -87,6 +115,12 @@ SEVERITY_POLICY: dict[str, dict[str, str]] = {
         "warning": "a task waited longer than `threshold` at the head of a served queue, or sits in no visible queue",
         "critical": "the same, longer than `critical_after`. Tasks waiting in a queue nobody serves are evidence of "
         "that queue's finding, not findings of their own",
+    },
+    "queues.canary": {
+        "info": "never (a canary waiting, running, skipped behind a backlog or completed is `ok`, with its times)",
+        "warning": "a picked-up canary has not finished after `run_timeout`: the agent is slow or hung",
+        "critical": "no agent picked up the canary within `pickup_timeout`, or the canary failed on the agent: "
+        "work sent to this queue does not run",
     },
     "storage.fileserver": {
         "info": "never",

@@ -11,6 +11,8 @@ bot knows about ClearML instead of written per user):
   shared cause, the agents in its evidence; their orphaned tasks and the queues they left fold into it.
 - A dead agent: its orphaned tasks and the queues it left unserved are consequences (`caused_by`), kept as
   findings because each needs its own action (requeue; serve the queue).
+- A running task close to the server's 2 h watchdog (agents.watchdog_risk): agents.orphaned_tasks' finding on the
+  same task only restates its silence and folds into it; a dead agent's task at risk is the agent's consequence.
 - A queue with no live agent: its waiting tasks (queues.stuck_queued) and its backlog are evidence of the
   queue's finding; a task stuck behind a long queue that agents do serve is the backlog's evidence.
 
@@ -120,6 +122,7 @@ def correlate(
     _unserved_queues(graph)  # before the fleet rule: a queue folded into a fleet event brings its waiting tasks
     _mass_silence(graph, api_url, registered_agents)
     _missing_pools(graph)
+    _watchdog_restatements(graph)
     _dead_agents(graph)
     _backlogged_queues(graph)
     _failure_bursts(graph)
@@ -274,11 +277,21 @@ def _missing_pools(graph: _Graph) -> None:
                 graph.link(pool, f)
 
 
+def _watchdog_restatements(graph: _Graph) -> None:
+    """A task the watchdog is about to stop: the orphaned-task finding on the same task says the same silence with
+    less (no deadline), so it is the watchdog finding's evidence."""
+    for risk in graph.of("agents.watchdog_risk"):
+        for f in graph.of("agents.orphaned_tasks"):
+            if f.subject == risk.subject:
+                graph.fold(risk, f)
+
+
 def _dead_agents(graph: _Graph) -> None:
-    """A stale agent, its orphaned tasks and the queues it left: one group rooted at the agent."""
+    """A stale agent, its orphaned tasks (or tasks at the watchdog's risk) and the queues it left: one group
+    rooted at the agent."""
     stale = {f.subject.id: f for f in graph.of("agents.stale") if f.subject.kind == "worker"}
     orphans = graph.of("agents.orphaned_tasks")
-    for f in orphans:
+    for f in [*orphans, *graph.of("agents.watchdog_risk")]:
         worker = stale.get(str(f.evidence.get("last_worker") or ""))
         if worker is not None:
             graph.link(worker, f)

@@ -263,6 +263,7 @@ def generate_healthy_fleet(
 FAULT_KINDS: tuple[str, ...] = (
     "dead_agent", "remove_pool", "unserved_queue", "mass_silence", "failure_burst", "stuck_at_head", "backlog",
     "local_destination", "no_requirements", "fileserver_down", "bad_credentials", "slow_server",
+    "watchdog_risk", "agent_version", "events_read_only",
 )
 
 
@@ -366,6 +367,31 @@ def apply_faults(fleet: dict[str, Any], faults: list[dict[str, Any]], seed: int 
         elif kind == "slow_server":
             server_faults["latency_ms"] = float(spec.get("latency_ms", 2500))
             broken.append({"kind": "server", "name": "latency"})
+        elif kind == "watchdog_risk":  # a run outside any agent (SDK on a workstation) silent inside one call
+            silent = float(spec.get("silent", 6600))
+            template = tasks[0]
+            name = str(spec.get("name", f"export-{n}"))
+            tasks.append({
+                **{k: template[k] for k in ("project", "user", "script", "container") if k in template},
+                "id": _hex_id(7, seed + n, 0), "name": name, "type": "data_processing", "status": "in_progress",
+                "created": -silent - 3000, "started": -silent - 2700, "status_changed": -silent - 2700,
+                "last_update": -silent,
+                "log": ["Uploading artifact 'raw.tar' (1.9 TB) to s3://bucket/exports/"],
+            })
+            broken.append({"kind": "task", "name": name})
+        elif kind == "agent_version":  # agents print "clearml_agent vX.Y.Z" at the top of the logs of their runs
+            version = str(spec.get("version", "2.0.0"))
+            share = float(spec.get("share", 1.0))
+            chosen = {w["id"] for w in workers[: max(1, int(len(workers) * share))]}
+            for t in tasks:
+                if t.get("last_worker") in chosen:
+                    t["log"] = [f"clearml_agent v{version}", *(t.get("log") or [])]
+            if spec.get("server"):
+                fleet.setdefault("server", {})["version"] = str(spec["server"])
+            broken.append({"kind": "server", "name": "versions"})
+        elif kind == "events_read_only":  # Elasticsearch past its flood-stage watermark: indices read-only
+            server_faults["events"] = {"read_only": True}
+            broken.append({"kind": "server", "name": "events"})
     if not server_faults:
         fleet.pop("faults")
     return broken

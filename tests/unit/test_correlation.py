@@ -74,3 +74,17 @@ def test_consequences_chain_to_the_root_not_to_an_intermediate() -> None:
     assert out["agents.orphaned_tasks"].caused_by == root.fingerprint
     assert out["agents.unserved_queues"].caused_by == root.fingerprint
     assert root.caused_by is None and len(root.related) == 2
+
+
+def test_a_task_near_the_watchdog_is_one_finding_and_a_dead_agents_consequence() -> None:
+    risk = f("agents.watchdog_risk", "critical", "task", "t1", evidence={"last_worker": None, "silent_s": 6600})
+    orphan = f("agents.orphaned_tasks", "warning", "task", "t1", evidence={"reasons": ["silent"]})
+    [only] = correlate([orphan, risk], api_url=API)
+    assert only.check == "agents.watchdog_risk" and [s.check for s in only.suppressed] == ["agents.orphaned_tasks"]
+
+    agent = f("agents.stale", "critical", "worker", "gpu-1:gpu0", evidence={"silent_s": 6700})
+    left = f("agents.watchdog_risk", "critical", "task", "t2", evidence={"last_worker": "gpu-1:gpu0"})
+    other = f("agents.orphaned_tasks", "warning", "task", "t3", evidence={"reasons": ["silent"]})
+    out = {x.subject.id: x for x in correlate([left, other, agent], api_url=API)}
+    assert out["t2"].caused_by == out["gpu-1:gpu0"].fingerprint
+    assert out["t3"].caused_by is None  # another task's silence is not folded

@@ -20,6 +20,8 @@ def test_the_corpus_covers_every_kind_of_scenario() -> None:
     assert all(len(sc.roots) == 2 for sc in corpus if sc.name.startswith("two-"))
     faults = {next(iter(f)) for sc in corpus for f in sc.faults}
     assert {"bad_credentials", "slow_server", "mass_silence", "fileserver_down"} <= faults
+    # issue 15's checks: the 2 h watchdog, a known-bad agent/server pair, a read-only Elasticsearch
+    assert {"watchdog_risk", "agent_version", "events_read_only"} <= faults
     assert any(sc.server_down for sc in corpus) and any(sc.history for sc in corpus)
 
 
