@@ -87,7 +87,9 @@ def execute_run(
         except Exception as exc:  # the report matters more than the history: say so, do not fail the run
             _err(f"warning: run not saved to the store: {exc}")
     history = (lambda window_s: db.pool_history(server.api_url, window_s)) if db is not None else None
-    result = asyncio.run(run_playbooks(playbooks, settings, server, trigger="cli", fleet_history=history))
+    versions = (lambda: db.agent_versions(server.api_url)) if db is not None else None
+    result = asyncio.run(run_playbooks(playbooks, settings, server, trigger="cli", fleet_history=history,
+                                       agent_versions=versions))
     if db is not None:
         try:
             db.record_run(result)

@@ -401,17 +401,16 @@ def playbook_runner(
         else:
             target = server
         # A fresh event loop in the scheduler's worker thread: runs never share one.
-        fleet_history = lambda window_s: store.pool_history(target.api_url, window_s)  # noqa: E731
+        history: dict[str, Any] = {
+            "fleet_history": lambda window_s: store.pool_history(target.api_url, window_s),
+            "agent_versions": lambda: store.agent_versions(target.api_url),
+        }
         if playbook.notify_owner:
             from bot.incidents.owners import run_with_owners
 
-            result = asyncio.run(
-                run_with_owners([playbook], settings, target, trigger=trigger, fleet_history=fleet_history)
-            )
+            result = asyncio.run(run_with_owners([playbook], settings, target, trigger=trigger, **history))
         else:
-            result = asyncio.run(
-                run_playbooks([playbook], settings, target, trigger=trigger, fleet_history=fleet_history)
-            )
+            result = asyncio.run(run_playbooks([playbook], settings, target, trigger=trigger, **history))
         run_id = store.record_run(result)
         pipeline.handle_run(result, run_id=run_id)
         if on_result is not None:

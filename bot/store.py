@@ -17,12 +17,14 @@ from typing import TYPE_CHECKING, Any
 import sqlite_utils
 
 if TYPE_CHECKING:
-    from bot.engine.baseline import PoolObservation
+    from bot.engine.baseline import AgentVersionSeen, PoolObservation
     from bot.engine.runner import RunResult
 
 
 # How long pool observations (agents.missing's learned baseline) are kept: its longest `baseline_window`.
 FLEET_POOLS_KEEP_S = 30 * 86400.0
+# How long a worker's recorded clearml-agent version is kept when no run confirms it (the worker is gone).
+AGENT_VERSIONS_KEEP_S = 30 * 86400.0
 
 
 class StoreError(Exception):
@@ -69,7 +71,7 @@ class Store:
         name: str,
         columns: dict[str, Any],
         *,
-        pk: str,
+        pk: str | tuple[str, ...],
         indexes: tuple[tuple[str, ...], ...] = (),
     ) -> sqlite_utils.db.Table:
         """Create table `name` (and its indexes) once per Store; modules that own a table call this before
@@ -146,6 +148,8 @@ class Store:
 
         if result.fleet_pools is not None:
             self._ensure_fleet_pools()
+        if result.agent_versions:
+            self._ensure_agent_versions()
         try:
             # One explicit transaction: the connection is in autocommit mode, where `with conn:` (and sqlite-utils'
             # inserts) commit each statement on its own, so a failure between the two inserts (a full disk) left
@@ -187,6 +191,19 @@ class Store:
                         [(result.started_at - timedelta(seconds=FLEET_POOLS_KEEP_S)).astimezone(UTC).isoformat(
                             timespec="microseconds")],
                     )
+                if result.agent_versions:  # server.compatibility's versions per worker, for its next run
+                    conn.executemany(
+                        "INSERT OR REPLACE INTO agent_versions (server_url, worker, version, task_id, task_name, "
+                        "seen_at) VALUES (?, ?, ?, ?, ?, ?)",
+                        [(result.server_url, seen.worker, seen.version, seen.task_id, seen.task_name,
+                          seen.seen_at.astimezone(UTC).isoformat(timespec="microseconds"))
+                         for seen in result.agent_versions.values()],
+                    )
+                    conn.execute(
+                        "DELETE FROM agent_versions WHERE seen_at < ?",
+                        [(result.started_at - timedelta(seconds=AGENT_VERSIONS_KEEP_S)).astimezone(UTC).isoformat(
+                            timespec="microseconds")],
+                    )
                 for f in result.findings:
                     insert(
                         conn,
@@ -215,6 +232,36 @@ class Store:
             pk="run_id",
             indexes=(("server_url", "at"),),
         )
+
+    def _ensure_agent_versions(self) -> None:
+        self.ensure_table(
+            "agent_versions",
+            {"server_url": str, "worker": str, "version": str, "task_id": str, "task_name": str, "seen_at": str},
+            pk=("server_url", "worker"),
+        )
+
+    def agent_versions(self, server_url: str) -> dict[str, AgentVersionSeen]:
+        """The clearml-agent version last read per worker of `server_url` (server.compatibility reads only the
+        logs of workers missing here, or re-registered since)."""
+        from bot.engine.baseline import AgentVersionSeen
+
+        try:
+            self._ensure_agent_versions()
+            rows = self.db.execute(
+                "SELECT worker, version, task_id, task_name, seen_at FROM agent_versions WHERE server_url = ?",
+                [server_url],
+            ).fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot read the store at {self.path}: {exc}{store_hint(exc)}") from None
+        out: dict[str, AgentVersionSeen] = {}
+        for worker, version, task_id, task_name, seen_at in rows:
+            try:
+                at = datetime.fromisoformat(seen_at)
+            except (TypeError, ValueError):
+                continue  # a damaged row: that worker's log is read again
+            out[str(worker)] = AgentVersionSeen(str(worker), version or None, str(task_id or ""),
+                                                str(task_name or ""), at)
+        return out
 
     def pool_history(self, server_url: str, window_s: float, *, now: datetime | None = None) -> list[PoolObservation]:
         """The pools registered at each recorded run against `server_url` within the last `window_s`, oldest

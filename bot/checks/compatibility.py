@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import re
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -20,6 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from bot.checks.common import Duration, matches_any, server_subject
+from bot.engine.baseline import AgentVersionSeen
 from bot.engine.findings import Finding, fingerprint_for
 from bot.engine.registry import CheckParams, check
 
@@ -154,6 +155,8 @@ class Inventory:
     # per task: (sdk version, agent version) both listed in one task's requirements
     same_task: list[tuple[Sighting, Sighting]] = field(default_factory=list)
     logs_read: int = 0
+    agents_known: int = 0  # agents whose version an earlier run read (no log read now)
+    agents_unread: int = 0  # agents left for later runs by the `agent_logs` cap
 
 
 class CompatibilityParams(CheckParams):
@@ -162,8 +165,13 @@ class CompatibilityParams(CheckParams):
         default=300, ge=1, le=5000, description="at most this many of the most recently updated tasks are read"
     )
     agent_logs: int = Field(
-        default=30, ge=0, le=500,
-        description="at most this many console logs are read for agent versions (one per agent, live agents first)",
+        default=5, ge=0, le=500,
+        description="at most this many console logs are read per run for agent versions (one per agent whose "
+        "version is not known from an earlier run, live agents first; the rest wait for the next runs)",
+    )
+    recheck_after: Duration = Field(
+        default=7 * 86400.0,
+        description="read an agent's version again after this long (sooner when the agent re-registers)",
     )
     log_lines: int = Field(
         default=50, ge=5, le=1000, description="lines read from the top of a task's log (where the agent's banner is)"
@@ -227,15 +235,46 @@ async def _inventory(snap: Snapshot, params: CompatibilityParams) -> Inventory:
         last_worker = doc.get("last_worker")
         if last_worker and last_worker not in candidates:
             candidates[str(last_worker)] = (str(doc["id"]), str(doc.get("name") or ""))
-    for worker_id, (task_id, task_name) in list(candidates.items())[: params.agent_logs]:
+    # Versions an earlier run read (the store keeps them per worker) stand until the agent re-registers or
+    # `recheck_after` passes; only the others cost a log read, at most `agent_logs` per run.
+    known = snap.known_agent_versions or {}
+    registered = {w.id: w.register_time for w in await snap.workers()}
+    unread: list[tuple[str, str, str]] = []
+    for worker_id, (task_id, task_name) in candidates.items():
+        seen = known.get(worker_id)
+        if seen is not None and _still_valid(seen, task_id, registered.get(worker_id), snap, params.recheck_after):
+            snap.seen_agent_versions[worker_id] = seen
+            inv.agents_known += 1
+            if seen.version and (version := parse_version(seen.version)):
+                inv.agents.append(Sighting(version, seen.version, seen.task_id, seen.task_name, worker=worker_id))
+        else:
+            unread.append((worker_id, task_id, task_name))
+    inv.agents_unread = max(0, len(unread) - params.agent_logs)
+    for worker_id, task_id, task_name in unread[: params.agent_logs]:
         lines = await _log_head(snap, task_id, params.log_lines)
         inv.logs_read += 1
+        found: str | None = None
         for line in lines:
             match = _AGENT_LOG_LINE.search(line)
             if match and (version := parse_version(match.group(1))):
-                inv.agents.append(Sighting(version, match.group(1), task_id, task_name, worker=worker_id))
+                found = match.group(1)
+                inv.agents.append(Sighting(version, found, task_id, task_name, worker=worker_id))
                 break
+        snap.seen_agent_versions[worker_id] = AgentVersionSeen(worker_id, found, task_id, task_name, snap.now)
     return inv
+
+
+def _still_valid(
+    seen: AgentVersionSeen, task_id: str, registered_at: datetime | None, snap: Snapshot, recheck_after: float
+) -> bool:
+    """Whether a version read in an earlier run still stands for this agent without reading a log again."""
+    if seen.task_id == task_id:
+        return True  # the same log says the same
+    if seen.version is None:
+        return False  # that log had no banner; this newer one may
+    if registered_at is not None and registered_at > seen.seen_at:
+        return False  # the agent restarted since (an upgrade is a restart)
+    return (snap.now - seen.seen_at).total_seconds() < recheck_after
 
 
 async def _log_head(snap: Snapshot, task_id: str, lines: int) -> list[str]:
@@ -311,7 +350,8 @@ async def server_compatibility(snap: Snapshot, params: CompatibilityParams) -> l
     server upgrade against upgrade paths that skip a required step.
 
     Versions: server.info (else the login token), the clearml SDK in recent tasks' installed packages, and the
-    clearml-agent banner at the top of task console logs (one log per agent). Each matching entry of
+    clearml-agent banner at the top of task console logs (one log per agent, at most `agent_logs` per run; versions
+    earlier runs read are reused until the agent re-registers or `recheck_after` passes). Each matching entry of
     bot/checks/data/compatibility.yaml is one finding with the agents or tasks concerned and the entry's sources.
     A server older than an upgrade path's required step gets an `info` note with that step.
     """
@@ -325,6 +365,8 @@ async def server_compatibility(snap: Snapshot, params: CompatibilityParams) -> l
         "agent_versions": _versions_summary(inv.agents),
         "agents_identified": len(inv.agents),
         "logs_read": inv.logs_read,
+        "agents_known_from_earlier_runs": inv.agents_known,
+        "agents_not_read_yet": inv.agents_unread,
     }
     findings: list[Finding] = []
     for entry in table.known_bad:
@@ -387,6 +429,8 @@ async def server_compatibility(snap: Snapshot, params: CompatibilityParams) -> l
                     f"Checked {len(table.known_bad)} known-bad combinations against SDK versions "
                     f"{', '.join(inventory['sdk_versions']) or 'none recorded'} and agent versions "
                     f"{', '.join(inventory['agent_versions']) or 'none identified'}."
+                    + (f" {inv.agents_unread} agent(s) not identified yet: their logs are read by the next runs "
+                       "(`agent_logs` per run)." if inv.agents_unread else "")
                 ),
                 subject=subject,
                 evidence=inventory,

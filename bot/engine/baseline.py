@@ -36,6 +36,19 @@ class PoolObservation:
 
 
 @dataclass(frozen=True)
+class AgentVersionSeen:
+    """What server.compatibility read from a worker's task log: the clearml-agent version in its banner (None:
+    the log had none), which task's log, and when. The store keeps the latest per worker, so later runs read only
+    the logs of workers whose version is not known yet (or that re-registered since, e.g. after an upgrade)."""
+
+    worker: str
+    version: str | None
+    task_id: str
+    task_name: str
+    seen_at: datetime
+
+
+@dataclass(frozen=True)
 class ExpectedPool:
     pattern: str
     seen_runs: int  # runs of the window in which the pool was registered

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from bot.config import ServerSettings, Settings
-    from bot.engine.baseline import PoolCount, PoolObservation
+    from bot.engine.baseline import AgentVersionSeen, PoolCount, PoolObservation
     from bot.engine.playbook import CheckEntry, Playbook
 
 
@@ -62,6 +62,9 @@ class RunResult:
     # The pools registered in this run (when a check listed the workers): the store keeps them for the learned
     # baseline of agents.missing (bot/engine/baseline.py).
     fleet_pools: dict[str, PoolCount] | None = None
+    # clearml-agent versions per worker server.compatibility read or confirmed in this run (None: it did not run):
+    # the store keeps them so the next run reads only the logs of workers it does not know yet.
+    agent_versions: dict[str, AgentVersionSeen] | None = None
 
     @property
     def problems(self) -> list[Finding]:
@@ -136,6 +139,7 @@ async def run_playbooks(
     snapshot: Snapshot | None = None,
     correlation: bool = True,
     fleet_history: Callable[[float], list[PoolObservation]] | None = None,
+    agent_versions: Callable[[], dict[str, AgentVersionSeen]] | None = None,
 ) -> RunResult:
     """Run every check of `playbooks` against `server`; never raises for ClearML or check failures.
 
@@ -144,7 +148,10 @@ async def run_playbooks(
 
     `fleet_history(window_s)`: the recorded pool observations of this server (`Store.pool_history`), loaded only
     when a check learns from them (agents.missing with `expected: auto`) and handed to it on the snapshot; None
-    when the caller keeps no history (the check then stays silent rather than claim a fresh install)."""
+    when the caller keeps no history (the check then stays silent rather than claim a fresh install).
+
+    `agent_versions()`: the clearml-agent versions per worker recorded by earlier runs (`Store.agent_versions`),
+    loaded only when server.compatibility runs; without it, that check reads logs within its per-run cap only."""
     load_builtin_checks()
     started_at = datetime.now(UTC)
     t0 = time.perf_counter()
@@ -170,6 +177,13 @@ async def run_playbooks(
             except Exception as exc:  # the store is down: the baseline is unknown, the run goes on
                 snap.fleet_history = None
                 log.warning("fleet history not available for agents.missing: %s", exc)
+    if agent_versions is not None and snap.known_agent_versions is None and any(
+        entry.check == "server.compatibility" for _pb, entry in entries
+    ):
+        try:
+            snap.known_agent_versions = agent_versions()
+        except Exception as exc:  # the store is down: versions are read from logs again, within the cap
+            log.warning("recorded agent versions not available for server.compatibility: %s", exc)
     runs: list[CheckRun] = []
     findings: list[Finding] = []
     limits: dict[str, int] = {}  # check id -> max_findings, applied after correlation folded consequences
@@ -249,6 +263,7 @@ async def run_playbooks(
         trigger=trigger,
         metrics=dict(snap.metrics),
         fleet_pools=snap.observed_pools(),
+        agent_versions=dict(snap.seen_agent_versions) or None,
     )
     metrics.record_run(result)
     return result

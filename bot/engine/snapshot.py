@@ -19,7 +19,7 @@ from bot.clearml.models import Queue, Task, Worker
 if TYPE_CHECKING:
     from bot.clearml.client import ClearMLClient
     from bot.config import ServerSettings, Settings
-    from bot.engine.baseline import PoolCount, PoolObservation
+    from bot.engine.baseline import AgentVersionSeen, PoolCount, PoolObservation
 
 T = TypeVar("T")
 
@@ -50,6 +50,10 @@ class Snapshot:
         # Recorded pool observations of this server (the runner loads them from the store for agents.missing's
         # learned baseline); None: no history kept, [] : nothing recorded yet (a fresh install).
         self.fleet_history: list[PoolObservation] | None = None
+        # clearml-agent versions per worker read in earlier runs (the runner loads them from the store for
+        # server.compatibility), and those this run read or confirmed (the store keeps them for the next run).
+        self.known_agent_versions: dict[str, AgentVersionSeen] | None = None
+        self.seen_agent_versions: dict[str, AgentVersionSeen] = {}
 
     # -- memoization -----------------------------------------------------------------------------
     async def _once(self, key: Any, fetch: Callable[[], Awaitable[T]]) -> T:

@@ -82,7 +82,8 @@ def slack_user_ref(target: str) -> tuple[str, str]:
 
 
 async def run_with_owners(
-    playbooks: list[Any], settings: Any, server: Any, *, trigger: str = "schedule", fleet_history: Any = None
+    playbooks: list[Any], settings: Any, server: Any, *, trigger: str = "schedule", fleet_history: Any = None,
+    agent_versions: Any = None,
 ) -> Any:
     """run_playbooks, then attach_owners over the same snapshot (the tasks are usually already fetched)."""
     from bot.clearml.client import ClearMLClient
@@ -92,7 +93,8 @@ async def run_with_owners(
     async with ClearMLClient(server) as client:
         snap = Snapshot(client, server, settings)
         result = await run_playbooks(
-            playbooks, settings, server, trigger=trigger, snapshot=snap, fleet_history=fleet_history
+            playbooks, settings, server, trigger=trigger, snapshot=snap, fleet_history=fleet_history,
+            agent_versions=agent_versions,
         )
         await attach_owners(snap, result.findings)
     return result

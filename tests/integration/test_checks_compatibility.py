@@ -92,6 +92,75 @@ def test_healthy_fleet_and_shipped_playbook_are_quiet(sim_factory: Any) -> None:
     sim = sim_factory(scenario="healthy")
     found = entries(run(sim))
     assert set(found) == {"none"} and found["none"].severity == "ok"
-    shipped = run(sim, playbooks=[load_playbook("playbooks/agents.yaml")])
+    shipped = run(sim, playbooks=[load_playbook("playbooks/versions.yaml")])
     assert CHECK in {c.id for c in shipped.checks}
     assert not [f for f in shipped.problems if f.check == CHECK]
+
+
+# -- cost on a schedule: versions per worker are remembered between runs (the store), log reads are capped -------
+
+
+def fleet_with_agents(version: str, workers: int = 12) -> dict[str, Any]:
+    from bot.sim.fleet import apply_faults, generate_healthy_fleet
+
+    fleet = generate_healthy_fleet(workers=workers, queues=3, tasks=60, seed=7)
+    apply_faults(fleet, [{"agent_version": {"version": version}}])
+    return fleet
+
+
+def run_recorded(sim: Any, store: Any, params: dict[str, Any] | None = None) -> tuple[RunResult, Finding]:
+    book = Playbook(name="versions", checks=[CheckEntry(check=CHECK, params=params or {})])
+    server = server_settings(sim)
+    result = asyncio.run(run_playbooks([book], Settings(), server,
+                                       agent_versions=lambda: store.agent_versions(server.api_url)))
+    store.record_run(result)
+    [finding] = [f for f in result.findings if f.check == CHECK]
+    return result, finding
+
+
+def test_agent_versions_are_read_a_few_logs_per_run_and_remembered(sim_factory: Any, tmp_path: Any) -> None:
+    from bot.store import Store
+
+    sim = sim_factory(scenario=fleet_with_agents("2.0.0"))
+    store = Store(tmp_path / "store.db")
+    try:
+        reads, known, found = [], [], []
+        for _ in range(4):
+            result, finding = run_recorded(sim, store, {"agent_logs": 5})
+            reads.append(result.calls_by_endpoint.get("events.get_task_log", 0))
+            known.append(finding.evidence["inventory"]["agents_identified"])
+            found.append(finding.evidence.get("entry"))
+        # 12 agents, 5 logs a run: 5, 5, 2, then none; what earlier runs read keeps counting
+        assert reads == [5, 5, 2, 0]
+        assert known == [5, 10, 12, 12]
+        # agent 2.0.0 on an open-source server is named from the first run on, and stays named
+        assert found == ["agent-2.0.0-open-source-server"] * 4
+        assert len(store.agent_versions(server_settings(sim).api_url)) == 12
+        # an idle agent that ran another task since: its known version stands (no read) until it re-registers
+        # (an upgrade restarts the agent), then that one log is read again
+        idle = sorted((doc["id"], key) for key, doc in sim.state.workers.items() if not doc.get("task"))[0]
+        with sim.state.lock:
+            now = sim.state.clock.now()
+            donor = next(t for t in sim.state.tasks.values()
+                         if t.get("status") == "completed" and t.get("last_worker") != idle[0])
+            sim.state.update_task(donor["id"], {"last_worker": idle[0], "last_update": now})
+        result, finding = run_recorded(sim, store, {"agent_logs": 5})
+        assert finding.severity == "critical"
+        assert result.calls_by_endpoint.get("events.get_task_log", 0) == 0
+        with sim.state.lock:
+            sim.state.workers[idle[1]]["register_time"] = sim.state.clock.now()
+        result, finding = run_recorded(sim, store, {"agent_logs": 5})
+        assert result.calls_by_endpoint.get("events.get_task_log", 0) == 1
+        assert finding.evidence["inventory"]["agents_known_from_earlier_runs"] == 11
+    finally:
+        store.close()
+
+
+def test_without_a_store_a_run_reads_only_up_to_the_cap_and_says_so(sim_factory: Any) -> None:
+    sim = sim_factory(scenario=fleet_with_agents("1.9.3"))
+    result = run(sim, {"agent_logs": 3})
+    [finding] = [f for f in result.findings if f.check == CHECK]
+    assert finding.severity == "ok"
+    assert result.calls_by_endpoint.get("events.get_task_log", 0) == 3
+    assert finding.evidence["agents_not_read_yet"] == 9
+    assert "9 agent(s) not identified yet" in finding.detail
