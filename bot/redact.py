@@ -1,39 +1,161 @@
-"""Redaction of secrets from any text that leaves the process (Slack, logs, store, errors)."""
+"""Redaction of secrets from any text that leaves the process (Slack, logs, store, errors, CLI, audit, doctor).
+
+One module, applied at every output boundary. Three layers, cheapest first:
+
+1. the known secrets (ClearML keys, Slack tokens, values of secret-named environment variables): exact replacement;
+2. provider shapes from Yelp's detect-secrets plugins (GitHub, GitLab, Slack, AWS, JWT, OpenAI, Stripe, PyPI, ...),
+   plus the shapes those plugins lack (Hugging Face, Google API keys, current OpenAI/Anthropic keys, whole PEM
+   blocks, Azure `AccountKey=`, Slack webhook URLs);
+3. context: a value assigned to a name that looks secret (`HF_TOKEN=`, `Args/db_password: a -> b`, `--password x`,
+   `Authorization: Token …`, `x-api-key:`), URL userinfo passwords, and high-entropy values after weaker key words
+   (`key=`, `sig=`) — detect-secrets' entropy measure decides those.
+
+`is_secret_name` is the same name test for structured data: `redact_tree` blanks the whole value of a dict entry
+whose key looks secret (hyperparameters, env vars, config entries), whatever its shape.
+"""
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 from typing import Any
 
-# Credential-looking strings: Slack tokens, AWS access key ids, `key=value` pairs of secret-ish names,
-# bearer/basic authorization values and URLs with user:password.
-_PATTERNS: list[tuple[re.Pattern[str], str]] = [
-    (re.compile(r"xox[abposr]-[A-Za-z0-9-]{8,}"), "xox?-[REDACTED]"),
-    (re.compile(r"xapp-[A-Za-z0-9-]{8,}"), "xapp-[REDACTED]"),
-    (re.compile(r"\b(AKIA|ASIA)[A-Z0-9]{16}\b"), "[REDACTED-AWS-KEY-ID]"),
-    (re.compile(r"(?i)\b(authorization\s*:\s*(?:bearer|basic))\s+[A-Za-z0-9._~+/=-]+"), r"\1 [REDACTED]"),
-    (re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9._~+/-]{16,}=*"), r"\1 [REDACTED]"),
-    (
-        re.compile(
-            r"(?i)\b((?:aws_)?(?:secret(?:_access)?_key|access_key(?:_id)?|secret|password|passwd|token|api_key)"
-            r"[\"']?\s*[:=]\s*[\"']?)([^\s\"',;]{4,})"
-        ),
-        r"\1[REDACTED]",
-    ),
-    (re.compile(r"(://[^/\s:@]+:)[^@\s/]+@"), r"\1[REDACTED]@"),
-]
+from detect_secrets.plugins.aws import AWSKeyDetector
+from detect_secrets.plugins.azure_storage_key import AzureStorageKeyDetector
+from detect_secrets.plugins.base import RegexBasedDetector
+from detect_secrets.plugins.github_token import GitHubTokenDetector
+from detect_secrets.plugins.gitlab_token import GitLabTokenDetector
+from detect_secrets.plugins.high_entropy_strings import Base64HighEntropyString
+from detect_secrets.plugins.jwt import JwtTokenDetector
+from detect_secrets.plugins.mailchimp import MailchimpDetector
+from detect_secrets.plugins.npm import NpmDetector
+from detect_secrets.plugins.openai import OpenAIDetector
+from detect_secrets.plugins.pypi_token import PypiTokenDetector
+from detect_secrets.plugins.sendgrid import SendGridDetector
+from detect_secrets.plugins.slack import SlackDetector
+from detect_secrets.plugins.stripe import StripeDetector
+from detect_secrets.plugins.telegram_token import TelegramBotTokenDetector
+from detect_secrets.plugins.twilio import TwilioKeyDetector
+
+MARK = "[REDACTED]"
+
+# detect-secrets' maintained provider regexes, used directly (its scan machinery - files, baselines, filters - is
+# far too slow to run per log line). Plugins whose patterns match ordinary words (artifactory, discord, ibm,
+# cloudant, keyword) are left out: the context layer below covers secret-named assignments instead.
+_PLUGINS: tuple[type[RegexBasedDetector], ...] = (
+    AWSKeyDetector, AzureStorageKeyDetector, GitHubTokenDetector, GitLabTokenDetector, JwtTokenDetector,
+    MailchimpDetector, NpmDetector, OpenAIDetector, PypiTokenDetector, SendGridDetector, SlackDetector,
+    StripeDetector, TelegramBotTokenDetector, TwilioKeyDetector,
+)
+_PROVIDER_REGEXES: tuple[re.Pattern[str], ...] = tuple(rx for plugin in _PLUGINS for rx in plugin.denylist)
+
+# Shapes the plugins do not know, or match only in part (the PEM header, not its body; a JWT without its signature).
+# Each starts with a literal so the regex engine skips ahead cheaply; case-insensitive ones are gated on a hint.
+_EXTRA_SHAPES: tuple[re.Pattern[str], ...] = (
+    re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----(?:.*?-----END [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----"
+               r"|.*)", re.S),
+    re.compile(r"PuTTY-User-Key-File-\d:.*", re.S),
+    re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{2,}(?:\.[A-Za-z0-9_.+/=-]*)?"),  # JWT incl. its signature
+    re.compile(r"hf_[A-Za-z0-9]{20,}"),  # Hugging Face
+    re.compile(r"AIza[0-9A-Za-z_-]{30,}"),  # Google API key
+    re.compile(r"sk-(?:proj-|svcacct-|admin-|ant-[a-z0-9]+-|live-)?[A-Za-z0-9_-]{20,}"),  # OpenAI, Anthropic, ...
+    re.compile(r"xox[abposre]-[A-Za-z0-9-]{8,}"),  # Slack tokens (any digit layout)
+    re.compile(r"xapp-[A-Za-z0-9-]{8,}"),
+    re.compile(r"https://hooks\.slack(?:-gov)?\.com/(?:services|workflows|triggers)/[^\s\"'<>|]+"),
+    re.compile(r"(?:AKIA|ASIA|ABIA|ACCA|A3T[A-Z0-9])[A-Z0-9]{16}(?![A-Z0-9])"),
+    re.compile(r"glpat-[A-Za-z0-9_-]{20,}"),
+    re.compile(r"gh[pousr]_[A-Za-z0-9_]{30,}"),
+    re.compile(r"github_pat_[A-Za-z0-9_]{30,}"),
+)
+
+# A name that looks secret, anywhere in an identifier: HF_TOKEN, CLEARML_API_SECRET_KEY, Args/db_password,
+# PGPASSWORD, x-api-key. `token` is not a secret in "tokenizer" or "max_tokens" (common ML hyperparameters).
+_SECRET_WORD = (
+    r"(?:secret|token(?!i[sz]|s(?![a-z]))|passw|passphrase|api[_-]?key|apikey|access[_-]?key|private|credential"
+    r"|auth[_-]?key|session[_-]?key|signing[_-]?key|account[_-]?key|conn(?:ection)?[_-]?str|sas[_-]?token"
+    r"|(?<![a-z0-9])pass(?![a-z0-9]))"
+)
+_SECRET_NAME = re.compile(_SECRET_WORD)  # searched in lowercased text: much faster than re.I
+_NAME = rf"[A-Za-z0-9_.\-/]*{_SECRET_WORD}[A-Za-z0-9_.\-/]*"
+_VALUE = r"(?:\"[^\"\n]*\"|'[^'\n]*'|[^\s\"',;&<>]+)"
+_ARROW = rf"(?:\s*(?:->|→|=>)\s*{_VALUE})?"  # the other side of a diff: `a -> b`
+# Only run when the text names a secret at all (the common log line does not; these are the costly ones).
+_NAMED: tuple[tuple[re.Pattern[str], str], ...] = (
+    # --password X, --api-key=X (only named options: a bare -p is too common)
+    (re.compile(rf"(?i)(--{_NAME})(\s+|=)(?!-)({_VALUE})"), rf"\1\2{MARK}"),
+    # NAME=VALUE, NAME: VALUE, "NAME": "VALUE", both sides of NAME: a -> b
+    (re.compile(rf"(?i)(?<![A-Za-z0-9_.\-/])({_NAME})([\"']?\s*(?::=|=>|[:=])\s*)({_VALUE}){_ARROW}"),
+     rf"\1\2{MARK}"),
+)
+# (hints in the lowercased text, pattern, replacement): the pattern runs only when one hint is present.
+_CONTEXT: tuple[tuple[tuple[str, ...], re.Pattern[str], str], ...] = (
+    (("accountkey=",), re.compile(r"(?i)AccountKey=[^;\s\"']+"), MARK),
+    (("sharedaccesssignature=",), re.compile(r"(?i)SharedAccessSignature=[^;\s\"']+"), MARK),
+    # Authorization headers of any scheme
+    (("authorization",),
+     re.compile(r"(?i)\b(authorization|proxy-authorization)(\s*[:=]\s*[\"']?)(?:(bearer|basic|token|digest|"
+                r"apikey|api-key|key|aws4-hmac-sha256|negotiate)\s+)?[^\s\"',;]+(?:\s*,\s*[A-Za-z]+=[^\s,]+)*"),
+     rf"\1\2\3 {MARK}"),
+    (("bearer", "token"), re.compile(r"(?i)\b(bearer|token)\s+(?!\[REDACTED)[A-Za-z0-9._~+/-]{12,}=*"), rf"\1 {MARK}"),
+    # URL userinfo: scheme://user:password@host (the password may contain `/`; `redis://:pw@`); not host:port/path@x
+    (("://",), re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^/\s:@\"'<>]*:)(?!\d+[/@])[^@\s\"'<>]+@"), rf"\1{MARK}@"),
+    # AWS SigV4 / Azure SAS query signatures
+    (("sig", "x-amz-"),
+     re.compile(r"(?i)([?&](?:x-amz-signature|x-amz-credential|x-amz-security-token|sig|signature)=)[^&\s\"'<>]+"),
+     rf"\1{MARK}"),
+)
+# Weaker key words: the value is redacted only when it looks random (detect-secrets' Shannon entropy).
+_WEAK_HINTS = ("key", "auth", "sig", "cred", "salt")
+_WEAK_CONTEXT = re.compile(
+    r"(?i)\b(key|auth|sig|signature|hash_?key|cred|salt)([\"']?\s*[:=]\s*[\"']?)([A-Za-z0-9+/=_\-]{16,})"
+)
+_ENTROPY = Base64HighEntropyString()
+_ENTROPY_LIMIT = 3.5
+
+
+def is_secret_name(name: str) -> bool:
+    """True when an identifier names a secret (env var, hyperparameter, config key): its value is never shown."""
+    return bool(name) and _SECRET_NAME.search(name.lower()) is not None
+
+
+@functools.lru_cache(maxsize=64)
+def _known(secrets: tuple[str, ...]) -> re.Pattern[str] | None:
+    """One alternation of the known secrets, longest first (so a secret containing another goes whole)."""
+    wanted = sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True)
+    return re.compile("|".join(re.escape(s) for s in wanted)) if wanted else None
+
+
+def _weak(match: re.Match[str]) -> str:
+    value = match.group(3)
+    if _ENTROPY.calculate_shannon_entropy(value) < _ENTROPY_LIMIT:
+        return match.group(0)
+    return f"{match.group(1)}{match.group(2)}{MARK}"
 
 
 def redact(text: str, secrets: Iterable[str] = ()) -> str:
-    """`text` with every known secret and credential-looking string replaced."""
+    """`text` with every known secret and credential-looking string replaced by [REDACTED]."""
     if not text:
         return text
-    for secret in sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True):
-        text = text.replace(secret, "[REDACTED]")
-    for pattern, repl in _PATTERNS:
-        text = pattern.sub(repl, text)
-    return text
+    if not isinstance(text, str):
+        text = str(text)
+    known = _known(tuple(secrets))
+    if known is not None:
+        text = known.sub(MARK, text)
+    for rx in _EXTRA_SHAPES:  # first: some match more than the plugin's pattern (a JWT's signature, a PEM body)
+        text = rx.sub(MARK, text)
+    for rx in _PROVIDER_REGEXES:  # the whole match is blanked (a plugin's groups may be only part of a secret)
+        text = rx.sub(MARK, text)
+    low = text.lower()
+    for hints, rx, repl in _CONTEXT:
+        if any(h in low for h in hints):
+            text = rx.sub(repl, text)
+    if _SECRET_NAME.search(low):
+        for rx, repl in _NAMED:
+            text = rx.sub(repl, text)
+    if not any(h in low for h in _WEAK_HINTS):
+        return text
+    return _WEAK_CONTEXT.sub(_weak, text)
 
 
 # Machine fields of Slack payloads: ids, the dedupe key in message metadata, signed button values.
@@ -41,13 +163,31 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
 SLACK_MACHINE_FIELDS = frozenset({"value", "action_id", "block_id", "metadata", "user", "ts", "thread_ts", "type"})
 
 
-def redact_tree(value: Any, secrets: Iterable[str], key: str = "") -> Any:
-    """A JSON-like payload with `redact` applied to every text field except the machine fields."""
-    secrets = list(secrets)
+def redact_tree(
+    value: Any, secrets: Iterable[str] = (), key: str = "", *, keep: frozenset[str] = SLACK_MACHINE_FIELDS
+) -> Any:
+    """A JSON-like payload with `redact` applied to every text field except the `keep` fields (Slack's machine
+    fields by default; pass `frozenset()` for data such as finding evidence); the whole value of an entry whose key
+    looks secret (`db_password: [a, b]`, `HF_TOKEN: x`) is blanked."""
+    return _tree(value, tuple(secrets), key, keep)
+
+
+def _tree(value: Any, secrets: tuple[str, ...], key: str, keep: frozenset[str]) -> Any:
+    if key in keep:
+        return value
+    if key and is_secret_name(key) and not isinstance(value, bool) and value not in (None, "", [], {}):
+        if isinstance(value, str | int | float):
+            return MARK
+        if isinstance(value, list | tuple):
+            return [MARK if not isinstance(v, dict | list) else _tree(v, secrets, key, keep) for v in value]
+        if isinstance(value, dict) and "value" in value:  # ClearML's {"name", "value", "type"} parameter shape
+            return {k: (MARK if k == "value" else _tree(v, secrets, k, keep)) for k, v in value.items()}
     if isinstance(value, str):
-        return value if key in SLACK_MACHINE_FIELDS else redact(value, secrets)
-    if isinstance(value, list):
-        return [redact_tree(v, secrets, key) for v in value]
+        return redact(value, secrets)
+    if isinstance(value, list | tuple):
+        return [_tree(v, secrets, key, keep) for v in value]
     if isinstance(value, dict):
-        return {k: (v if k in SLACK_MACHINE_FIELDS else redact_tree(v, secrets, k)) for k, v in value.items()}
+        if "name" in value and "value" in value and is_secret_name(str(value.get("name"))):
+            return {k: (MARK if k == "value" else _tree(v, secrets, k, keep)) for k, v in value.items()}
+        return {k: _tree(v, secrets, str(k), keep) for k, v in value.items()}
     return value

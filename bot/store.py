@@ -7,6 +7,7 @@ here too so that every piece of state survives restarts in one place.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -44,6 +45,15 @@ def store_hint(exc: BaseException) -> str:
     return ""
 
 
+def _private_file(path: Path) -> None:
+    """Create the store file readable by its owner only (0600: findings quote logs, the audit names people), and
+    tighten a file an older version created 0644."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    os.close(fd)
+    if path.stat().st_mode & 0o077:
+        os.chmod(path, 0o600)
+
+
 class Store:
     def __init__(self, path: str | Path, *, busy_timeout_s: float = 10.0) -> None:
         """`busy_timeout_s`: how long a write waits for another process's lock before it fails (tests shorten it)."""
@@ -53,10 +63,15 @@ class Store:
         try:
             if str(self.path) != ":memory:":
                 self.path.parent.mkdir(parents=True, exist_ok=True)
+                _private_file(self.path)
             conn = sqlite3.connect(str(self.path), timeout=busy_timeout_s, check_same_thread=False,
                                    isolation_level=None)
             self.db = sqlite_utils.Database(conn)
             self.db.execute("PRAGMA journal_mode=WAL")
+            if str(self.path) != ":memory:":  # SQLite gives -wal/-shm the database's mode; older files may be 0644
+                for extra in (f"{self.path}-wal", f"{self.path}-shm"):
+                    if os.path.exists(extra):
+                        os.chmod(extra, 0o600)
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
             self._migrate()

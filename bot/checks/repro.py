@@ -26,7 +26,7 @@ from bot.checks.storage import FAILED_TASK_FIELDS, log_tails, match_storage_erro
 from bot.clearml.errors import NotFoundError
 from bot.engine.findings import SEVERITY_RANK, ActionId, Finding, Severity, Subject, fingerprint_for
 from bot.engine.registry import CheckParams, check
-from bot.redact import redact
+from bot.redact import MARK, is_secret_name, redact
 
 if TYPE_CHECKING:
     from bot.clearml.models import Task
@@ -615,6 +615,12 @@ class CompareParams(CheckParams):
 
 
 def _flat_hyperparams(task: Task) -> dict[str, str]:
+    """Section/name -> value; the value of a secret-named parameter (Args/db_password, Args/HF_TOKEN) is blanked
+    here, so neither side of a diff can show it."""
+    return {k: (MARK if is_secret_name(k) and v else v) for k, v in _raw_hyperparams(task).items()}
+
+
+def _raw_hyperparams(task: Task) -> dict[str, str]:
     out: dict[str, str] = {}
     hp = task.get("hyperparams") or {}
     if isinstance(hp, dict):
@@ -692,8 +698,8 @@ def compare_tasks(a: Task, b: Task, ignore_hyperparams: Iterable[str] = ()) -> d
     pa, pb = python_version(a)[0], python_version(b)[0]
     if pa != pb:
         diff["python"] = [pa, pb]
-    container = {
-        key: pair
+    container = {  # arguments and setup scripts carry `-e HF_TOKEN=…`, `export AWS_SECRET…`: redacted as text
+        key: [redact(str(v)) if v is not None else None for v in pair]
         for key in ("image", "arguments", "setup_shell_script")
         if (pair := _changed(a.get(f"container.{key}") or None, b.get(f"container.{key}") or None)) is not None
     }

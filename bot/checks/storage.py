@@ -25,7 +25,7 @@ from bot.checks.common import CheckError, Duration, Patterns, iso, matches_any, 
 from bot.clearml.errors import ClearMLError, NotFoundError
 from bot.engine.findings import Finding, Severity, Subject
 from bot.engine.registry import CheckParams, check
-from bot.redact import redact
+from bot.redact import redact, redact_tree
 from bot.storage import results as r
 from bot.storage.credentials import locate
 from bot.storage.fileserver import probe_fileserver
@@ -878,14 +878,8 @@ async def log_tails(snap: Snapshot, tasks: list[Task], lines: int, concurrency: 
 
 
 def _redact_obj(value: Any, secrets: list[str]) -> Any:
-    """Redact every string inside a JSON-like structure."""
-    if isinstance(value, str):
-        return redact(value, secrets)
-    if isinstance(value, dict):
-        return {k: _redact_obj(v, secrets) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_redact_obj(v, secrets) for v in value]
-    return value
+    """Redact every string inside a JSON-like structure (values of secret-named keys blanked whole)."""
+    return redact_tree(value, secrets, keep=frozenset())
 
 
 redact_obj = _redact_obj

@@ -22,7 +22,7 @@ from bot.engine.correlation import correlate
 from bot.engine.findings import SEVERITY_RANK, Finding, Subject, is_problem
 from bot.engine.registry import REGISTRY, load_builtin_checks
 from bot.engine.snapshot import Snapshot
-from bot.redact import redact
+from bot.redact import redact, redact_tree
 
 log = logging.getLogger(__name__)
 
@@ -246,6 +246,10 @@ async def run_playbooks(
             registered_agents=int(registered) if registered is not None else None,
         )
     findings = _limit_all(findings, limits, server)
+    # The one boundary every finding passes before any output (CLI text/JSON, store, Slack, incidents): whatever a
+    # check forgot, secret shapes and secret-named values (hyperparameters, env vars) are blanked here (after the
+    # correlation, which matches subjects by their raw ids; fingerprints are kept).
+    findings = [redact_finding(f, secrets) for f in findings]
     for run in runs:  # what each check reports after correlation and limits
         run.findings = sum(1 for f in findings if f.check == run.id)
     findings.sort(key=lambda f: (-f.rank, f.check, f.subject.name or f.subject.id))
@@ -279,6 +283,24 @@ def _baseline_window(entries: list[tuple[Playbook, CheckEntry]]) -> float | None
         if getattr(params, "expected", None) == "auto":
             windows.append(float(params.baseline_window))  # type: ignore[attr-defined]
     return max(windows) if windows else None
+
+
+def redact_finding(finding: Finding, secrets: list[str]) -> Finding:
+    """`finding` with every text a person reads redacted (the fingerprint, computed from the raw subject, is kept so
+    incidents still match)."""
+    subject = finding.subject.model_copy(
+        update={"name": redact(finding.subject.name, secrets), "id": redact(finding.subject.id, secrets) or "?"}
+    )
+    return finding.model_copy(
+        update={
+            "title": redact(finding.title, secrets) or finding.title,
+            "detail": redact(finding.detail, secrets),
+            "remediation": redact(finding.remediation, secrets),
+            "subject": subject,
+            "evidence": redact_tree(finding.evidence, secrets, keep=frozenset()),
+            "links": [redact(link, secrets) for link in finding.links],
+        }
+    )
 
 
 def _dedupe(findings: list[Finding]) -> list[Finding]:
