@@ -82,6 +82,16 @@ def _netloc(url: str) -> str:
     return f"{host}:{port}"
 
 
+def _known_netlocs(server: ServerSettings) -> tuple[str, ...]:
+    out = []
+    for url in (server.web_url, server.api_url):
+        try:
+            out.append(_netloc(url))
+        except ValueError:  # a misconfigured server URL matches nothing (doctor reports it)
+            continue
+    return tuple(out)
+
+
 @dataclass(frozen=True)
 class Ref:
     """A task or dataset reference as the user gave it: the id, and the server a link pointed at (if any)."""
@@ -106,8 +116,14 @@ def parse_ref(text: str, servers: Sequence[ServerSettings], *, kind: str = "task
             f"`{_short(value)}` is not a {kind} id (32 hexadecimal characters, like "
             f"`4f2c0d7e9a8b4c1d8e5f6a7b8c9d0e1f`) or a link to the {kind} in the ClearML web UI."
         )
-    where = _netloc(value)
-    match = next((s for s in servers if where in (_netloc(s.web_url), _netloc(s.api_url))), None)
+    try:
+        where = _netloc(value)
+    except ValueError:  # `http://h:8080.evil/…`, `http://[::1/…`, port 99999: urllib refuses to read the port
+        raise LookupInputError(
+            f"`{_short(value)}` is not a valid link (its host or port cannot be read). Paste the address from the "
+            f"ClearML web UI as it is, or just the 32-character {kind} id."
+        ) from None
+    match = next((s for s in servers if where in (_known_netlocs(s))), None)
     if match is None:
         known = ", ".join(f"{s.name} ({s.web_url})" for s in servers) or "none configured"
         raise LookupInputError(

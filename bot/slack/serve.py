@@ -149,15 +149,70 @@ class Health:
         return ok, detail
 
 
-def build_asgi(app: App | None, health: Health) -> Starlette:
-    """Starlette app: POST /slack/events (HTTP mode) and GET /healthz."""
+MAX_BODY_BYTES = 1_000_000  # Slack's own payloads are a few kB; anything near this is not from Slack
+MAX_TIMESTAMP_DIGITS = 12  # epoch seconds have 10; a longer "number" only serves to overflow slack_sdk's int math
+
+
+def _refuse(status: int, error: str) -> Response:
+    # Connection: close: a refused body may still be arriving; the client must not reuse this connection for more.
+    return JSONResponse({"ok": False, "error": error}, status_code=status, headers={"Connection": "close"})
+
+
+async def read_capped(request: Request, limit: int = MAX_BODY_BYTES) -> bytes | None:
+    """The request body, or None as soon as it is known to exceed `limit` bytes: the declared Content-Length is
+    checked before anything is read, and a chunked (or lying) body is cut off while streaming, so memory never
+    holds more than `limit` + one chunk."""
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.strip().isdigit() or int(declared) > limit):
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def signature_problem(headers: Mapping[str, str], body: bytes, signing_secret: str | None) -> str | None:
+    """Why a request to /slack/events is not Slack's (None when it is): checked here, before Bolt, so that a forged
+    request costs nothing and Bolt's verifier (which logs the whole body when a signature fails) never sees one."""
+    stamp = (headers.get("x-slack-request-timestamp") or "").strip()
+    if not stamp.isdigit() or len(stamp) > MAX_TIMESTAMP_DIGITS:
+        return "invalid request timestamp"
+    if signing_secret is None:
+        return None
+    from slack_sdk.signature import SignatureVerifier
+
+    if not SignatureVerifier(signing_secret).is_valid(body, stamp, headers.get("x-slack-signature") or ""):
+        return "invalid request signature"
+    return None
+
+
+class _NoBodies(logging.Filter):
+    """Drop Bolt's "Invalid request signature detected (... body: ...)" lines: an unauthenticated sender chooses that
+    body, so logging it lets anyone write megabytes into the bot's logs."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "body:" not in str(record.msg)
+
+
+logging.getLogger("slack_bolt.RequestVerification").addFilter(_NoBodies())
+
+
+def build_asgi(app: App | None, health: Health, signing_secret: str | None = None) -> Starlette:
+    """Starlette app: POST /slack/events (HTTP mode) and GET /healthz. Requests to /slack/events are bounded before
+    any work: size (Content-Length, then streaming), timestamp shape and signature (`signing_secret`)."""
 
     async def events(request: Request) -> Response:
-        body = await request.body()
-        stamp = request.headers.get("x-slack-request-timestamp")
-        if stamp is not None and not stamp.strip().isdigit():
-            # Bolt's signature check would raise on int("yesterday") and answer 500: it is simply not signed
-            return JSONResponse({"ok": False, "error": "invalid request signature"}, status_code=401)
+        body = await read_capped(request)
+        if body is None:
+            log.warning("refused a request to %s larger than %d bytes", EVENTS_PATH, MAX_BODY_BYTES)
+            return _refuse(413, f"request body over {MAX_BODY_BYTES} bytes")
+        problem = signature_problem(request.headers, body, signing_secret)
+        if problem is not None:
+            return _refuse(401, problem)
         try:
             bolt_request = to_bolt_request(request, body)
             # Bolt's App is synchronous: dispatch in a worker thread so that one request never blocks the event loop
@@ -165,7 +220,7 @@ def build_asgi(app: App | None, health: Health) -> Starlette:
             bolt_response = await run_in_threadpool(app.dispatch, bolt_request)  # type: ignore[union-attr]
         except Exception as exc:
             # A shape Slack never sends (`"user": false`, `"actions": {}`) trips Bolt's own parsing before any
-            # listener (or the signature check) runs: refuse it plainly instead of a 500 with a traceback.
+            # listener runs: refuse it plainly instead of a 500 with a traceback.
             log.warning("refused a malformed request to %s: %s", EVENTS_PATH, type(exc).__name__)
             return JSONResponse({"ok": False, "error": "malformed Slack request"}, status_code=400)
         return to_starlette_response(bolt_response)
@@ -219,6 +274,7 @@ class BotServer:
         self._server: Any = None
         self._sock: socket.socket | None = None
         self._thread: threading.Thread | None = None
+        self._signing_secret: str | None = None
 
     # -- setup ------------------------------------------------------------------------------------------------
     def _token(self, name: str, prefix: str, what: str) -> str:
@@ -266,6 +322,7 @@ class BotServer:
         for run in recover_interrupted(self.store):  # actions a killed process left half-done: audited, not redone
             log.warning("action %s on %s by %s was interrupted by a restart; audited as interrupted", run.action,
                         run.subject, run.actor_name or run.actor_id)
+        self._signing_secret = signing_secret
         base_url = api_base_url(self.settings)
         extra = [t for t in (app_token,) if t]
         try:
@@ -339,7 +396,7 @@ class BotServer:
                 self.should_exit = True
 
         assert self.health is not None
-        asgi = build_asgi(self.app if self.http else None, self.health)
+        asgi = build_asgi(self.app if self.http else None, self.health, self._signing_secret)
         config = uvicorn.Config(  # log_config=None: uvicorn's lines go through the bot's handler (one line, redacted)
             asgi, log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=10, log_config=None
         )

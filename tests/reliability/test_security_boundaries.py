@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import threading
 import time
 import urllib.parse
@@ -15,6 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from bot.config import Settings
@@ -149,3 +151,110 @@ def test_only_requests_with_a_valid_fresh_signature_reach_a_listener(http_bot: H
     time.sleep(0.3)  # anything wrongly accepted would have started posting by now
     assert http_bot.slack.calls_to("chat.postMessage") == [] and http_bot.slack.responses == []
     assert http_bot.post(body, signed_headers(body)).status_code == 200  # and the genuine request still works
+
+
+# -- request limits before work (issue #14 item 3) ----------------------------------------------------------------
+
+
+def _peak_rss_mb(pid: int) -> float:
+    """The process's peak resident memory (VmHWM) in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM")
+
+
+def _send_huge(url: str, total: int, *, chunked: bool) -> tuple[int | None, int]:
+    """POST `total` bytes of junk to `url` over a raw socket, unsigned, as fast as the server takes them: (the HTTP
+    status answered, or None when the server hung up without one; bytes the server let us send)."""
+    import socket
+
+    parts = urllib.parse.urlsplit(url)
+    sock = socket.create_connection((parts.hostname, parts.port), timeout=10)
+    head = (f"POST {parts.path} HTTP/1.1\r\nHost: {parts.hostname}\r\n"
+            "Content-Type: application/x-www-form-urlencoded\r\n")
+    head += "Transfer-Encoding: chunked\r\n\r\n" if chunked else f"Content-Length: {total}\r\n\r\n"
+    chunk = b"payload=" + b"A" * (1 << 20)
+    sent = 0
+    try:
+        sock.sendall(head.encode())
+        while sent < total:
+            data = (f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n") if chunked else chunk
+            sock.sendall(data)
+            sent += len(chunk)
+        if chunked:
+            sock.sendall(b"0\r\n\r\n")
+    except OSError:  # the server refused and closed: exactly what should happen
+        pass
+    try:
+        answer = sock.recv(4096).decode("latin-1")
+    except OSError:
+        answer = ""
+    finally:
+        sock.close()
+    status = int(answer.split()[1]) if answer.startswith("HTTP/1.1 ") else None
+    return status, sent
+
+
+def test_an_unsigned_100_mb_body_is_refused_before_it_is_read(
+    sim_factory: Callable[..., SimServer], tmp_path: Path
+) -> None:
+    """A real `serve --http` process: 100 MB posted with a Content-Length, and 100 MB chunked (no length), both
+    unsigned. Each is refused with 413 after at most about 1 MB; the process's peak memory stays under 150 MB."""
+    from tests.fakes.slack_history import HistoryFakeSlack
+    from tests.reliability.test_process_kill import Serve, config_file
+
+    sim = sim_factory("basic")
+    with HistoryFakeSlack() as slack:
+        config, _ = config_file(tmp_path, sim, slack)
+        serve = Serve(config, slack, sim, tmp_path)
+        try:
+            url = f"{serve.url}/slack/events"
+            before = _peak_rss_mb(serve.proc.pid)
+            status, _sent = _send_huge(url, 100 << 20, chunked=False)
+            assert status == 413
+            status, sent = _send_huge(url, 100 << 20, chunked=True)
+            assert status in (413, None) and sent < 100 << 20  # cut off mid-stream, not read to the end
+            peak = _peak_rss_mb(serve.proc.pid)
+            print(f"serve peak RSS: {before:.0f} MB before, {peak:.0f} MB after 2 x 100 MB")
+            assert peak < 150, (before, peak)
+            # a signed 2 MB body is refused too (Slack never sends one): the cap does not depend on the signature
+            body = "payload=" + "B" * (2 << 20)
+            assert httpx.post(url, content=body.encode(), headers=signed_headers(body), timeout=30).status_code == 413
+            # and the bot still answers a genuine request afterwards
+            assert serve.post(urllib.parse.urlencode(command_form("help"))).status_code == 200
+            assert "AAAAAAAAAA" not in serve.log() and "BBBBBBBBBB" not in serve.log()
+        finally:
+            serve.stop()
+
+
+def test_a_timestamp_of_400_digits_is_a_401_and_rejected_bodies_are_not_logged(
+    http_bot: HttpBot, caplog: pytest.LogCaptureFixture
+) -> None:
+    body = urllib.parse.urlencode(command_form("status")) + "&junk=" + "Z" * 5000
+    for stamp in ("9" * 400, "1" * 13, str(int(time.time())) + "0" * 3):
+        headers = {**signed_headers(body), "X-Slack-Request-Timestamp": stamp}
+        assert http_bot.post(body, headers).status_code == 401, stamp
+    # a wrong signature with a sane timestamp: 401, and neither Bolt nor the bot logs the sender's body
+    with caplog.at_level(logging.DEBUG):
+        bad = {**signed_headers(body), "X-Slack-Signature": "v0=" + "1" * 64}
+        assert http_bot.post(body, bad).status_code == 401
+    assert "ZZZZZZZZZZ" not in caplog.text
+    assert http_bot.slack.calls_to("chat.postMessage") == []
+
+
+@pytest.mark.parametrize("text", [
+    "task http://h:8080.evil.example/projects/x/experiments/a1000000000000000000000000000002",
+    "task http://[::1/projects/x/experiments/a1000000000000000000000000000002",
+    "task http://a:99999/projects/x/experiments/a1000000000000000000000000000002",
+    "dataset https://x:y/datasets/simple/p/experiments/a1000000000000000000000000000002",
+    "diff a1000000000000000000000000000002 http://h:p/projects/x/experiments/a1000000000000000000000000000001",
+])
+def test_a_malformed_link_gets_a_clear_answer_not_a_500(http_bot: HttpBot, text: str) -> None:
+    response, _ = http_bot.command(text)
+    assert response.status_code == 200
+    said = json.dumps(response.json()) if response.content not in (b"", b"{}") else ""
+    if "not a valid link" not in said:  # answered after the ack: the reply replaces the placeholder
+        http_bot.slack.wait_for("chat.update", timeout=20)
+        said = json.dumps([c.args for c in http_bot.slack.calls])
+    assert "not a valid link" in said, said
