@@ -11,6 +11,7 @@ Query: `recent(store, n)` for `/clearml audit [n]` and `clearml-chatops audit`; 
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -128,20 +129,30 @@ def recent(
 
 
 def format_row(row: dict[str, Any], *, mrkdwn: bool = False) -> str:
+    """One audit line; with `mrkdwn`, every recorded value is shown as data (escaped, no formatting) and the actor
+    is a mention only when the row holds a Slack user id."""
+    data: Any = str
+    if mrkdwn:
+        from bot.slack.messages.common import neutral
+
+        def data(value: Any) -> str:
+            return neutral(str(value))
+
     at = str(row.get("at") or "")[:16].replace("T", " ")
-    who = row.get("actor_name") or row.get("actor_id") or "?"
-    if mrkdwn and row.get("via") == "slack" and row.get("actor_id"):
+    who = data(row.get("actor_name") or row.get("actor_id") or "?")
+    if mrkdwn and row.get("via") == "slack" and re.fullmatch(r"[UW][A-Z0-9]{2,20}", str(row.get("actor_id") or "")):
         who = f"<@{row['actor_id']}>"
     elif row.get("via") == "terminal":
         who = f"{who} (terminal)"
-    line = f"{at}  {row.get('outcome', ''):<9} {row.get('action', ''):<10} {row.get('subject', '')} by {who}"
+    line = (f"{at}  {data(row.get('outcome', '')):<9} {data(row.get('action', '')):<10} {data(row.get('subject', ''))}"
+            f" by {who}")
     if row.get("server"):
-        line += f" on {row['server']}"
+        line += f" on {data(row['server'])}"
     created = row.get("created_ids") or []
     if created:
-        line += f" → created {', '.join(created)}"
+        line += f" → created {data(', '.join(created))}"
     if row.get("error"):
-        line += f": {row['error']}"
+        line += f": {data(row['error'])}"
     return line
 
 

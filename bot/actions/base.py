@@ -94,7 +94,9 @@ class Actor:
     @property
     def mention(self) -> str:
         """Slack mrkdwn mention (renders as the user's current name); plain label elsewhere."""
-        return f"<@{self.id}>" if self.via == "slack" else self.label
+        if self.via == "slack" and re.fullmatch(r"[UW][A-Z0-9]{2,20}", self.id or ""):
+            return f"<@{self.id}>"
+        return self.label.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def _os_user() -> str:

@@ -323,7 +323,8 @@ async def execute_action(
             actor_name=actor.name,
             via=actor.via,
             text=redact(text, secrets),
-            mrkdwn=redact(kw.pop("mrkdwn", None) or text, secrets),
+            # no mrkdwn given: the plain text (which quotes task, queue and worker names) as data, never formatting
+            mrkdwn=redact(kw.pop("mrkdwn", None) or _as_mrkdwn(text), secrets),
             at=now,
             **kw,
         )
@@ -522,9 +523,16 @@ def _mrkdwn_escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("|", "¦")
 
 
+def _as_mrkdwn(text: str) -> str:
+    """Plain outcome text for Slack: escaped, formatting and newlines neutralised (no mention or link survives)."""
+    from bot.slack.messages.common import neutral
+
+    return neutral(text)
+
+
 def _duplicate(finish: Callable[..., ActionOutcome], existing: runs.RunRow) -> ActionOutcome:
     when = utc_hhmm(existing.started_at)
-    mention = f"<@{existing.actor_id}>" if existing.via == "slack" else existing.actor_label
+    mention = f"<@{existing.actor_id}>" if existing.via == "slack" else _as_mrkdwn(existing.actor_label)
     prior = existing.outcome or {}
     if existing.status == "running":
         text = f"Already in progress: started by {existing.actor_label} at {when}."
@@ -532,7 +540,8 @@ def _duplicate(finish: Callable[..., ActionOutcome], existing: runs.RunRow) -> A
     else:
         at = utc_hhmm(existing.finished_at or existing.started_at)
         text = f"Already done by {existing.actor_label} at {at}: {prior.get('text', existing.status)}"
-        mrkdwn = f"Already done by {mention} at {at}: {prior.get('mrkdwn') or prior.get('text', existing.status)}"
+        mrkdwn = (f"Already done by {mention} at {at}: "
+                  f"{prior.get('mrkdwn') or _as_mrkdwn(str(prior.get('text', existing.status)))}")
     return finish(
         "duplicate",
         text,

@@ -31,7 +31,7 @@ from slack_sdk.webhook import WebhookClient
 from bot import metrics
 from bot.redact import redact_tree
 from bot.slack.client import BOT_DISPLAY_NAME, METHOD_SCOPES, retry_handlers
-from bot.slack.messages.common import SlackMessage
+from bot.slack.messages.common import SlackMessage, fallback_text
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -166,6 +166,8 @@ class Outbox:
         for name, value in (("thread_ts", thread_ts), ("ts", ts), ("user", user)):
             if value:
                 payload[name] = value
+        if isinstance(payload.get("text"), str):  # the top-level text is mrkdwn to Slack: `<!channel>` there pings
+            payload["text"] = fallback_text(payload["text"])
         payload = redact_tree(payload, self._secrets())
         return self.durable.enqueue(key, channel, kind, payload, root_key=root_key, supersede=supersede, now=now)
 

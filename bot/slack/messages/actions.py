@@ -73,7 +73,7 @@ STATUS_ICON: dict[str, str] = {
 }
 # Outcomes only the clicking user needs to see.
 PRIVATE_STATUSES = frozenset({"denied", "expired", "tampered", "duplicate", "cancelled"})
-_MENTION = re.compile(r"&lt;([@#!][A-Za-z0-9^|_-]+)&gt;")
+_MENTION = re.compile(r"&lt;@([UW][A-Z0-9]{2,20})&gt;")
 
 
 @dataclass(frozen=True)
@@ -88,9 +88,14 @@ class ActionButton:
     queue_choice: bool = False  # the queue select of its block applies to it
 
 
-def mrkdwn(text: str) -> str:
-    """Free text made safe for mrkdwn, keeping Slack mentions (`<@U…>`, `<#C…>`) and links the core wrote."""
-    return _MENTION.sub(r"<\1>", escape(text))
+def mrkdwn(text: str, users: Iterable[str] = ()) -> str:
+    """Core-written text (which may quote ClearML names) made safe for mrkdwn: escaped, then only the mentions of
+    `users` (Slack user ids the bot itself recorded: who acknowledged, who silenced) are made mentions again.
+    `<!here>`, `<!channel>`, user-group pings, channel links, URLs and any other user's mention stay plain text."""
+    allowed = {u for u in users if u}
+    if not allowed:
+        return escape(text)
+    return _MENTION.sub(lambda m: f"<@{m.group(1)}>" if m.group(1) in allowed else m.group(0), escape(text))
 
 
 def button_element(button: ActionButton, index: int, *, with_queue_select: bool = False) -> ButtonElement:
@@ -103,9 +108,9 @@ def button_element(button: ActionButton, index: int, *, with_queue_select: bool 
         action_id=f"{ACTION_PREFIX}{button.action}:{index}",
         value=button.value,
         style="danger" if spec.style == "danger" else None,
-        confirm=ConfirmObject(
+        confirm=ConfirmObject(  # plain_text: the dialog quotes task and queue names, never formatting or mentions
             title=clip(spec.title, 100),
-            text=clip(text, MAX_CONFIRM_TEXT),
+            text=PlainTextObject(text=clip(text, MAX_CONFIRM_TEXT), emoji=False),
             confirm=clip(spec.confirm, 30),
             deny=clip(spec.deny, 30),
             style=spec.style if spec.style in ("primary", "danger") else None,
@@ -200,7 +205,7 @@ def render_outcome_private(outcome: ActionOutcome) -> SlackMessage:
 
 def render_note(text: str) -> SlackMessage:
     """A short private note (an error with what to do)."""
-    return SlackMessage(text=clip(text, 300), blocks=[section(mrkdwn(text))])
+    return SlackMessage(text=clip(text, 300), blocks=[section(mrkdwn(text))])  # bot text; quoted input is escaped
 
 
 def replace_buttons(

@@ -7,6 +7,7 @@ on hand-made findings and reused by the CLI, scheduled runs and incident threads
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -73,6 +74,7 @@ class SlackMessage:
     metadata: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
+        self.text = fallback_text(self.text)
         if not self.text.strip():
             raise ValueError("a Slack message needs a top-level text fallback")
         if len(self.blocks) > MAX_BLOCKS:
@@ -95,6 +97,45 @@ def escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+# A formatting character where it could open or close formatting (start or end of a word): `*urgent*`, `_x_`,
+# `~gone~`, `` `x` ``. Inside a word (`train_resnet_v2`, `a*b`) Slack formats nothing, so names stay as they are.
+_FORMAT_AT_EDGE = re.compile(r"(?:(?<![A-Za-z0-9])[*_~`])|(?:[*_~`](?![A-Za-z0-9]))")
+_LOOKALIKE = {"*": "∗", "_": "ˍ", "~": "∼", "`": "ˋ"}
+_NEWLINES = re.compile(r"[\r\n\u2028\u2029]+")
+_LONE_AMP = re.compile(r"&(?!amp;|lt;|gt;)")
+
+
+def neutral(text: str) -> str:
+    """Text from ClearML or a user as data in mrkdwn: escaped, formatting characters that could open or close bold,
+    italics, strikethrough or code replaced by look-alikes, and newlines (which could fake a line of the bot's own)
+    shown as ` ⏎ `. Mentions (`<!here>`, `<@U…>`) and links cannot survive it."""
+    out = escape(text)
+    out = _FORMAT_AT_EDGE.sub(lambda m: _LOOKALIKE[m.group(0)], out)
+    return _NEWLINES.sub(" ⏎ ", out)
+
+
+def fallback_text(text: str) -> str:
+    """A message's top-level `text` (notifications, screen readers): Slack parses it as mrkdwn too, so `<!channel>`
+    there would ping. `<`, `>` and a lone `&` are escaped (idempotent: an already escaped text stays as it is)."""
+    return _LONE_AMP.sub("&amp;", text).replace("<", "&lt;").replace(">", "&gt;")
+
+
+_USER_ID = re.compile(r"^[UW][A-Z0-9]{2,20}$")
+_MENTION_IN_TEXT = re.compile(r"<@([UW][A-Z0-9]{2,20})>")
+
+
+def mention(user_id: str | None) -> str:
+    """`<@U…>` for a Slack user id the bot got from Slack itself (a signed request); anything else is shown as
+    plain text, never as a mention."""
+    uid = (user_id or "").strip()
+    return f"<@{uid}>" if _USER_ID.match(uid) else neutral(uid or "?")
+
+
+def mentioned_ids(*texts: str | None) -> set[str]:
+    """The user ids in mentions the bot itself stored (`ack_by`, `created_by`: "<@U123>")."""
+    return {m for t in texts if t for m in _MENTION_IN_TEXT.findall(t)}
+
+
 def clip(text: str, limit: int, marker: str = "…") -> str:
     """`text` cut to at most `limit` characters, marking the cut."""
     if len(text) <= limit:
@@ -103,8 +144,9 @@ def clip(text: str, limit: int, marker: str = "…") -> str:
 
 
 def safe(text: Any, secrets: Iterable[str] = (), limit: int | None = None) -> str:
-    """User- or server-provided text made safe for mrkdwn: redacted, escaped and optionally clipped."""
-    out = escape(redact(str(text), secrets))
+    """User- or server-provided text made safe for mrkdwn: redacted, neutralised (`neutral`) and optionally
+    clipped."""
+    out = neutral(redact(str(text), secrets))
     return clip(out, limit) if limit else out
 
 
@@ -114,9 +156,16 @@ def code(text: Any, limit: int = 120) -> str:
     return f"`{inner}`" if inner else "``"
 
 
+def pre(text: Any, secrets: Iterable[str] = ()) -> str:
+    """A preformatted block (```…```) keeping its lines: escaped and redacted; backticks, which would end it, become
+    look-alikes."""
+    return "```" + escape(redact(str(text), secrets)).replace("`", "ˋ") + "```"
+
+
 def link(url: str | None, label: str) -> str:
-    """A mrkdwn link `<url|label>`; the plain label when there is no http(s) URL."""
-    label = label.replace("|", "¦")
+    """A mrkdwn link `<url|label>`; the plain label when there is no http(s) URL. `label` must already be safe
+    (`safe()`); a `>` in it would end the link early, so it cannot be one."""
+    label = label.replace("|", "¦").replace(">", "&gt;").replace("<", "&lt;")
     if url and url.startswith(("http://", "https://")) and "|" not in url and ">" not in url and " " not in url:
         return f"<{url}|{label}>"
     return label

@@ -89,11 +89,10 @@ def render_playbooks(
         desc = safe(pb.description, limit=200) or "_no description_"
         lines.append(f"*{safe(pb.name, limit=60)}* — {desc} · {pb.checks} checks{tail}")
     if not lines:
-        lines.append(f"No playbook in `{safe(directory)}`. Add YAML files there (see the README).")
+        lines.append(f"No playbook in {code(directory, 200)}. Add YAML files there (see the README).")
     blocks.extend(section(t) for t in chunk_lines(lines)[: MAX_BLOCKS - 3])
     source = f" ({safe(origin, limit=100)})" if origin else ""
-    blocks.append(context(f"Run one with `{command} run <playbook> [server]`",
-                          f"from `{safe(directory, limit=100)}`{source}"))
+    blocks.append(context(f"Run one with `{command} run <playbook> [server]`", f"from {code(directory, 100)}{source}"))
     return SlackMessage(
         text=f"{len(playbooks)} playbooks: " + ", ".join(p.name for p in playbooks)[:250], blocks=blocks
     )

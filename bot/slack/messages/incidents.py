@@ -37,7 +37,9 @@ from bot.slack.messages.common import (
     context,
     header,
     link,
+    mentioned_ids,
     plural,
+    pre,
     safe,
     section,
 )
@@ -133,7 +135,7 @@ class SlackIncidentRenderer:
         if not v.is_open:
             who = f" by {v.resolved_by}" if v.resolved_by and v.resolved_by != "auto" else ""
             blocks.append(section(
-                f":white_check_mark: Resolved{mrkdwn(who)} at {_when(v.resolved_at)} after "
+                f":white_check_mark: Resolved{mrkdwn(who, _people(v))} at {_when(v.resolved_at)} after "
                 f"{format_duration(v.duration_s(now))} (was {v.severity}, seen {v.count}×)."
             ))
         # the likely cause, with its evidence
@@ -184,9 +186,9 @@ class SlackIncidentRenderer:
         if v.reopen_count:
             parts.append(f"reopened {plural(v.reopen_count, 'time')}")
         if v.ack_by:
-            parts.append(f":eyes: acknowledged by {mrkdwn(v.ack_by)} at {_hhmm(v.ack_at)}")
+            parts.append(f":eyes: acknowledged by {mrkdwn(v.ack_by, _people(v))} at {_hhmm(v.ack_at)}")
         if v.is_open and v.snoozed(now):
-            parts.append(f":zzz: snoozed by {mrkdwn(v.snoozed_by or '?')} until {_when(v.snoozed_until)}")
+            parts.append(f":zzz: snoozed by {mrkdwn(v.snoozed_by or '?', _people(v))} until {_when(v.snoozed_until)}")
         if v.is_open and v.firing and all(m.silenced for m in v.firing):
             parts.append(f":mute: silenced (`{self.command} silences`)")
         return parts
@@ -240,7 +242,7 @@ class SlackIncidentRenderer:
         secrets = list(self.secrets())
         v = note.incident
         if note.kind == "open":
-            lines = [mrkdwn(line) for line in note.lines]
+            lines = [mrkdwn(line, _people(note.incident)) for line in note.lines]
             lines.append(f"*Opened* {_when(v.opened_at)}. What the checks found:")
             for m in v.members:
                 if m.state == "moved":
@@ -261,7 +263,7 @@ class SlackIncidentRenderer:
             return Rendered(text=clip(f"Incident #{v.id} opened: {v.title}", MAX_FALLBACK_TEXT), blocks=blocks)
         if not note.lines:
             return None
-        lines = [mrkdwn(line) for line in note.lines]
+        lines = [mrkdwn(line, _people(note.incident)) for line in note.lines]
         blocks = [section(t) for t in chunk_lines(lines)][:MAX_BLOCKS]
         return Rendered(text=clip(note.lines[-1], MAX_FALLBACK_TEXT), blocks=blocks)
 
@@ -326,7 +328,7 @@ class SlackIncidentRenderer:
         if i.count > 1:
             extra.append(f"seen {i.count}×")
         if i.ack_by and i.status == "open":
-            extra.append(f"ack {mrkdwn(i.ack_by)}")
+            extra.append(f"ack {mrkdwn(i.ack_by, mentioned_ids(i.ack_by))}")
         return f"• {SEVERITY_EMOJI.get(i.severity, '')} {label} ({', '.join(extra)})"
 
     # -- limits -------------------------------------------------------------------------------------------------
@@ -349,6 +351,12 @@ class SlackIncidentRenderer:
         return Rendered(text=clip(lines[0], MAX_FALLBACK_TEXT), blocks=blocks)
 
 
+def _people(v: IncidentView) -> set[str]:
+    """Slack users the bot itself recorded on this incident (who acknowledged, snoozed, resolved): the only ones its
+    lines may mention. A name from ClearML that looks like a mention stays text."""
+    return mentioned_ids(v.ack_by, v.snoozed_by, v.resolved_by)
+
+
 # -- `/clearml incidents`, `silences`, `schedules` --------------------------------------------------------------
 
 
@@ -366,7 +374,7 @@ def render_incident_list(
         label = link(url, f"#{v.id} {title}") if url else f"#{v.id} {title}"
         flags = [format_duration(v.duration_s(now)), f"seen {v.count}×"]
         if v.ack_by:
-            flags.append(f":eyes: {mrkdwn(v.ack_by)}")
+            flags.append(f":eyes: {mrkdwn(v.ack_by, _people(v))}")
         if v.snoozed(now):
             flags.append(f":zzz: until {_hhmm(v.snoozed_until)}")
         if v.firing and all(m.silenced for m in v.firing):
@@ -386,7 +394,7 @@ def render_silences(silences: Sequence[Silence], now: datetime, command: str = "
     if not silences:
         blocks.append(section(f"Nothing is silenced. `{command} silence <check-or-subject-pattern> <duration> "
                               "[reason]` mutes notifications for a while."))
-    lines = [f"• {mrkdwn(s.describe(now))}" for s in silences]
+    lines = [f"• {mrkdwn(s.describe(now), mentioned_ids(s.created_by))}" for s in silences]
     blocks.extend(section(t) for t in chunk_lines(lines)[: MAX_BLOCKS - 3])
     blocks.append(context(f"End one early: `{command} unsilence <id>`. Silenced problems are still tracked "
                           "(incidents, digest), only their notifications are muted."))
@@ -398,7 +406,8 @@ def render_silence_added(silence: Silence, now: datetime, command: str = "/clear
     from bot.slack.messages.common import SlackMessage
 
     text = f"Silenced `{silence.pattern}` for {format_duration(silence.remaining_s(now))}"
-    lines = [f":mute: {mrkdwn(silence.created_by)} silenced {code(silence.pattern, 200)} for "
+    by = mrkdwn(silence.created_by, mentioned_ids(silence.created_by))
+    lines = [f":mute: {by} silenced {code(silence.pattern, 200)} for "
              f"{format_duration(silence.remaining_s(now))} (until {_when(silence.expires_at)})"
              + (f": {safe(silence.reason, limit=500)}" if silence.reason else "")]
     lines.append(f"Matching problems are still tracked, only not announced. Silence #{silence.id}; end it early with "
@@ -414,7 +423,7 @@ def render_schedules(infos: Sequence[ScheduleInfo], now: datetime, command: str 
     if infos:
         rows = table.splitlines()
         for chunk in chunk_lines(rows, 2900)[:5]:
-            blocks.append(section(f"```{safe(chunk)}```"))
+            blocks.append(section(pre(chunk)))
     else:
         blocks.append(section(safe(table)))
     blocks.append(context("Times in UTC. A run missed while the bot was down runs once when it starts (catch-up).",

@@ -122,7 +122,7 @@ def render_status(view: StatusView, *, requested_by: str | None = None, command:
         queues_line = ":inbox_tray: *Queues* nothing waiting"
     blocks.append(section("\n".join([server_line, agents_line, queues_line])))
     if problems:
-        lines = [f"*Failing checks* (playbook `{safe(view.playbook)}`)"]
+        lines = [f"*Failing checks* (playbook {code(view.playbook)})"]
         for f in problems[:15]:
             lines.append(
                 f"{SEVERITY_EMOJI[f.severity]} `{f.check}` — {plural(f.count, 'finding')}, "
@@ -135,7 +135,7 @@ def render_status(view: StatusView, *, requested_by: str | None = None, command:
     elif view.result is not None:
         blocks.append(
             section(
-                f":white_check_mark: All {plural(len(view.result.checks), 'check')} of `{safe(view.playbook)}` passed."
+                f":white_check_mark: All {plural(len(view.result.checks), 'check')} of {code(view.playbook)} passed."
             )
         )
     if view.error:
@@ -163,7 +163,7 @@ def _worker_line(w: WorkerState) -> str:
 def render_agents(view: AgentsView, *, requested_by: str | None = None) -> SlackMessage:
     m = view.meta
     counts = f"{view.count('alive')} alive · {view.count('stale')} stale · {view.count('dead')} dead"
-    scope = f" matching `{safe(view.pattern, limit=40)}`" if view.pattern else ""
+    scope = f" matching {code(view.pattern, 40)}" if view.pattern else ""
     blocks: list[Block] = [header(f"Agents on {m.server}{' (filtered)' if view.pattern else ''}: {counts}")]
     if not view.workers:
         msg = (
@@ -264,7 +264,7 @@ def render_task(
     )
     if d.worker_id:
         if d.worker_gone:
-            facts.append(f"*Worker* `{safe(d.worker_id, limit=80)}` :red_circle: no longer registered")
+            facts.append(f"*Worker* {code(d.worker_id, 80)} :red_circle: no longer registered")
         elif d.worker is not None:
             w = d.worker
             doing = ""
