@@ -520,7 +520,8 @@ def _links(links: list[Link]) -> list[OutcomeLink]:
 
 
 def _mrkdwn_escape(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("|", "¦")
+    """A link label: data (see `_as_mrkdwn`), and no `|` (it would split the link)."""
+    return _as_mrkdwn(text).replace("|", "¦")
 
 
 def _as_mrkdwn(text: str) -> str:

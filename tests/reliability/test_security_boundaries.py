@@ -258,3 +258,152 @@ def test_a_malformed_link_gets_a_clear_answer_not_a_500(http_bot: HttpBot, text:
         http_bot.slack.wait_for("chat.update", timeout=20)
         said = json.dumps([c.args for c in http_bot.slack.calls])
     assert "not a valid link" in said, said
+
+
+# -- Slack text is data (issue #14 item 2) ------------------------------------------------------------------------
+
+HOSTILE_QUEUE = "<!here> q *URGENT*"
+HOSTILE_WORKER = "<!channel>:gpu0"
+HOSTILE_TASK = "x <https://evil.example|click me> <@U0EVIL> ~gone~\n:white_check_mark: all fine"
+# What must never reach Slack as markup: pings, a foreign user's mention, a link the attacker labelled.
+INJECTED = ("<!here>", "<!channel>", "<https://evil.example", "<@U0EVIL>")
+
+
+def hostile_scenario(tmp_path: Path) -> Path:
+    """The basic scenario with mention and link injections in a queue name, a worker id and task names."""
+    import yaml
+
+    text = (SCENARIOS / "basic.yaml").read_text()
+    text = text.replace('"gpu-box-1:gpu0"', json.dumps(HOSTILE_WORKER)).replace(
+        "gpu-box-1:gpu0", HOSTILE_WORKER.replace('"', ""))
+    data = yaml.safe_load(text)
+    for queue in data["queues"]:
+        if queue["name"] == "gpu":
+            queue["name"] = HOSTILE_QUEUE
+    for worker in data["workers"]:
+        worker["queues"] = [HOSTILE_QUEUE if q == "gpu" else q for q in worker["queues"]]
+    for task in data["tasks"]:
+        if (task.get("execution") or {}).get("queue") == "gpu":
+            task["execution"]["queue"] = HOSTILE_QUEUE
+        if task.get("name") in ("train-vit-failed", "eval-bert"):
+            task["name"] = f"{task['name']} {HOSTILE_TASK}"
+    path = tmp_path / "hostile.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def _rendered_texts(value: Any, where: str = "") -> Iterator[tuple[str, str]]:
+    """(where, text) of everything Slack parses as markup: top-level `text` and every mrkdwn text object. plain_text
+    (headers, buttons, options, confirm dialogs) is shown literally by Slack, so it may quote anything."""
+    if isinstance(value, str) and value[:1] in "[{":
+        try:
+            value = json.loads(value)  # blocks sent form-encoded arrive as a JSON string
+        except ValueError:
+            pass
+    if isinstance(value, dict):
+        if value.get("type") == "plain_text":
+            return
+        for key, item in value.items():
+            if key in ("value", "action_id", "block_id", "metadata", "url", "_url_id", "channel", "ts", "thread_ts"):
+                continue
+            if isinstance(item, str) and key == "text":
+                yield f"{where}.text", item
+            else:
+                yield from _rendered_texts(item, f"{where}.{key}")
+    elif isinstance(value, list):
+        for n, item in enumerate(value):
+            yield from _rendered_texts(item, f"{where}[{n}]")
+
+
+def _markup_leaks(payloads: list[dict[str, Any]]) -> list[str]:
+    """Each injected markup found in rendered text, with where."""
+    return [f"{bad} at {where}: {text[:200]}" for where, text in _rendered_texts(payloads)
+            for bad in INJECTED if bad in text]
+
+
+def test_mentions_and_links_in_clearml_names_reach_slack_only_as_text(
+    fake_slack: Any, sim_factory: Callable[..., SimServer], tmp_path: Path, clean_env: pytest.MonkeyPatch
+) -> None:
+    from bot.actions.tokens import ENV_KEY
+    from tests.e2e.conftest import sim_settings
+    from tests.e2e.test_slack_actions import (
+        SIGNING_KEY,
+        _serve,
+        allow,
+        blocks_of,
+        buttons_in,
+        click,
+        diagnose,
+        private_note,
+        thread_replies,
+    )
+
+    sim = sim_factory(scenario=str(hostile_scenario(tmp_path)))
+    clean_env.setenv(ENV_KEY, SIGNING_KEY)
+    settings = allow(sim_settings(sim, fake_slack, tmp_path, clean_env))
+    with _serve(settings, fake_slack, sim) as bot:
+        message = diagnose(bot, "a1000000000000000000000000000002")  # the failed task, hostile name
+        buttons = buttons_in(blocks_of(message))
+        confirms = [element["confirm"] for _, element in buttons.values() if "confirm" in element]
+        assert confirms and all(c["text"]["type"] == "plain_text" for c in confirms)
+        # a refusal quoting the names goes into the thread: abort of a task that is not running
+        click(bot, message, "Requeue", queue=HOSTILE_QUEUE)
+        thread_replies(bot, message.args["ts"])
+        denied = click(bot, message, "Requeue", user="U0MALLORY")
+        private_note(bot, denied)
+        for text in ("agents", "queues", "status", "audit 10", "task a1000000000000000000000000000003",
+                     f"agents {HOSTILE_WORKER}"):
+            before = len(fake_slack.calls_to("chat.update"))
+            response, _ = bot.command(text)
+            if not (response.content and response.json().get("text")):
+                fake_slack.wait_for("chat.update", count=before + 1, timeout=20)
+            else:
+                assert _markup_leaks([response.json()]) == [], text
+        payloads = [c.args for c in fake_slack.calls] + [c.args for c in fake_slack.responses]
+    shown = json.dumps(payloads, ensure_ascii=False)
+    assert "evil.example" in shown and "&lt;!here&gt;" in shown  # the names are shown, as text
+    assert _markup_leaks(payloads) == []
+    import re
+
+    # outside code spans (where Slack formats nothing)
+    rendered = re.sub(r"`[^`]*`", "", "\n".join(text for _, text in _rendered_texts(payloads)))
+    leftover = [line for line in rendered.splitlines() if "*URGENT*" in line or "~gone~" in line]
+    assert leftover == [], leftover  # formatting characters neutralised
+
+
+def test_the_incident_thread_mentions_only_people_the_bot_recorded(tmp_path: Path) -> None:
+    """"also affected" lines, refusals and acknowledgements in an incident thread: names from ClearML stay text,
+    the person who acknowledged is a mention."""
+    from bot.actions import ActionDeps
+    from bot.actions.tokens import Signer
+    from bot.incidents.pipeline import IncidentPipeline, Rendered
+    from bot.slack.action_buttons import ButtonMaker
+    from bot.slack.messages.incidents import SlackIncidentRenderer
+    from bot.store import Store
+    from tests.unit._incidents_support import at, dead_worker, orphaned_task, run, unserved_queue
+
+    store = Store(tmp_path / "store.db")
+    try:
+        maker = ButtonMaker(Settings(), store, ActionDeps(signer=Signer(b"unit-test-signing-key-0123456789")))
+        renderer = SlackIncidentRenderer(buttons=lambda f, server: maker.for_finding(f, server),
+                                         queues=lambda server: [], actions_taken=lambda view: [],
+                                         secrets=lambda: [])
+        sent: list[tuple[str, str, Rendered]] = []
+        pipe = IncidentPipeline(store, renderer=renderer,
+                                settings=Settings.model_validate({"slack": {"default_channel": "#ml-alerts"}}),
+                                sink=lambda ch, kind, m: sent.append((ch, kind, m)))
+        worker = HOSTILE_WORKER
+        pipe.handle_run(run(dead_worker(worker), started=at(0)), at(0))
+        task = orphaned_task(task="t-1", worker=worker)
+        task = task.model_copy(update={"subject": task.subject.model_copy(update={"name": HOSTILE_TASK})})
+        queue = unserved_queue(queue="q-1", worker=worker)
+        queue = queue.model_copy(update={"subject": queue.subject.model_copy(update={"name": HOSTILE_QUEUE})})
+        pipe.handle_run(run(dead_worker(worker), task, queue, started=at(5)), at(5))  # "also affected" lines
+        pipe.acknowledge(1, "<@U0ANA>", at(6))
+        payloads = [{"text": m.text, "blocks": m.blocks} for _, _, m in sent]
+    finally:
+        store.close()
+    shown = json.dumps(payloads, ensure_ascii=False)
+    assert "also affected" in shown and "&lt;!here&gt;" in shown
+    assert _markup_leaks(payloads) == []
+    assert "<@U0ANA>" in shown  # the acknowledging user, recorded by the bot, is still mentioned

@@ -100,6 +100,7 @@ def escape(text: str) -> str:
 # A formatting character where it could open or close formatting (start or end of a word): `*urgent*`, `_x_`,
 # `~gone~`, `` `x` ``. Inside a word (`train_resnet_v2`, `a*b`) Slack formats nothing, so names stay as they are.
 _FORMAT_AT_EDGE = re.compile(r"(?:(?<![A-Za-z0-9])[*_~`])|(?:[*_~`](?![A-Za-z0-9]))")
+_EMPHASIS_AT_EDGE = re.compile(r"(?:(?<![A-Za-z0-9])[*_~])|(?:[*_~](?![A-Za-z0-9]))")
 _LOOKALIKE = {"*": "∗", "_": "ˍ", "~": "∼", "`": "ˋ"}
 _NEWLINES = re.compile(r"[\r\n\u2028\u2029]+")
 _LONE_AMP = re.compile(r"&(?!amp;|lt;|gt;)")
@@ -116,8 +117,10 @@ def neutral(text: str) -> str:
 
 def fallback_text(text: str) -> str:
     """A message's top-level `text` (notifications, screen readers): Slack parses it as mrkdwn too, so `<!channel>`
-    there would ping. `<`, `>` and a lone `&` are escaped (idempotent: an already escaped text stays as it is)."""
-    return _LONE_AMP.sub("&amp;", text).replace("<", "&lt;").replace(">", "&gt;")
+    there would ping. `<`, `>` and a lone `&` are escaped and `*`, `_`, `~` that could format are replaced by
+    look-alikes (idempotent: an already escaped text stays as it is)."""
+    out = _LONE_AMP.sub("&amp;", text).replace("<", "&lt;").replace(">", "&gt;")
+    return _EMPHASIS_AT_EDGE.sub(lambda m: _LOOKALIKE[m.group(0)], out)
 
 
 _USER_ID = re.compile(r"^[UW][A-Z0-9]{2,20}$")

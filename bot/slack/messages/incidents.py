@@ -35,6 +35,7 @@ from bot.slack.messages.common import (
     clip,
     code,
     context,
+    fallback_text,
     header,
     link,
     mentioned_ids,
@@ -338,7 +339,9 @@ class SlackIncidentRenderer:
         blocks = message.blocks or []
         if len(blocks) > MAX_BLOCKS:
             raise SlackObjectFormationError(f"{len(blocks)} blocks")
-        return Rendered(text=message.text, blocks=[b.to_dict() if isinstance(b, Block) else b for b in blocks])
+        # the top-level text quotes incident titles (ClearML names): escaped like every SlackMessage's
+        return Rendered(text=fallback_text(message.text),
+                        blocks=[b.to_dict() if isinstance(b, Block) else b for b in blocks])
 
     def _checked_optional(self, message: Rendered | None) -> Rendered | None:
         return self._checked(message) if message is not None else None
@@ -348,7 +351,7 @@ class SlackIncidentRenderer:
         """Plain text in sections: what the TextRenderer says, within Slack's limits."""
         lines = message.text.splitlines() or ["(empty)"]
         blocks = [section(safe(t)).to_dict() for t in chunk_lines(lines)][:MAX_BLOCKS]
-        return Rendered(text=clip(lines[0], MAX_FALLBACK_TEXT), blocks=blocks)
+        return Rendered(text=fallback_text(clip(lines[0], MAX_FALLBACK_TEXT)), blocks=blocks)
 
 
 def _people(v: IncidentView) -> set[str]:
