@@ -419,6 +419,10 @@ async def _verify_one(
         # every file the state lists, looked up in the local copy (which has them whatever chunk they came from)
         folder = params.local_copy.format(id=ds.id, name=ds.name, version=version_of(ds))
         evidence["local_copy"] = folder
+        # the playbook (admin-written) names this folder: reads may use it. Only the template's fixed prefix is a
+        # root (a dataset name like `../..` must not widen it).
+        fixed = params.local_copy.split("{", 1)[0]
+        ctx.local_roots.append(os.path.abspath(os.path.expanduser(fixed or folder)))
         plans = [
             ChunkPlan(
                 "local copy",

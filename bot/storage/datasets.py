@@ -23,7 +23,9 @@ import asyncio
 import hashlib
 import json
 import os
+import stat
 import tempfile
+import threading
 import time
 import zipfile
 from collections.abc import Callable
@@ -185,33 +187,103 @@ def _local_path(uri: str) -> str | None:
     return None
 
 
+# -- the one read policy --------------------------------------------------------------------------------------
+# Dataset records and artifact URIs are written by anyone with ClearML access. Every read of an artifact goes
+# through `reach()`: http(s) only on the server's file host or a configured storage target; s3 only on a configured
+# target or a bucket clearml.conf holds credentials for; local paths (file:// or bare) only under a configured
+# `file://` storage target (or a playbook's `local_copy` folder), after resolving symlinks and `..`.
+
+
+@dataclass(frozen=True)
+class Reach:
+    """Where an allowed read goes: `kind` is http, s3 or file; `path` is the resolved local path for file."""
+
+    kind: str
+    path: str | None = None
+
+
+def local_roots(ctx: StorageContext) -> list[str]:
+    """The local directories reads may come from: configured `file://` (or bare path) storage targets and any
+    folder the run added (`ctx.local_roots`), each resolved (realpath)."""
+    roots = [path for t in ctx.targets if (path := _local_path(t.url)) is not None]
+    roots += list(getattr(ctx, "local_roots", []) or [])
+    return [os.path.realpath(os.path.expanduser(r)) for r in roots if r]
+
+
+def under_root(path: str, roots: list[str]) -> str | None:
+    """`path` resolved (symlinks, `..`) if it stays inside one of `roots`, else None."""
+    real = os.path.realpath(path)
+    for root in roots:
+        if real == root or real.startswith(root.rstrip(os.sep) + os.sep):
+            return real
+    return None
+
+
+def reach(ctx: StorageContext, uri: str) -> Reach:
+    """The read policy for an artifact URI; raises ArtifactError (saying what to configure) when it is outside."""
+    from bot.storage.credentials import match_target
+
+    loc = locate(uri, ctx.targets, ctx.conf)
+    if loc.kind == "http":
+        if ctx.is_files_url(uri) or match_target(loc, ctx.targets, ctx.conf) is not None:
+            return Reach("http")
+        raise ArtifactError(_not_allowed(uri))
+    if loc.kind == "s3":
+        if ctx.allows(uri):
+            return Reach("s3")
+        raise ArtifactError(_not_allowed(uri))
+    path = _local_path(uri)
+    if path is not None and loc.kind in ("file", "unknown"):
+        real = under_root(path, local_roots(ctx))
+        if real is None:
+            raise ArtifactError(
+                f"not read: {uri} is a local path outside every configured `file://` storage target (dataset "
+                "records are written by anyone with ClearML access, so the bot reads local files only under a "
+                "folder its config names); add the folder under `storage:` if this dataset really lives there"
+            )
+        return Reach("file", real)
+    raise ArtifactError(f"cannot read {uri}: unsupported scheme (gs:// and azure:// need their SDKs)")
+
+
+def open_regular(path: str) -> IO[bytes]:
+    """Open `path` for reading only if it is a regular file (not /dev/zero, a FIFO, /proc's endless files)."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ArtifactError(f"{path} is not a regular file")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb", buffering=0)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 async def read_artifact(ctx: StorageContext, uri: str, max_bytes: int) -> bytes:
     """A small artifact's bytes (state.json): the file server via the API client's token, other hosts
     plainly, S3 through boto3, local paths from disk."""
     loc = locate(uri, ctx.targets, ctx.conf)
     try:
-        if loc.kind == "http" and ctx.is_files_url(uri):
+        where = reach(ctx, uri)
+        if where.kind == "http" and ctx.is_files_url(uri):
             resp = await ctx.client.fileserver("GET", uri)
             if resp.status_code >= 400:
                 raise ArtifactError(f"HTTP {resp.status_code} from the file server for {uri}")
             data = resp.content
-        elif loc.kind == "http":
+        elif where.kind == "http":
             import httpx
 
-            if not ctx.allows(uri):
-                raise ArtifactError(_not_allowed(uri))
-            async with httpx.AsyncClient(verify=_verify(ctx), timeout=30.0, follow_redirects=True) as http:
+            async with httpx.AsyncClient(verify=_verify(ctx), timeout=30.0, follow_redirects=True,
+                                         event_hooks={"request": [_redirect_guard(ctx)]}) as http:
                 resp = await http.get(uri)
             if resp.status_code >= 400:
                 raise ArtifactError(f"HTTP {resp.status_code} for {uri}")
             data = resp.content
-        elif loc.kind == "s3":
+        elif where.kind == "s3":
             access = resolve_s3(uri, ctx.targets, ctx.conf)
             data = await asyncio.to_thread(s3.read_sync, access, loc.key, max_bytes)
-        elif (path := _local_path(uri)) is not None:
-            data = await asyncio.to_thread(_read_file, path, max_bytes)
         else:
-            raise ArtifactError(f"cannot read {uri}: unsupported scheme (gs:// and azure:// need their SDKs)")
+            assert where.path is not None
+            data = await asyncio.to_thread(_read_file, where.path, max_bytes)
     except ArtifactError:
         raise
     except Exception as exc:
@@ -228,8 +300,18 @@ def _not_allowed(uri: str) -> str:
             "under `storage:` in the bot's config if it is a real artifact store")
 
 
+def _redirect_guard(ctx: StorageContext) -> Callable[[Any], Any]:
+    """An httpx request hook: every request, redirects included, must pass `reach` (a configured host cannot
+    bounce the bot to a metadata service)."""
+
+    async def check(request: Any) -> None:
+        reach(ctx, str(request.url))
+
+    return check
+
+
 def _read_file(path: str, max_bytes: int) -> bytes:
-    with open(path, "rb") as fh:
+    with open_regular(path) as fh:
         return fh.read(max_bytes + 1)
 
 
@@ -276,6 +358,7 @@ class ArtifactReader:
                 verify=_verify(self.ctx),
                 timeout=httpx.Timeout(self.timeout_s, connect=min(10.0, self.timeout_s)),
                 follow_redirects=True,
+                event_hooks={"request": [_redirect_guard(self.ctx)]},
             )
         return self._http
 
@@ -289,9 +372,11 @@ class ArtifactReader:
         """(exists, problem): does the chunk's URI answer? Reads at most one byte."""
         loc = locate(uri, self.ctx.targets, self.ctx.conf)
         try:
-            if loc.kind == "http":
-                if not self.ctx.allows(uri):
-                    return False, _not_allowed(uri)
+            try:
+                where = reach(self.ctx, uri)
+            except ArtifactError as exc:
+                return False, str(exc)
+            if where.kind == "http":
                 http = await self._client()
                 headers = await self._headers(uri)
                 resp = await http.head(uri, headers=headers)
@@ -303,24 +388,24 @@ class ArtifactReader:
                 if status >= 400:
                     return False, f"HTTP {status}"
                 return True, ""
-            if loc.kind == "s3":
+            if where.kind == "s3":
                 access = resolve_s3(uri, self.ctx.targets, self.ctx.conf)
                 ok, _, problem = await asyncio.to_thread(s3.head_sync, access, loc.key)
                 return ok, problem
-            path = _local_path(uri)
-            if path is not None:
-                return (True, "") if os.path.isfile(path) else (False, "file not found")
-            return False, f"unsupported scheme in {uri}"
+            assert where.path is not None
+            return (True, "") if os.path.isfile(where.path) else (False, "file not found")
         except Exception as exc:
             return False, _describe(exc, uri, loc.kind, self.ctx)
 
-    async def download(self, uri: str, out: IO[bytes], on_bytes: Callable[[int], None] | None = None) -> int:
-        """Stream the artifact at `uri` into `out`; returns the byte count. Raises ArtifactError."""
+    async def download(
+        self, uri: str, out: IO[bytes], on_bytes: Callable[[int], None] | None = None, *, limit: int | None = None
+    ) -> int:
+        """Stream the artifact at `uri` into `out`; returns the byte count. Raises ArtifactError, also when the
+        artifact turns out larger than `limit` (its recorded size): nothing more than that is read."""
         loc = locate(uri, self.ctx.targets, self.ctx.conf)
         try:
-            if loc.kind == "http":
-                if not self.ctx.allows(uri):
-                    raise ArtifactError(_not_allowed(uri))
+            where = reach(self.ctx, uri)
+            if where.kind == "http":
                 http = await self._client()
                 total = 0
                 async with http.stream("GET", uri, headers=await self._headers(uri)) as resp:
@@ -329,10 +414,12 @@ class ArtifactReader:
                     async for piece in resp.aiter_bytes(BLOCK):
                         out.write(piece)
                         total += len(piece)
+                        if limit is not None and total > limit:
+                            raise ArtifactError(f"{uri} is larger than its recorded size of {limit} bytes")
                         if on_bytes:
                             on_bytes(len(piece))
                 return total
-            if loc.kind == "s3":
+            if where.kind == "s3":
                 access = resolve_s3(uri, self.ctx.targets, self.ctx.conf)
                 loop = asyncio.get_running_loop()
 
@@ -487,8 +574,35 @@ def plan_chunks(
     return sorted(plans.values(), key=lambda p: (p.owner_id, p.artifact_name)), problems
 
 
-def _hash_members(zip_path: str, names: list[str], report: Callable[[int, bool], None]) -> dict[str, Any]:
-    """Hash `names` inside one zip (one open handle, one buffer). Runs in a worker thread."""
+class HashCancelled(Exception):
+    """The run's deadline passed or the bot is shutting down: hashing stopped between two blocks."""
+
+
+def _capped_digest(fh: IO[bytes], view: memoryview, limit: int | None, stop: threading.Event,
+                   report: Callable[[int, bool], None]) -> tuple[str, int]:
+    """sha256 and size of what `fh` yields, reading at most `limit` + 1 bytes (one more than recorded shows the
+    file is larger) and giving up as soon as `stop` is set."""
+    digest = hashlib.sha256()
+    total = 0
+    while True:
+        if stop.is_set():
+            raise HashCancelled()
+        want = len(view) if limit is None else max(0, min(len(view), limit + 1 - total))
+        if want == 0:
+            break
+        n = fh.readinto(view[:want])  # type: ignore[attr-defined]
+        if not n:
+            break
+        digest.update(view[:n])
+        total += n
+        report(n, False)
+    return digest.hexdigest(), total
+
+
+def _hash_members(zip_path: str, names: list[str], sizes: dict[str, int | None], stop: threading.Event,
+                  report: Callable[[int, bool], None]) -> dict[str, Any]:
+    """Hash `names` inside one zip (one open handle, one buffer), each read capped at its recorded size. Runs in a
+    worker thread; returns early (what is done so far) when `stop` is set."""
     out: dict[str, Any] = {}
     buf = bytearray(BLOCK)
     view = memoryview(buf)
@@ -498,43 +612,46 @@ def _hash_members(zip_path: str, names: list[str], report: Callable[[int, bool],
         return {n: ("error", f"chunk is not a readable zip: {exc}") for n in names}
     with zf:
         for name in names:
-            digest = hashlib.sha256()
-            total = 0
             try:
                 with zf.open(name) as fh:
-                    while True:
-                        n = fh.readinto(view)  # type: ignore[attr-defined]
-                        if not n:
-                            break
-                        digest.update(view[:n])
-                        total += n
-                out[name] = ("ok", digest.hexdigest(), total)
+                    out[name] = ("ok", *_capped_digest(fh, view, sizes.get(name), stop, _bytes_only(report)))
+            except HashCancelled:
+                return out
             except KeyError:
                 out[name] = ("missing", "not in the chunk")
             except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:  # bad CRC, truncated
                 out[name] = ("error", f"unreadable in the chunk: {exc}")
-            report(total, True)
+            report(0, True)
     return out
 
 
-def _hash_local_files(paths: dict[str, str], report: Callable[[int, bool], None]) -> dict[str, Any]:
+def _bytes_only(report: Callable[[int, bool], None]) -> Callable[[int, bool], None]:
+    return lambda n, _done: report(n, False) if n else None
+
+
+def _hash_local_files(paths: dict[str, str | None], sizes: dict[str, int | None], stop: threading.Event,
+                      report: Callable[[int, bool], None]) -> dict[str, Any]:
+    """Hash plain files; a None path was refused by the policy (outside the dataset's folder)."""
     out: dict[str, Any] = {}
     buf = bytearray(BLOCK)
     view = memoryview(buf)
     for name, path in paths.items():
-        digest = hashlib.sha256()
-        total = 0
+        if path is None:
+            out[name] = ("error", "not read: the entry's path leads outside the dataset's folder")
+            report(0, True)
+            continue
         try:
-            with open(path, "rb", buffering=0) as fh:
-                for n in iter(lambda fh=fh: fh.readinto(view), 0):
-                    digest.update(view[:n])
-                    total += n
-            out[name] = ("ok", digest.hexdigest(), total)
+            with open_regular(path) as fh:
+                out[name] = ("ok", *_capped_digest(fh, view, sizes.get(name), stop, _bytes_only(report)))
+        except HashCancelled:
+            return out
         except FileNotFoundError:
             out[name] = ("missing", "file not found")
-        except OSError as exc:
+        except ArtifactError as exc:
             out[name] = ("error", str(exc))
-        report(total, True)
+        except OSError as exc:
+            out[name] = ("error", exc.strerror or type(exc).__name__)
+        report(0, True)
     return out
 
 
@@ -571,8 +688,16 @@ async def verify_chunks(
     pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="dataset-hash") if hash_files else None
     gate = asyncio.Semaphore(max(1, downloads))
 
+    stop = threading.Event()  # set when this coroutine ends for any reason (deadline, shutdown): threads stop
+    sizes = {e.relative_path: e.size for c in chunks for e in c.entries}
+
     def progress_from_thread(nbytes: int, file_done: bool) -> None:
-        loop.call_soon_threadsafe(lambda: tracker.update(files=int(file_done), hashed=nbytes, phase="hash"))
+        if stop.is_set():
+            return
+        try:
+            loop.call_soon_threadsafe(lambda: tracker.update(files=int(file_done), hashed=nbytes, phase="hash"))
+        except RuntimeError:  # the loop closed under a thread that is about to notice `stop`
+            pass
 
     def missing_chunk(chunk: ChunkPlan, problem: str) -> None:
         report.chunk_problems.append(
@@ -632,14 +757,22 @@ async def verify_chunks(
                 missing_chunk(chunk, problem)
             return
         assert pool is not None
-        local = _local_path(chunk.uri)
+        local: str | None = None
+        if _local_path(chunk.uri) is not None:
+            try:
+                local = reach(reader.ctx, chunk.uri).path
+            except ArtifactError as exc:
+                missing_chunk(chunk, str(exc))
+                return
         if local is not None and not local.endswith(".zip") and os.path.isdir(local):
-            # a dataset kept as plain files (external files / local copy): hash them in place
+            # a dataset kept as plain files (external files / local copy): hash them in place; an entry's
+            # relative_path (`../../etc/passwd`) must not lead outside this folder
             groups = _balanced_groups(chunk.entries, threads)
             parts = await asyncio.gather(
                 *(
                     loop.run_in_executor(
-                        pool, _hash_local_files, {n: os.path.join(local, n) for n in names}, progress_from_thread
+                        pool, _hash_local_files, {n: under_root(os.path.join(local, n), [local]) for n in names},
+                        sizes, stop, progress_from_thread,
                     )
                     for names in groups
                 )
@@ -655,8 +788,9 @@ async def verify_chunks(
             try:
                 if local is not None:
                     zip_path = local
-                    if not os.path.isfile(zip_path):
-                        missing_chunk(chunk, "file not found")
+                    if not os.path.isfile(zip_path):  # isfile: a regular file (not /dev/zero, not a FIFO)
+                        missing_chunk(chunk, "file not found" if not os.path.exists(zip_path)
+                                      else "not a regular file")
                         return
                 else:
                     # closed in the inner finally, unlinked in the outer one (the hashing threads
@@ -667,7 +801,8 @@ async def verify_chunks(
                     zip_path = tmp.name
                     try:
                         size = await reader.download(
-                            chunk.uri, tmp, lambda n: tracker.update(downloaded=n, phase="download")
+                            chunk.uri, tmp, lambda n: tracker.update(downloaded=n, phase="download"),
+                            limit=chunk.size,
                         )
                         report.bytes_downloaded += size
                     except ArtifactError as exc:
@@ -688,7 +823,7 @@ async def verify_chunks(
                 groups = _balanced_groups(chunk.entries, threads)
                 parts = await asyncio.gather(
                     *(
-                        loop.run_in_executor(pool, _hash_members, zip_path, names, progress_from_thread)
+                        loop.run_in_executor(pool, _hash_members, zip_path, names, sizes, stop, progress_from_thread)
                         for names in groups
                     )
                 )
@@ -706,6 +841,7 @@ async def verify_chunks(
     try:
         await asyncio.gather(*(one(c) for c in chunks))
     finally:
+        stop.set()  # a cancelled run (deadline, SIGTERM) stops its hashing threads at the next block
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)
     report.duration_s = time.perf_counter() - started

@@ -38,6 +38,7 @@ class StorageContext:
     targets: list[StorageTarget] = field(default_factory=list)
     conf: ClearmlConf = field(default_factory=ClearmlConf)
     refused: list[str] = field(default_factory=list)  # playbook URLs outside the configuration: never contacted
+    local_roots: list[str] = field(default_factory=list)  # more local folders artifact reads may use (local_copy)
 
     @classmethod
     def from_snapshot(cls, snap: Snapshot, extra_urls: Iterable[str] = ()) -> StorageContext:

@@ -407,3 +407,114 @@ def test_the_incident_thread_mentions_only_people_the_bot_recorded(tmp_path: Pat
     assert "also affected" in shown and "&lt;!here&gt;" in shown
     assert _markup_leaks(payloads) == []
     assert "<@U0ANA>" in shown  # the acknowledging user, recorded by the bot, is still mentioned
+
+
+# -- storage reach (issue #14 item 4) -----------------------------------------------------------------------------
+
+
+def _set_dataset_uris(sim: SimServer, name: str, state_uri: str, chunk_uri: str) -> None:
+    """Rewrite a dataset version's state and chunk artifact URIs, as a ClearML user who can edit tasks could."""
+    with sim.state.lock:
+        for doc in sim.state.tasks.values():
+            if name not in str(doc.get("name")):
+                continue
+            artifacts = (doc.get("execution") or {}).get("artifacts") or []
+            items = artifacts.values() if isinstance(artifacts, dict) else artifacts
+            for artifact in items:
+                key = str(artifact.get("key"))
+                artifact["uri"] = state_uri if key == "state" else chunk_uri if key.startswith("data") else \
+                    artifact.get("uri")
+
+
+@pytest.mark.parametrize(("state_uri", "chunk_uri"), [
+    ("file:///etc/passwd", "file:///etc/passwd"),
+    ("/proc/self/environ", "/dev/zero"),
+    ("file:///etc/hostname", "/dev"),
+])
+def test_a_dataset_record_cannot_make_the_bot_read_local_files(
+    sim_factory: Callable[..., SimServer], state_uri: str, chunk_uri: str
+) -> None:
+    sim = sim_factory(scenario=SCENARIOS / "healthy-data.yaml")
+    _set_dataset_uris(sim, "alpaca-cleaned", state_uri, chunk_uri)
+    result = run(sim, Settings(), ("datasets.integrity", {"names": ["alpaca-*"], "verify": "hash"}))
+    [finding] = [f for f in result.findings if f.check == "datasets.integrity"]
+    shown = json.dumps(finding.model_dump(mode="json"))
+    assert "not read" in shown and "file://" in shown  # says why, and what to configure
+    state = finding.evidence.get("state") or {}
+    assert state.get("sha256") is None and state.get("size") is None  # nothing was read, nothing hashed
+
+
+def _verify_local(root: Path, plans: list[Any], timeout: float | None = None) -> Any:
+    from bot.storage.credentials import ClearmlConf
+    from bot.storage.datasets import ArtifactReader, verify_chunks
+
+    class Ctx:  # only local paths: the client is never used
+        targets: list[Any] = []
+        conf = ClearmlConf()
+        local_roots = [str(root)]  # as if `storage: [file://<root>]` were configured
+
+        def is_files_url(self, url: str) -> bool:
+            return False
+
+    async def go() -> Any:
+        async with ArtifactReader(Ctx()) as reader:  # type: ignore[arg-type]
+            job = verify_chunks(reader, plans, hash_files=True, dataset_id="ds", workers=2)
+            return await (asyncio.wait_for(job, timeout) if timeout else job)
+
+    return asyncio.run(go())
+
+
+def test_entries_cannot_leave_the_dataset_folder_or_read_devices(tmp_path: Path) -> None:
+    import hashlib
+
+    from bot.storage.datasets import ChunkPlan, FileEntry
+
+    root = tmp_path / "datasets"
+    folder = root / "ds1"
+    folder.mkdir(parents=True)
+    (folder / "ok.txt").write_bytes(b"fine")
+    (folder / "zero").symlink_to("/dev/zero")  # a symlink inside the folder to a device
+    (folder / "passwd").symlink_to("/etc/passwd")
+    entries = [
+        FileEntry("ok.txt", hashlib.sha256(b"fine").hexdigest(), 4, "data"),
+        FileEntry("../../../../../../etc/passwd", "0" * 64, 10, "data"),
+        FileEntry("zero", "0" * 64, 10, "data"),
+        FileEntry("passwd", "0" * 64, 10, "data"),
+        FileEntry("/proc/self/environ", "0" * 64, 10, "data"),
+    ]
+    report = _verify_local(root, [ChunkPlan("data", "ds", f"file://{folder}", None, entries)])
+    assert report.files_ok == 1
+    refused = {m["path"]: m.get("error") or "" for m in report.mismatched}
+    assert set(refused) == {e.relative_path for e in entries[1:]}
+    assert report.bytes_hashed == 4  # nothing outside the folder was read
+    # the whole chunk pointing at /dev or /etc: refused before anything is opened
+    for uri in ("file:///dev", "/etc/passwd", f"file://{folder}/../../../../etc/passwd"):
+        outside = _verify_local(root, [ChunkPlan("data", "ds", uri, None, [FileEntry("zero", "0" * 64, 1, "data")])])
+        assert outside.chunk_problems and "not read" in outside.chunk_problems[0]["problem"], uri
+        assert outside.bytes_hashed == 0
+
+
+def test_hashing_reads_at_most_the_recorded_size_and_stops_at_the_deadline(tmp_path: Path) -> None:
+    import threading
+
+    from bot.storage.datasets import ChunkPlan, FileEntry
+
+    root = tmp_path / "datasets"
+    root.mkdir()
+    big = root / "huge.bin"
+    with big.open("wb") as fh:  # sparse: 64 GB of zeros that take no disk, but minutes to hash
+        fh.truncate(64 << 30)
+    small = root / "small.bin"
+    small.write_bytes(b"x" * 5000)
+    # recorded as 1000 bytes: only 1001 are read, and the file is reported as not matching
+    capped = _verify_local(root, [ChunkPlan("data", "ds", f"file://{root}", None,
+                                            [FileEntry("small.bin", "0" * 64, 1000, "data")])])
+    assert capped.bytes_hashed == 1001 and capped.mismatched[0]["actual_size"] == 1001
+    # no recorded size and a deadline: hashing stops, and its threads end promptly (no core burnt afterwards)
+    with pytest.raises(asyncio.TimeoutError):
+        _verify_local(root, [ChunkPlan("data", "ds", f"file://{root}", None,
+                                       [FileEntry("huge.bin", "0" * 64, None, "data")])], timeout=0.5)
+    deadline = time.monotonic() + 5
+    while any(t.name.startswith("dataset-hash") for t in threading.enumerate()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(t.name.startswith("dataset-hash") for t in threading.enumerate())

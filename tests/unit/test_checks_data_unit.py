@@ -10,6 +10,7 @@ import asyncio
 import hashlib
 import io
 import json
+import os
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -417,9 +418,12 @@ def test_corrupt_zip_is_reported_per_file(tmp_path: Path) -> None:
 
 
 async def run_verify(plans: list[ChunkPlan], *, hash_files: bool) -> Any:
+    folders = sorted({os.path.dirname(p.uri[len("file://"):]) for p in plans if p.uri})
+
     class NoCtx:  # file:// URIs never touch the client
         targets: list[Any] = []
         conf = ClearmlConf()
+        local_roots = folders  # the folders the chunks are in, as if configured under `storage:`
 
         def is_files_url(self, url: str) -> bool:
             return False
