@@ -29,6 +29,10 @@ log = logging.getLogger(__name__)
 GroupResolver = Callable[[str], Iterable[str] | Awaitable[Iterable[str]]]
 
 MUTATING_ACTIONS = frozenset(ACTION_IDS)
+# Not mutating, but costly enough (downloads and re-hashes a whole dataset) that whoever may click it is decided by
+# the config, like an action: nobody until `actions.allow.verify_hashes` names users or user groups.
+VERIFY_HASHES = "verify_hashes"
+GUARDED_ACTIONS = MUTATING_ACTIONS | {VERIFY_HASHES}
 
 
 @dataclass(frozen=True)
@@ -87,7 +91,7 @@ class Authorizer:
     async def authorize(self, actor: Actor, action: str) -> Decision:
         if actor.via == "terminal":
             return Decision(True, f"terminal user {actor.label} (anyone who can run the CLI with this config)")
-        if action not in MUTATING_ACTIONS:
+        if action not in GUARDED_ACTIONS:
             return Decision(True, "read-only")
         rule = self.actions.allow.get(action)
         if rule is None or not (rule.users or rule.usergroups):

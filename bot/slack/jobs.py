@@ -7,7 +7,6 @@ behind, whatever fails.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from collections.abc import Awaitable, Callable, Iterable
@@ -170,13 +169,26 @@ async def _diff(services: BotServices, req: CommandRequest, parsed: ParsedComman
     return Outcome(render_diff(view, requested_by=req.user_id, secrets=services.secrets()))
 
 
+def _verify_button_value(services: BotServices, server: str, dataset_id: str, channel: str) -> str:
+    """The "Verify file hashes" button's value: signed like an action button, bound to the channel it is posted in
+    (empty, so no button, when the bot has no signing key)."""
+    deps = services.action_deps
+    if deps is None or deps.signer is None:
+        return ""
+    from bot.actions.policy import VERIFY_HASHES
+    from bot.durations import parse_duration
+
+    return deps.signer.issue(VERIFY_HASHES, dataset_id, server=server, params={"c": channel},
+                             ttl_s=parse_duration(services.settings.actions.button_ttl))
+
+
 async def _dataset(services: BotServices, req: CommandRequest, parsed: ParsedCommand) -> Outcome:
     ref = parse_ref(parsed.args[0], services.servers, kind="dataset")
     server = pick_server(services.settings, ref.server)
     meta = Meta()
     async with open_snapshot(services.settings, server, meta) as snap:
         view = await lookups.dataset(snap, meta, ref.id)
-    value = json.dumps({"server": server.name, "dataset": view.id}, separators=(",", ":"))
+    value = _verify_button_value(services, server.name, view.id, req.channel_id)
     return Outcome(render_dataset(view, requested_by=req.user_id, secrets=services.secrets(), button_value=value))
 
 

@@ -235,7 +235,24 @@ def test_a_check_that_fails_at_run_time_is_reported_in_the_report(http_bot: Http
     assert "could not run" in text and "agents.stale" in text and "Forbidden" in text
 
 
-def test_dataset_then_verify_hashes_button_posts_into_the_thread(http_bot: HttpBot) -> None:
+@pytest.fixture
+def verify_bot(
+    fake_slack: FakeSlack, basic_sim: SimServer, tmp_path: Path, clean_env: pytest.MonkeyPatch
+) -> Any:
+    """The bot with `actions.allow.verify_hashes` naming USER (the hash check is guarded like an action)."""
+    from bot.config import ActionAllow, ActionsSettings
+
+    settings = sim_settings(basic_sim, fake_slack, tmp_path, clean_env)
+    settings = settings.model_copy(update={"actions": ActionsSettings(allow={"verify_hashes": ActionAllow(users=[USER])})})
+    server = BotServer(settings, http=True, host="127.0.0.1", port=0, env=bot_env(fake_slack)).start()
+    try:
+        yield HttpBot(server, fake_slack, basic_sim, settings)
+    finally:
+        server.stop()
+
+
+def test_dataset_then_verify_hashes_button_posts_into_the_thread(verify_bot: HttpBot) -> None:
+    http_bot = verify_bot
     http_bot.command("dataset dac1d9d5694d5fb69a31633e9c88164a")
     post, update = result_of(http_bot)
     blocks = update.args["blocks"]

@@ -518,3 +518,48 @@ def test_hashing_reads_at_most_the_recorded_size_and_stops_at_the_deadline(tmp_p
     while any(t.name.startswith("dataset-hash") for t in threading.enumerate()) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not any(t.name.startswith("dataset-hash") for t in threading.enumerate())
+
+
+def _click_verify(bot: HttpBot, value: str, *, user: str, channel: str, ts: str) -> str:
+    response_url = bot.slack.response_url()
+    bot.action({
+        "type": "block_actions", "user": {"id": user, "username": user.lower()}, "team": {"id": "T0FAKETEAM"},
+        "channel": {"id": channel}, "message": {"ts": ts},
+        "container": {"type": "message", "message_ts": ts, "channel_id": channel},
+        "response_url": response_url, "trigger_id": "1.2.3",
+        "actions": [{"type": "button", "action_id": "dataset_verify_hashes", "block_id": "b1", "value": value,
+                     "action_ts": str(time.time())}],
+    })
+    return response_url
+
+
+def test_verify_file_hashes_is_authorized_audited_and_bound_to_its_channel(http_bot: HttpBot) -> None:
+    """Any user could click "Verify file hashes" (minutes of downloads and a core per click): now only users under
+    `actions.allow.verify_hashes`, and a value copied into another channel is refused. Each attempt is audited."""
+    from bot.actions import audit as audit_mod
+    from bot.config import ActionAllow
+    from bot.slack.app import services_of
+
+    http_bot.command("dataset dac1d9d5694d5fb69a31633e9c88164a")
+    post = http_bot.slack.wait_for("chat.postMessage")[0]
+    update = http_bot.slack.wait_for("chat.update")[0]
+    [button] = [e for b in update.args["blocks"] if b["type"] == "actions" for e in b["elements"]]
+    channel, ts = post.response["channel"], post.response["ts"]
+    # nobody is allowed by default
+    denied = _click_verify(http_bot, button["value"], user="U0MALLORY", channel=channel, ts=ts)
+    note = http_bot.slack.wait_for("response_url", predicate=lambda c: c.args.get("_url_id") == denied.rsplit("/")[-1])
+    assert "Not allowed" in json.dumps(note[0].args) and "actions.allow.verify_hashes" in json.dumps(note[0].args)
+    # the same signed value clicked in another channel
+    services = services_of(http_bot.server.app)  # type: ignore[arg-type]
+    services.settings.actions.allow["verify_hashes"] = ActionAllow(users=["U0MALLORY"])  # even an allowed user
+    moved = _click_verify(http_bot, button["value"], user="U0MALLORY", channel="C0OTHER", ts=ts)
+    note = http_bot.slack.wait_for("response_url", predicate=lambda c: c.args.get("_url_id") == moved.rsplit("/")[-1])
+    assert "another channel" in json.dumps(note[0].args)
+    # a hand-made value (the old unsigned JSON shape)
+    forged = _click_verify(http_bot, '{"server": "prod", "dataset": "dac1d9d5694d5fb69a31633e9c88164a"}',
+                           user="U0MALLORY", channel=channel, ts=ts)
+    http_bot.slack.wait_for("response_url", predicate=lambda c: c.args.get("_url_id") == forged.rsplit("/")[-1])
+    time.sleep(0.3)
+    assert not [c for c in http_bot.slack.calls_to("chat.postMessage") if c.args.get("thread_ts") == ts]
+    rows = services.on_loop(lambda: audit_mod.recent(services.action_store, 10))
+    assert [r["outcome"] for r in rows if r["action"] == "verify_hashes"] == ["tampered", "tampered", "denied"]

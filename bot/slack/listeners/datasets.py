@@ -1,18 +1,22 @@
 """The "Verify file hashes" button of a dataset message: runs `datasets.integrity` with hash verification for that
 dataset and posts the result in the message's thread.
 
-Read-only, so it needs no authorization or signed value (mutating actions do; see the actions listeners). The value
-is still validated: a tampered one can only name a configured server and a well-formed id.
+Read-only, but it downloads and re-hashes a whole dataset, so it is guarded like an action: the value is signed by
+the bot (bot/actions/tokens.py) and bound to the channel it was posted in, the clicking user must be allowed under
+`actions.allow.verify_hashes`, and every attempt (run, denied, tampered, expired) is in the audit log.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
 from slack_bolt import Ack, App, BoltContext
 
+from bot.actions import audit
+from bot.actions.base import Actor
+from bot.actions.policy import VERIFY_HASHES
+from bot.actions.tokens import ExpiredToken, TokenError
 from bot.engine.lookups import TASK_ID, LookupInputError, integrity_params, pick_server
 from bot.engine.playbook import CheckEntry, Playbook
 from bot.engine.registry import REGISTRY, load_builtin_checks
@@ -34,25 +38,57 @@ def register(app: App) -> None:
 def handle_verify(ack: Ack, body: dict[str, Any], action: dict[str, Any], context: BoltContext) -> None:
     ack()
     services: BotServices = context["services"]
-    user = str((body.get("user") or {}).get("id") or "")
-    channel = str((body.get("channel") or {}).get("id") or "")
+    user_info = body.get("user") or {}
+    user = str(user_info.get("id") or "")
+    actor = Actor(id=user, name=str(user_info.get("username") or user_info.get("name") or ""), via="slack")
+    channel = str((body.get("channel") or {}).get("id") or (body.get("container") or {}).get("channel_id") or "")
     message_ts = str((body.get("message") or {}).get("ts") or "")
     response_url = body.get("response_url")
-    try:
-        value = json.loads(action.get("value") or "{}")
-        dataset_id = str(value.get("dataset") or "")
-        if not TASK_ID.match(dataset_id):
-            raise LookupInputError("this button does not name a dataset")
-        server = pick_server(services.settings, value.get("server") or None)
-    except (ValueError, AttributeError, LookupInputError) as exc:
-        _tell(services, response_url, channel, user, f"I cannot verify that: {exc}")
-        return
+    value = str(action.get("value") or "")
     try:
         services.pool.submit(
-            lambda: _verify(services, server.name, dataset_id, channel, message_ts, user), name="dataset verify"
+            lambda: _guarded_verify(services, actor, value, channel, message_ts, response_url), name="dataset verify"
         )
     except PoolBusyError:
         log.warning("dataset verify refused: the work pool is full")
+
+
+async def _guarded_verify(
+    services: BotServices, actor: Actor, value: str, channel: str, message_ts: str, response_url: str | None
+) -> None:
+    """Check the value's signature and channel, then the user's permission; audit the attempt; then run."""
+    deps, store = services.action_deps, services.action_store
+    if deps is None or deps.signer is None or store is None:
+        _tell(services, response_url, channel, actor.id, "I cannot verify that: action buttons are off on this bot.")
+        return
+    server_name, dataset_id = "", "?"
+    try:
+        claims = deps.signer.verify(value)
+        server_name, dataset_id = claims.server or "", claims.subject
+        if claims.action != VERIFY_HASHES or not TASK_ID.match(dataset_id):
+            raise TokenError("this button does not name a dataset")
+        bound = claims.params.get("c")
+        if bound and bound != channel:
+            raise TokenError("this button belongs to a message in another channel")
+        server = pick_server(services.settings, claims.server or None)
+    except (TokenError, LookupInputError) as exc:
+        outcome = "expired" if isinstance(exc, ExpiredToken) else "tampered"
+        audit.record(store, actor=actor, action=VERIFY_HASHES, server=server_name, subject=dataset_id,
+                     outcome=outcome, error=str(exc), context={"channel": channel}, secrets=services.secrets())
+        _tell(services, response_url, channel, actor.id, f"I cannot verify that: {exc}. Nothing was run; the attempt "
+              "is in the audit log.")
+        return
+    authorizer = deps.authorizer
+    decision = await authorizer.authorize(actor, VERIFY_HASHES) if authorizer is not None else None
+    if decision is None or not decision.allowed:
+        reason = decision.reason if decision is not None else "no authorizer"
+        audit.record(store, actor=actor, action=VERIFY_HASHES, server=server.name, subject=dataset_id,
+                     outcome="denied", error=reason, context={"channel": channel}, secrets=services.secrets())
+        _tell(services, response_url, channel, actor.id, f"Not allowed: {reason}. This attempt is in the audit log.")
+        return
+    audit.record(store, actor=actor, action=VERIFY_HASHES, server=server.name, subject=dataset_id, outcome="ok",
+                 context={"channel": channel}, secrets=services.secrets())
+    await _verify(services, server.name, dataset_id, channel, message_ts, actor.id)
 
 
 def _tell(services: BotServices, response_url: str | None, channel: str, user: str, text: str) -> None:
