@@ -243,7 +243,8 @@ def verify_bot(
     from bot.config import ActionAllow, ActionsSettings
 
     settings = sim_settings(basic_sim, fake_slack, tmp_path, clean_env)
-    settings = settings.model_copy(update={"actions": ActionsSettings(allow={"verify_hashes": ActionAllow(users=[USER])})})
+    allow = {"verify_hashes": ActionAllow(users=[USER])}
+    settings = settings.model_copy(update={"actions": ActionsSettings(allow=allow)})
     server = BotServer(settings, http=True, host="127.0.0.1", port=0, env=bot_env(fake_slack)).start()
     try:
         yield HttpBot(server, fake_slack, basic_sim, settings)
