@@ -123,7 +123,7 @@ class RotateBackend(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     match: str
-    type: Literal["ec2", "kubernetes", "command"]
+    type: Literal["ec2", "kubernetes", "command", "ssh"]
 
 
 class RotateSettings(_Strict):

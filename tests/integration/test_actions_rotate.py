@@ -187,15 +187,71 @@ def _recorder(tmp_path: Path, *extra: str) -> list[str]:
 
 
 @pytest.mark.parametrize("worker_id", ["x; touch {p}/pwned", "$(touch {p}/pwned)", "`touch {p}/pwned`:0",
-                                       "a' && touch {p}/pwned && echo 'b"])
-def test_command_backend_passes_hostile_worker_ids_as_one_argument(tmp_path: Path, worker_id: str) -> None:
+                                       "a' && touch {p}/pwned && echo 'b", "gpu-x:0;touch {p}/pwned"])
+def test_command_backend_refuses_shell_metacharacters_in_worker_ids(tmp_path: Path, worker_id: str) -> None:
+    """Issue #14: placeholder values are restricted to [A-Za-z0-9._:@-] (an argv wrapping ssh would hand them to a
+    remote shell), so these worker ids are refused and audited, and nothing runs. (Before: passed as one argument.)"""
     worker = worker_id.replace("{p}", str(tmp_path))
     backends = [{"match": "*", "type": "command", "argv": _recorder(tmp_path, "{worker}", "{host}")}]
     with _world(tmp_path, backends) as world:
         out = world.act("rotate", worker)
+        assert out.status == "refused" and "may only use letters, digits" in out.text, out
+        assert not (tmp_path / "argv.json").exists() and not (tmp_path / "pwned").exists()
+        assert world.audit()[0]["outcome"] == "refused"
+        ok = world.act("rotate", "gpu-box-1:gpu0")  # an ordinary worker id still works
+        assert ok.status == "ok" and json.loads((tmp_path / "argv.json").read_text()) == ["gpu-box-1:gpu0",
+                                                                                          "gpu-box-1"]
+
+
+def _fake_ssh(tmp_path: Path) -> Path:
+    """An ssh stand-in that behaves like ssh where it matters: options, `--`, the destination, then the rest joined
+    with spaces into one line that a shell runs (locally here). It records the destination and that line."""
+    script = tmp_path / "fake-ssh"
+    script.write_text(
+        f"#!{sys.executable}\n"
+        "import json, subprocess, sys\n"
+        "args = sys.argv[1:]\n"
+        "i = args.index('--')\n"
+        "destination, line = args[i + 1], ' '.join(args[i + 2:])\n"
+        f"open({str(tmp_path / 'ssh.json')!r}, 'w').write(json.dumps([destination, line]))\n"
+        "sys.exit(subprocess.call(['sh', '-c', line]))\n"
+    )
+    script.chmod(0o755)
+    return script
+
+
+def test_an_ssh_like_command_backend_cannot_be_steered_by_a_worker_id(tmp_path: Path) -> None:
+    """The attack from the issue: `argv: [ssh, "{host}", …, "clearml-agent@{worker}"]` and a worker registered as
+    `gpu-x:0;touch pwned`: the remote shell would run `touch`. Refused now, before ssh is started."""
+    ssh = _fake_ssh(tmp_path)
+    pwned = tmp_path / "pwned"
+    backends = [{"match": "*", "type": "command", "argv": [str(ssh), "--", "{host}", "echo", "restart",
+                                                            "clearml-agent@{worker}"]}]
+    with _world(tmp_path, backends) as world:
+        out = world.act("rotate", f"gpu-x:0;touch {pwned}")
+        assert out.status == "refused" and not pwned.exists() and not (tmp_path / "ssh.json").exists()
+
+
+def test_ssh_backend_takes_the_host_from_the_config_and_quotes_the_remote_command(tmp_path: Path) -> None:
+    ssh = _fake_ssh(tmp_path)
+    pwned = tmp_path / "pwned"
+    backends = [{"match": "*", "type": "ssh", "ssh": [str(ssh)],
+                 "hosts": {"gpu-x:*": "ops@gpu-x.internal", "evil*": "ops@bastion.internal"},
+                 # a config argument with shell syntax in it stays one literal argument on the remote side
+                 "command": ["echo", "restart", "clearml-agent@{worker}", f"a;touch {pwned}", "$(id)"]}]
+    with _world(tmp_path, backends) as world:
+        out = world.act("rotate", "gpu-x:0")
         assert out.status == "ok", out
-        assert json.loads((tmp_path / "argv.json").read_text()) == [worker, worker.split(":", 1)[0]]
-        assert not (tmp_path / "pwned").exists()
+        destination, line = json.loads((tmp_path / "ssh.json").read_text())
+        assert destination == "ops@gpu-x.internal"  # from `hosts`, not from the worker id
+        assert f"'a;touch {pwned}' '$(id)'" in line  # quoted for the remote shell
+        assert any(f"restart clearml-agent@gpu-x:0 a;touch {pwned} $(id)" in d for d in out.detail), out.detail
+        assert not pwned.exists()
+        hostile = world.act("rotate", f"evil:0;touch {pwned}")  # matches a hosts glob, still refused
+        assert hostile.status == "refused" and not pwned.exists()
+        unknown = world.act("rotate", "cpu-1:0")  # no hosts entry: refused, never "ssh cpu-1"
+        assert unknown.status == "refused" and "no ssh host is configured for worker cpu-1:0" in unknown.text
+        assert [r["outcome"] for r in world.audit()[:2]] == ["refused", "refused"]
 
 
 def test_command_backend_refuses_option_like_values_and_redacts_output(tmp_path: Path) -> None:

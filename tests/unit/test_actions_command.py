@@ -33,7 +33,11 @@ def test_unknown_or_missing_placeholders_and_unsafe_values_are_refused() -> None
             check_value("host", bad)
     with pytest.raises(Refusal, match="control characters"):
         check_value("worker", "gpu\nbox")
-    check_value("worker", "gpu-box:0; not-a-problem")  # harmless without a shell
+    # issue #14: an argv may wrap ssh (a remote shell joins the arguments), so shell syntax is refused outright
+    for bad in ("gpu-box:0; touch pwned", "$(reboot)", "a'b", "x y", "gpu|box"):
+        with pytest.raises(Refusal, match="may only use letters"):
+            check_value("worker", bad)
+    check_value("worker", "gpu-box-1.example:gpu0@ops_x")
 
 
 def test_run_argv_has_no_shell_captures_and_redacts() -> None:

@@ -3,7 +3,7 @@ task it was running.
 
 ClearML has no "kill worker" endpoint (workers.unregister only hides the listing, and only with the agent's
 own credentials), so rotation happens where the agent lives: `actions.rotate.backends` is an ordered list of
-`{match: <worker-id glob>, type: ec2|kubernetes|command, ...}`; the first whose glob matches is used.
+`{match: <worker-id glob>, type: ec2|kubernetes|command|ssh, ...}`; the first whose glob matches is used.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def select_backend(backends: list[RotateBackend], worker_id: str) -> tuple[int, 
             return i, backend
     raise Refusal(
         f"no rotate backend matches worker {worker_id}: add one under actions.rotate.backends "
-        "(match: <worker-id glob>, type: ec2|kubernetes|command)"
+        "(match: <worker-id glob>, type: ec2|kubernetes|command|ssh)"
     )
 
 
@@ -125,7 +125,7 @@ async def _task_of(ctx: ActionContext, worker_id: str, worker: dict[str, Any] | 
 @action("rotate", params=RotateParams, subject="worker", title="Rotate agent", danger=True)
 async def plan_rotate(ctx: ActionContext, subject: str, params: RotateParams) -> Plan:
     """Restart an agent's machine, pod or service (per actions.rotate.backends), optionally requeue its task."""
-    from bot.actions.rotate import command, ec2, kubernetes
+    from bot.actions.rotate import command, ec2, kubernetes, ssh
 
     worker_id = subject.strip()
     if not worker_id or _CONTROL.search(worker_id):
@@ -138,7 +138,8 @@ async def plan_rotate(ctx: ActionContext, subject: str, params: RotateParams) ->
         ip=(worker or {}).get("ip") or None,
         live=worker is not None,
     )
-    planner = {"ec2": ec2.plan_rotation, "kubernetes": kubernetes.plan_rotation, "command": command.plan_rotation}
+    planner = {"ec2": ec2.plan_rotation, "kubernetes": kubernetes.plan_rotation, "command": command.plan_rotation,
+               "ssh": ssh.plan_rotation}
     steps, summary, notes = await planner[backend.type](ctx, facts, backend, index)
     if not facts.live:
         notes.append(f"worker {worker_id} is not listed by the server (gone for over 10 minutes, or never there)")

@@ -3,9 +3,11 @@
 
 Never through a shell: the template is split into arguments by the config author, placeholders ({worker},
 {host} = worker id before the first ':', {ip}) are substituted inside each argument, and the list goes to
-exec directly. A worker id such as "x; rm -rf /" or "$(reboot)" is one literal argument that no shell ever
-parses. A value starting with "-" is refused, since ssh/systemctl would read it as an option
-("-oProxyCommand=…" is the classic argument injection), as are control characters.
+exec directly. Placeholder values may only contain letters, digits and `. _ : @ -`: the argv may wrap ssh, which
+joins its arguments into a remote shell command line, so a worker id such as "x; rm -rf /" or "$(reboot)" is
+refused (and audited), not passed. A value starting with "-" is refused too, since ssh/systemctl would read it as an
+option ("-oProxyCommand=…" is the classic argument injection). For ssh, prefer the `ssh` backend (ssh.py): it
+quotes the remote command and takes the host from a configured mapping, never from the worker id.
 Output (stdout+stderr) is captured with a timeout and redacted before anyone sees it.
 """
 
@@ -65,6 +67,12 @@ def render_argv(template: list[str], values: dict[str, str | None]) -> list[str]
     return out
 
 
+# What a placeholder value may contain. Worker ids are chosen by whoever registers a worker (anyone with ClearML
+# keys); when the argv wraps ssh, the remote side joins the arguments into one shell command line, so a `;`, `$(…)`
+# or quote in a value would run there. Host names, worker ids (`gpu-box-1:gpu0`), IPs and users fit this set.
+SAFE_VALUE = re.compile(r"[A-Za-z0-9._:@-]+")
+
+
 def check_value(name: str, value: str | None) -> None:
     if value is None:
         return
@@ -73,6 +81,10 @@ def check_value(name: str, value: str | None) -> None:
                       "as an option")
     if re.search(r"[\x00-\x1f\x7f]", value):
         raise Refusal(f"refusing to run the rotate command: {name} {value!r} contains control characters")
+    if not SAFE_VALUE.fullmatch(value):
+        bad = sorted({c for c in value if not SAFE_VALUE.fullmatch(c)})
+        raise Refusal(f"refusing to run the rotate command: {name} {value!r} contains {''.join(bad)!r}; placeholder "
+                      "values may only use letters, digits and . _ : @ - (a remote shell would interpret the rest)")
 
 
 def env_secrets(extra_names: list[str]) -> list[str]:
