@@ -126,8 +126,12 @@ class Playbook(BaseModel):
 # Loading with line numbers
 
 
-class _LineLoader(yaml.SafeLoader):
-    """A SafeLoader that remembers the line of every mapping key (for error messages)."""
+# libyaml's safe loader when PyYAML was built with it (10-30x faster than the pure-Python one); same safety.
+_SafeBase: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _LineLoader(_SafeBase):  # type: ignore[misc, valid-type]
+    """A safe loader that remembers the line of every mapping key (for error messages)."""
 
 
 def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> dict[Any, Any]:
@@ -171,6 +175,9 @@ def _closest(word: str, options: list[str]) -> str:
 
 
 MAX_NODES = 100_000  # YAML anchors can make a tiny file expand to billions of values ("billion laughs")
+# A playbook is a few kB (the shipped ones are under 3 kB). Checked before parsing: a 3 MB file took 24 s to parse
+# and a 50 MB one 300 s and 5 GB.
+MAX_PLAYBOOK_BYTES = 64 * 1024
 
 
 class _TooLarge(Exception):
@@ -188,7 +195,14 @@ def _plain(value: Any, budget: list[int]) -> Any:
     return value
 
 
+def _too_big(source: str, size: int) -> PlaybookError:
+    return PlaybookError(f"{source}: {size} bytes, over the {MAX_PLAYBOOK_BYTES // 1024} kB a playbook may have: "
+                         "split it into several playbooks")
+
+
 def parse_playbook(text: str, source: str = "<playbook>") -> Playbook:
+    if len(text) > MAX_PLAYBOOK_BYTES:
+        raise _too_big(source, len(text.encode("utf-8", errors="replace")))
     load_builtin_checks()
     try:
         doc = yaml.load(text, Loader=_LineLoader)
@@ -261,31 +275,69 @@ def _describe(exc: ValidationError, doc: Any, source: str) -> str:
     return f"{where}: `{key}`: {err['msg']}"
 
 
-# Parsed playbooks by path and content. The Slack bot reads the playbooks directory on every command, and parsing
-# YAML with line numbers costs milliseconds per file (a third of the bot's CPU during a burst of /clearml status);
-# reading the file is cheap, so an edited file is always noticed. Callers get copies: a Playbook is mutable.
-_PARSED: dict[tuple[str, str], Playbook] = {}
+# Parsed playbooks by path, valid while the file's mtime and size are unchanged. The Slack bot reads the playbooks
+# directory on every command, and parsing costs milliseconds per file (a third of the bot's CPU during a burst of
+# /clearml status); a stat is cheap, so an edited file is still noticed. A file that fails to parse is cached with
+# its error too (it is not re-parsed on every command). Callers get copies: a Playbook is mutable.
+_PARSED: dict[str, tuple[tuple[int, int], Playbook | PlaybookError]] = {}
 _PARSED_MAX = 256
+
+
+def _signature(file: Path) -> tuple[int, int]:
+    st = file.stat()
+    return st.st_mtime_ns, st.st_size
+
+
+def cached_playbook(path: str | Path) -> Playbook | PlaybookError | None:
+    """The parse of `path` if it is cached and the file is unchanged (a stat, no read or parse); else None."""
+    file = Path(path)
+    try:
+        signature = _signature(file)
+    except OSError:
+        return None
+    hit = _PARSED.get(str(file))
+    if hit is None or hit[0] != signature:
+        return None
+    return hit[1].model_copy(deep=True) if isinstance(hit[1], Playbook) else hit[1]
 
 
 def load_playbook(path: str | Path) -> Playbook:
     file = Path(path)
     if not file.is_file():
         raise PlaybookError(f"{file}: no such playbook file")
+    cached = cached_playbook(file)
+    if isinstance(cached, PlaybookError):
+        raise cached
+    if cached is not None:
+        return cached
     try:
-        text = file.read_text(encoding="utf-8")
+        signature = _signature(file)
+        if signature[1] > MAX_PLAYBOOK_BYTES:  # before reading: an oversized file is never read or parsed
+            raise _too_big(str(file), signature[1])
+        with file.open("rb") as fh:
+            data = fh.read(MAX_PLAYBOOK_BYTES + 1)
+        if len(data) > MAX_PLAYBOOK_BYTES:  # grew since the stat
+            raise _too_big(str(file), len(data))
+        text = data.decode("utf-8")
+    except PlaybookError as exc:
+        _remember(file, signature, exc)
+        raise
     except (OSError, UnicodeDecodeError) as exc:
         raise PlaybookError(f"{file}: cannot read: {exc}") from None
-    key = (str(file), text)
-    cached = _PARSED.get(key)
-    if cached is not None:
-        return cached.model_copy(deep=True)
-    playbook = parse_playbook(text, str(file))
+    try:
+        playbook = parse_playbook(text, str(file))
+    except PlaybookError as exc:
+        _remember(file, signature, exc)
+        raise
     playbook.path = str(file)
+    _remember(file, signature, playbook.model_copy(deep=True))
+    return playbook
+
+
+def _remember(file: Path, signature: tuple[int, int], result: Playbook | PlaybookError) -> None:
     if len(_PARSED) >= _PARSED_MAX:
         _PARSED.clear()
-    _PARSED[key] = playbook.model_copy(deep=True)
-    return playbook
+    _PARSED[str(file)] = (signature, result)
 
 
 def find_playbooks(directory: str | Path) -> list[Path]:

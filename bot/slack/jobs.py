@@ -305,7 +305,19 @@ async def _digest(services: BotServices, req: CommandRequest, parsed: ParsedComm
                                "request."))
 
 
+async def _playbooks(services: BotServices, req: CommandRequest, parsed: ParsedCommand) -> Outcome:
+    """`/clearml playbooks` when some playbook's parse is not cached yet (the ack never parses YAML)."""
+    from bot.slack.messages.help import render_playbooks
+
+    from bot.engine.playbook_sources import origin_of
+
+    infos = await services.pool.io(services.playbook_infos)
+    return Outcome(render_playbooks(infos or [], str(services.playbooks_dir), req.command,
+                                    origin=origin_of(services.playbooks_dir)))
+
+
 HANDLERS: dict[str, Handler] = {
+    "playbooks": _playbooks,
     "status": _status,
     "agents": _agents,
     "queues": _queues,

@@ -18,7 +18,14 @@ from typing import TYPE_CHECKING, Any
 
 from bot.config import ServerSettings, Settings
 from bot.engine.lookups import configured_servers
-from bot.engine.playbook import IntervalSchedule, Playbook, PlaybookError, find_playbooks, load_playbook
+from bot.engine.playbook import (
+    IntervalSchedule,
+    Playbook,
+    PlaybookError,
+    cached_playbook,
+    find_playbooks,
+    load_playbook,
+)
 from bot.slack.messages.help import PlaybookInfo
 from bot.slack.outbox import Outbox
 from bot.slack.routing import Router
@@ -127,13 +134,22 @@ class BotServices:
         return out
 
     # -- playbooks --------------------------------------------------------------------------------------------
-    def playbook_infos(self) -> list[PlaybookInfo]:
+    def playbook_infos(self, *, cached_only: bool = False) -> list[PlaybookInfo] | None:
         """Every playbook file in the directory, loaded fresh (edits apply without a restart); broken ones with
-        their error so that `/clearml playbooks` shows what to fix."""
+        their error so that `/clearml playbooks` shows what to fix. `cached_only`: None unless every file's parse is
+        already cached (the slash-command ack must not parse YAML; the answer then comes from the work pool)."""
         infos = []
         for path in find_playbooks(self.playbooks_dir) if self.playbooks_dir.is_dir() else []:
             try:
-                pb = load_playbook(path)
+                if cached_only:
+                    cached = cached_playbook(path)
+                    if cached is None:
+                        return None
+                    if isinstance(cached, PlaybookError):
+                        raise cached
+                    pb = cached
+                else:
+                    pb = load_playbook(path)
             except PlaybookError as exc:
                 infos.append(PlaybookInfo(name=path.stem, error=str(exc)))
                 continue
@@ -150,6 +166,26 @@ class BotServices:
             except PlaybookError:
                 continue
         return out
+
+    def check_playbook_name(self, name: str) -> bool:
+        """For the slash-command ack: without parsing anything, raise PlaybookError when `name` is certainly not a
+        playbook (bad characters; no such file and no cached playbook of that name while every file's parse is
+        cached). True when it certainly is one; False when only parsing could tell (the job will)."""
+        if not _PLAYBOOK_NAME.match(name) or name.startswith("."):
+            raise PlaybookError(f"`{name[:60]}` is not a playbook name (letters, digits, `-`, `_` and `.` only)")
+        paths = find_playbooks(self.playbooks_dir) if self.playbooks_dir.is_dir() else []
+        cached = [cached_playbook(path) for path in paths]
+        for path, pb in zip(paths, cached, strict=True):
+            if path.stem == name or path.name == name:
+                if isinstance(pb, PlaybookError):  # known broken: say why at once
+                    raise pb
+                return pb is not None
+        if any(isinstance(pb, Playbook) and pb.name == name for pb in cached):
+            return True
+        if any(pb is None for pb in cached):
+            return False
+        self.find_playbook(name)  # every parse is cached: this only formats the "no playbook" message
+        return True
 
     def find_playbook(self, name: str) -> Playbook:
         """A playbook by name from the playbooks directory only: Slack users cannot point the bot at other files."""

@@ -563,3 +563,87 @@ def test_verify_file_hashes_is_authorized_audited_and_bound_to_its_channel(http_
     assert not [c for c in http_bot.slack.calls_to("chat.postMessage") if c.args.get("thread_ts") == ts]
     rows = services.on_loop(lambda: audit_mod.recent(services.action_store, 10))
     assert [r["outcome"] for r in rows if r["action"] == "verify_hashes"] == ["tampered", "tampered", "denied"]
+
+
+# -- playbook limits (issue #14 item 6) ---------------------------------------------------------------------------
+
+
+def _big_playbook(path: Path, megabytes: int) -> None:
+    """A syntactically valid playbook of `megabytes` MB (thousands of checks), like the 3 MB one from the issue."""
+    entry = "  - check: agents.stale\n    params: {stale_after: 2m, dead_after: 8m}\n"
+    path.write_text("name: huge\nchecks:\n" + entry * (megabytes * (1 << 20) // len(entry)))
+
+
+def test_an_oversized_playbook_is_refused_before_it_is_read_and_never_parsed_twice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import bot.engine.playbook as playbook_mod
+
+    big = tmp_path / "huge.yaml"
+    _big_playbook(big, 3)
+    parsed: list[str] = []
+    real_parse = playbook_mod.parse_playbook
+    monkeypatch.setattr(playbook_mod, "parse_playbook", lambda text, source="": parsed.append(source) or
+                        real_parse(text, source))
+    opened: list[str] = []
+    real_open = Path.open
+    monkeypatch.setattr(Path, "open", lambda self, *a, **k: opened.append(str(self)) or real_open(self, *a, **k))
+    for _ in range(3):
+        with pytest.raises(playbook_mod.PlaybookError, match="over the 64 kB"):
+            playbook_mod.load_playbook(big)
+    assert parsed == [] and opened == []  # refused from its size alone: not read, not parsed
+    # a normal playbook is parsed once, then served from the cache until the file changes
+    small = tmp_path / "small.yaml"
+    small.write_text("name: small\nchecks:\n  - check: agents.stale\n")
+    for _ in range(3):
+        assert playbook_mod.load_playbook(small).name == "small"
+    assert parsed == [str(small)]
+    small.write_text("name: small2\nchecks:\n  - check: agents.stale\n")
+    assert playbook_mod.load_playbook(small).name == "small2" and len(parsed) == 2
+    # `validate` on a 50 MB file: one clear error (the issue saw 300 s and 5.3 GB)
+    huge = tmp_path / "fifty.yaml"
+    with huge.open("wb") as fh:
+        fh.truncate(50 << 20)
+    with pytest.raises(playbook_mod.PlaybookError, match="split it into several playbooks"):
+        playbook_mod.load_playbook(huge)
+
+
+def test_the_slash_command_ack_parses_no_playbook(http_bot: HttpBot, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`/clearml run <typo>` and `/clearml playbooks` with a 3 MB playbook in the directory: the ack path reads only
+    cached parses; the oversized file is reported, and the typo gets its "no playbook" answer."""
+    import bot.engine.playbook as playbook_mod
+
+    directory = Path(http_bot.settings.playbooks or "")
+    _big_playbook(directory / "huge.yaml", 3)
+    # and a normal playbook added after the bot started: not parsed (cached) yet when the commands arrive
+    (directory / "later.yaml").write_text("name: later\nchecks:\n  - check: agents.stale\n")
+    listener_threads: list[str] = []
+    real_parse = playbook_mod.parse_playbook
+
+    def spy(text: str, source: str = "") -> Any:
+        import threading
+
+        listener_threads.append(threading.current_thread().name)
+        return real_parse(text, source)
+
+    monkeypatch.setattr(playbook_mod, "parse_playbook", spy)
+    def answer(text: str, expected: str) -> str:
+        """The ack's text, or (when the ack deferred to the work pool) what the job said, privately or in place."""
+        response, _ = http_bot.command(text)
+        assert response.status_code == 200
+        said = json.dumps(response.json()) if response.content not in (b"", b"{}") else ""
+        deadline = time.monotonic() + 20
+        while expected not in said and time.monotonic() < deadline:
+            time.sleep(0.05)
+            said = json.dumps([c.args for c in (*http_bot.slack.calls, *http_bot.slack.responses)])
+        return said
+
+    said = answer("run helht", "There is no playbook")
+    assert "There is no playbook `helht`" in said and "Did you mean `health`" in said
+    assert "over the 64 kB" in answer("playbooks", "over the 64 kB")
+    response, _ = http_bot.command("run huge")  # now cached as broken: answered in the ack, nothing parsed
+    assert "over the 64 kB" in json.dumps(response.json())
+    assert listener_threads  # `later.yaml` was parsed: by the work pool
+    # the uvicorn event loop and Bolt's listener threads never parsed; only the work pool did
+    assert not any(name.startswith(("ThreadPoolExecutor", "AnyIO", "MainThread")) for name in listener_threads), \
+        listener_threads

@@ -82,10 +82,13 @@ def _instant(services: BotServices, parsed: ParsedCommand, request: CommandReque
     """Subcommands answered from local data, in the ack itself."""
     if parsed.name == "help":
         return render_help(request.command)
-    if parsed.name == "playbooks":
+    if parsed.name == "playbooks":  # instant only from cached parses; else the work pool parses and answers
         from bot.engine.playbook_sources import origin_of
 
-        return render_playbooks(services.playbook_infos(), str(services.playbooks_dir), request.command,
+        infos = services.playbook_infos(cached_only=True)
+        if infos is None:
+            return None
+        return render_playbooks(infos, str(services.playbooks_dir), request.command,
                                 origin=origin_of(services.playbooks_dir))
     if parsed.name == "checks":
         load_builtin_checks()
@@ -97,7 +100,7 @@ def _validate(services: BotServices, parsed: ParsedCommand) -> str | None:
     """Mistakes we can spot without asking ClearML (so the user hears at once, privately)."""
     try:
         if parsed.name == "run":
-            services.find_playbook(parsed.args[0])
+            services.check_playbook_name(parsed.args[0])  # no YAML parsed here: the job loads the playbook
             if len(parsed.args) > 1:
                 _check_server(services, parsed.args[1])
         elif parsed.name in ("task", "dataset"):
