@@ -119,13 +119,15 @@ def button_value(
     server: str | None = None,
     params: dict[str, Any] | None = None,
     deps: ActionDeps | None = None,
+    channel: str | None = None,
 ) -> str:
-    """The signed value for a button (expires after actions.button_ttl)."""
+    """The signed value for a button (expires after actions.button_ttl; bound to `channel` when given)."""
     spec = get_spec(action)
     clean = spec.params_model.model_validate(params or {}).model_dump(exclude_defaults=True)
     ttl = parse_duration(settings.actions.button_ttl)
     now = (deps or ActionDeps()).now()
-    return signer_for(store, deps).issue(action, subject, server=server, params=clean, ttl_s=ttl, now=now.timestamp())
+    return signer_for(store, deps).issue(action, subject, server=server, params=clean, ttl_s=ttl, now=now.timestamp(),
+                                         bind={"c": channel} if channel else None)
 
 
 @dataclass(frozen=True)
@@ -379,6 +381,9 @@ async def execute_action(
         if mismatch:
             return finish("tampered", "Refused: the request does not match its signed button.",
                           error=f"request {', '.join(mismatch)} differ from the signed value")
+        misplaced = _misplaced(claims, request.context)
+        if misplaced:
+            return finish("tampered", "Refused: this button was not clicked where it was posted.", error=misplaced)
     # -- 2. action and params -------------------------------------------------------------------------
     try:
         if claims is not None:
@@ -422,7 +427,9 @@ async def execute_action(
     if not dry_run:
         key = key or f"terminal-{uuid.uuid4().hex}"
         ctx_info["key"] = key
-        existing = runs.claim(store, key, actor=actor, action=spec.id, server=server.name, subject=subject, now=now)
+        existing = runs.claim(store, key, actor=actor, action=spec.id, server=server.name, subject=subject, now=now,
+                              context={k: v for k, v in request.context.items()
+                                       if k in ("channel", "thread_ts", "message_ts", "incident")})
         if existing is not None:
             return _duplicate(finish, existing)
         claimed = True
@@ -513,6 +520,19 @@ async def _plan_and_run(
     detail = [f"done: {d}" for d in state.done] + [f"skipped: {s}" for s in state.skipped] + state.detail
     return finish("ok", text, mrkdwn=mrkdwn, plan=lines, detail=detail, links=_links(links),
                   created_ids=state.created_ids, watch_id=state.extra.get("watch_id"), plan_digest=plan.digest)
+
+
+def _misplaced(claims: ButtonClaims, context: dict[str, Any]) -> str | None:
+    """Why a click's place does not match its signed value (None when it does): the channel and message the value
+    is bound to, and (from Slack's payload) whether the clicked message really carries this value."""
+    channel, message = context.get("channel"), context.get("message_ts")
+    if claims.bound.get("c") and channel and channel != claims.bound["c"]:
+        return f"the value is bound to channel {claims.bound['c']}, clicked in {channel}"
+    if claims.bound.get("m") and message and message != claims.bound["m"]:
+        return f"the value is bound to message {claims.bound['m']}, clicked on {message}"
+    if context.get("in_message") is False:
+        return "the value is not one of the clicked message's buttons"
+    return None
 
 
 def _links(links: list[Link]) -> list[OutcomeLink]:

@@ -40,9 +40,16 @@ def ensure_schema(store: Store) -> None:
             "started_at": str,
             "finished_at": str,
             "outcome": str,  # ActionOutcome JSON
+            "context": str,  # where it was asked (JSON: channel, thread_ts): an interrupted run is reported there
         },
         pk="key",
     )
+    table = store.db["action_runs"]
+    if "context" not in table.columns_dict:  # type: ignore[union-attr]  # a store from before the column
+        try:
+            table.add_column("context", str)  # type: ignore[union-attr]
+        except Exception:  # another connection added it first
+            pass
 
 
 @dataclass
@@ -57,6 +64,7 @@ class RunRow:
     started_at: datetime
     finished_at: datetime | None
     outcome: dict[str, Any] | None
+    context: dict[str, Any] | None = None
 
     @property
     def actor_label(self) -> str:
@@ -77,7 +85,16 @@ def _row(raw: dict[str, Any]) -> RunRow:
         started_at=datetime.fromisoformat(raw["started_at"]),
         finished_at=datetime.fromisoformat(raw["finished_at"]) if raw.get("finished_at") else None,
         outcome=json.loads(raw["outcome"]) if raw.get("outcome") else None,
+        context=_json_or_none(raw.get("context")),
     )
+
+
+def _json_or_none(text: Any) -> dict[str, Any] | None:
+    try:
+        value = json.loads(text) if text else None
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def get(store: Store, key: str) -> RunRow | None:
@@ -87,18 +104,21 @@ def get(store: Store, key: str) -> RunRow | None:
 
 
 def claim(
-    store: Store, key: str, *, actor: Actor, action: str, server: str, subject: str, now: datetime
+    store: Store, key: str, *, actor: Actor, action: str, server: str, subject: str, now: datetime,
+    context: dict[str, Any] | None = None,
 ) -> RunRow | None:
-    """None when this caller now owns the key (go ahead); else the existing run (do not execute)."""
+    """None when this caller now owns the key (go ahead); else the existing run (do not execute). `context`: where
+    it was asked (channel, thread), kept so that a run a crash interrupts can be reported there."""
     ensure_schema(store)
     started = now.astimezone(UTC).isoformat()
-    values = (action, server, subject, actor.id, actor.name, actor.via, started)
+    values = (action, server, subject, actor.id, actor.name, actor.via, started,
+              json.dumps(context, default=str) if context else None)
     with _lock:
         # INSERT OR IGNORE rather than catching the constraint error: under contention sqlite3 sometimes
         # reports the UNIQUE violation as a plain DatabaseError, which let a second caller through.
         inserted = store.db.execute(
-            "insert or ignore into action_runs (key, action, server, subject, actor_id, actor_name, via, status, "
-            "started_at) values (?, ?, ?, ?, ?, ?, ?, 'running', ?)",
+            "insert or ignore into action_runs (key, action, server, subject, actor_id, actor_name, via, started_at, "
+            "context, status) values (?, ?, ?, ?, ?, ?, ?, ?, ?, 'running')",
             (key, *values),
         )
         if inserted.rowcount == 1:
@@ -107,7 +127,7 @@ def claim(
         # Re-claim a retryable or abandoned run; the WHERE makes it atomic against a concurrent re-claim.
         cursor = store.db.execute(
             "update action_runs set action = ?, server = ?, subject = ?, actor_id = ?, actor_name = ?, via = ?, "
-            "started_at = ?, status = 'running', finished_at = null, outcome = null "
+            "started_at = ?, context = ?, status = 'running', finished_at = null, outcome = null "
             f"where key = ? and (status in ({', '.join('?' * len(RETRYABLE))}) "
             "or (status = 'running' and started_at < ?))",
             (*values, key, *RETRYABLE, stale),

@@ -19,7 +19,7 @@ import json
 import os
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -61,6 +61,7 @@ class ButtonClaims:
     issued_at: int  # epoch seconds
     expires_at: int
     nonce: str  # identifies this button: the idempotency key of its click
+    bound: dict[str, str] = field(default_factory=dict)  # where it may be clicked: {"c": channel id, "m": message ts}
 
 
 def _b64(data: bytes) -> str:
@@ -102,7 +103,10 @@ class Signer:
         ttl_s: float = 86400.0,
         now: float | None = None,
         nonce: str | None = None,
+        bind: dict[str, str] | None = None,
     ) -> str:
+        """`bind`: the channel ("c") and, when known, the message ("m") the button is posted in; a click anywhere
+        else is refused (the executor compares them with where the click came from)."""
         issued = int(now if now is not None else time.time())
         body = {
             "v": _VERSION,
@@ -114,6 +118,8 @@ class Signer:
             "e": issued + int(ttl_s),
             "n": nonce or secrets.token_urlsafe(9),
         }
+        if bind:
+            body["b"] = {k: str(v) for k, v in bind.items() if v}
         payload = _b64(json.dumps(body, separators=(",", ":"), sort_keys=True).encode())
         value = f"{payload}.{self._mac(payload)}"
         if len(value) > MAX_VALUE_LEN:
@@ -138,6 +144,7 @@ class Signer:
                 issued_at=int(body["i"]),
                 expires_at=int(body["e"]),
                 nonce=str(body["n"]),
+                bound={str(k): str(v) for k, v in (body.get("b") or {}).items()},
             )
         except (ValueError, KeyError, TypeError, binascii.Error) as exc:
             # Signed by us but unreadable: a bug or a key shared with something else. Refuse the same way.

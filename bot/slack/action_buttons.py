@@ -48,6 +48,7 @@ class ButtonMaker:
         text: str | None = None,
         params: dict[str, Any] | None = None,
         worker_ip: str | None = None,
+        channel: str | None = None,
     ) -> ActionButton | None:
         """A signed button, or None when the bot cannot sign (no key and nowhere to keep one: logged once) or the
         action cannot be done (rotate without a backend for the worker). `worker_ip`: for rotate's confirm text."""
@@ -65,7 +66,7 @@ class ButtonMaker:
             params = {**self.settings.actions.reproduce.button_params(), **params}
         try:
             value = button_value(self.settings, self.store, action, subject, server=server, params=params,
-                                 deps=self.deps)
+                                 deps=self.deps, channel=channel)
         except (ValueError, OSError, ActionError) as exc:
             if not self._warned:
                 log.warning("action buttons are off: %s", exc)
@@ -81,8 +82,11 @@ class ButtonMaker:
         )
 
     # -- for findings, diagnoses and outcomes -----------------------------------------------------------------------
-    def for_finding(self, finding: Finding, server: str | None, *, named: bool = True) -> list[ActionButton]:
-        """The buttons of one finding; `named`: put the subject's name on each (several findings in one block)."""
+    def for_finding(
+        self, finding: Finding, server: str | None, *, named: bool = True, channel: str | None = None
+    ) -> list[ActionButton]:
+        """The buttons of one finding; `named`: put the subject's name on each (several findings in one block);
+        `channel`: the channel the message goes to, when known (the values are bound to it)."""
         out: list[ActionButton] = []
         subject = finding.subject
         for action in finding.actions:
@@ -96,7 +100,7 @@ class ButtonMaker:
                 text = f"{VERBS.get(action, action)} {name}" if named else None
                 ip = finding.evidence.get("ip") if isinstance(finding.evidence, dict) else None
                 button = self.make(action, subject.id, server=server, subject_label=label, text=text,
-                                   worker_ip=str(ip) if ip else None)
+                                   worker_ip=str(ip) if ip else None, channel=channel)
                 if button is not None:
                     out.append(button)
             elif action == "prioritize" and subject.kind == "queue":
@@ -121,7 +125,8 @@ class ButtonMaker:
         return out
 
     def for_subject(
-        self, actions: Sequence[str], kind: str, subject: str, name: str, server: str | None
+        self, actions: Sequence[str], kind: str, subject: str, name: str, server: str | None,
+        channel: str | None = None,
     ) -> list[ActionButton]:
         """Buttons for one subject (a task diagnosis): the verbs alone, the message is about that subject."""
         label = subject_label(kind, subject, name)
@@ -132,12 +137,12 @@ class ButtonMaker:
                     continue
             except ActionError:
                 continue
-            button = self.make(action, subject, server=server, subject_label=label)
+            button = self.make(action, subject, server=server, subject_label=label, channel=channel)
             if button is not None:
                 out.append(button)
         return out
 
-    def after(self, outcome: ActionOutcome, params: dict[str, Any]) -> list[ActionButton]:
+    def after(self, outcome: ActionOutcome, params: dict[str, Any], channel: str | None = None) -> list[ActionButton]:
         """Follow-up buttons for an outcome: retry (ClearML was down) and the alternative (clone for a task the
         server will not requeue)."""
         out: list[ActionButton] = []
@@ -145,7 +150,8 @@ class ButtonMaker:
         server = outcome.server or None
         if outcome.status == "failed" and outcome.retry:
             button = self.make(outcome.action, outcome.subject, server=server, subject_label=label,
-                               text=f"Retry: {VERBS.get(outcome.action, outcome.action).lower()}", params=params)
+                               text=f"Retry: {VERBS.get(outcome.action, outcome.action).lower()}", params=params,
+                               channel=channel)
             if button is not None:
                 out.append(button)
         alternative = outcome.alternative
@@ -154,7 +160,7 @@ class ButtonMaker:
             alternative = "clone"  # the task finished meanwhile: the server refused the status change
         if alternative and alternative != outcome.action:
             button = self.make(alternative, outcome.subject, server=server, subject_label=label,
-                               text=f"{VERBS.get(alternative, alternative)} instead")
+                               text=f"{VERBS.get(alternative, alternative)} instead", channel=channel)
             if button is not None:
                 out.append(button)
         return out

@@ -130,7 +130,7 @@ async def _task(services: BotServices, req: CommandRequest, parsed: ParsedComman
         diag = await lookups.task(snap, meta, ref.id, services.playbooks())
         queues = await queue_options(services, snap, server.name, diag.actions)
     buttons = (
-        services.buttons.for_subject(diag.actions, "task", diag.id, diag.name, server.name)
+        services.buttons.for_subject(diag.actions, "task", diag.id, diag.name, server.name, channel=req.channel_id)
         if services.buttons is not None
         else []
     )
@@ -228,7 +228,7 @@ async def _run(services: BotServices, req: CommandRequest, parsed: ParsedCommand
     opts = ReportOptions(command=req.command, requested_by=req.user_id)
     secrets = services.secrets()
     maker = services.buttons
-    buttons = (lambda f: maker.for_finding(f, result.server)) if maker is not None else None
+    buttons = (lambda f: maker.for_finding(f, result.server, channel=req.channel_id)) if maker is not None else None
     message = render_run(result, opts=opts, secrets=secrets, buttons=buttons, queues=queues)
     thread = render_run_details(result, opts=opts, secrets=secrets) if "--all" in parsed.flags else []
     return Outcome(message, thread)

@@ -69,6 +69,35 @@ _CHANNEL_FIXES: dict[str, str] = {
 }
 
 
+# Where Slack's response_urls point (commands and interactions: https://hooks.slack.com/commands|actions/…).
+SLACK_RESPONSE_HOSTS = frozenset({"hooks.slack.com", "hooks.slack-gov.com"})
+
+
+def response_url_allowed(url: str, api_base_url: str | None = None) -> bool:
+    """True for https on Slack's hook hosts, or on the host the bot's Slack API base URL names (a test fake, a
+    proxy an admin configured): never for an arbitrary host a request body names."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return False
+    if parts.username or parts.password:
+        return False
+    host = (parts.hostname or "").lower()
+    if parts.scheme == "https" and host in SLACK_RESPONSE_HOSTS and port in (None, 443):
+        return True
+    if api_base_url:
+        base = urlsplit(api_base_url)
+        default = {"https": 443, "http": 80}
+        if (parts.scheme, host, port or default.get(parts.scheme)) == (
+            base.scheme, (base.hostname or "").lower(), base.port or default.get(base.scheme)
+        ) and base.hostname not in (None, "slack.com", "www.slack.com"):
+            return True
+    return False
+
+
 class SlackWriteError(Exception):
     """A Slack write that failed for good (after retries); `explain()` says what to do, naming the channel."""
 
@@ -371,6 +400,11 @@ class Outbox:
             body["replace_original"] = True
         if delete_original:
             body["delete_original"] = True
+        if not response_url_allowed(response_url, self.client.base_url):
+            # a response_url is a field of the request body: only Slack's own hosts get the bot's answers
+            self._count("response_url", False)
+            log.warning("refused to post to a response_url outside Slack's hosts")
+            raise SlackWriteError("response_url", "untrusted_response_url")
         webhook = WebhookClient(response_url, timeout=self._webhook_timeout, retry_handlers=retry_handlers())
         try:
             resp = webhook.send_dict(body)

@@ -26,6 +26,7 @@ import sys
 import threading
 import time
 from collections.abc import Mapping
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -237,6 +238,36 @@ def build_asgi(app: App | None, health: Health, signing_secret: str | None = Non
     return Starlette(routes=routes)
 
 
+def report_interrupted(services: Any, interrupted: list[Any]) -> None:
+    """Tell each interrupted action's thread (where it was clicked) that it was cut short by a restart: the audit log
+    alone reaches nobody. Queued in the durable outbox under a key per run, so a second restart does not repeat it."""
+    from bot.slack.messages.common import SlackMessage, code, mention, neutral, section
+
+    for run in interrupted:
+        where = run.context or {}
+        channel, thread = where.get("channel"), where.get("thread_ts") or where.get("message_ts")
+        if not channel or run.via != "slack":
+            continue
+        when = run.started_at.astimezone(UTC).strftime("%H:%M UTC")
+        who = mention(run.actor_id) if run.via == "slack" else neutral(run.actor_name or run.actor_id)
+        text = (f":warning: The {neutral(run.action)} of {code(run.subject, 80)} that {who} started at {when} was "
+                "interrupted: the bot restarted while it ran. Part of it may have been done: check the current "
+                "state in ClearML before clicking again (the audit log has it as `interrupted`).")
+        message = SlackMessage(text=f"{run.action} of {run.subject} was interrupted by a restart",
+                               blocks=[section(text)])
+        try:
+            incident = where.get("incident")
+            if incident is not None:
+                from bot.incidents.tracker import root_key
+
+                services.outbox.enqueue(f"interrupted:{run.key}", channel, "reply", message,
+                                        root_key=root_key(int(incident)))
+            else:
+                services.outbox.enqueue(f"interrupted:{run.key}", channel, "reply", message, thread_ts=thread)
+        except Exception:  # the audit row is written; only the telling failed
+            log.exception("could not queue the interrupted-action note for %s", run.key)
+
+
 # ------------------------------------------------------------------------------------------------------------
 # The server
 
@@ -319,7 +350,8 @@ class BotServer:
             self.store = Store(self.settings.store_path)
         from bot.actions.runs import recover_interrupted
 
-        for run in recover_interrupted(self.store):  # actions a killed process left half-done: audited, not redone
+        interrupted = recover_interrupted(self.store)  # actions a killed process left half-done: audited, not redone
+        for run in interrupted:
             log.warning("action %s on %s by %s was interrupted by a restart; audited as interrupted", run.action,
                         run.subject, run.actor_name or run.actor_id)
         self._signing_secret = signing_secret
@@ -345,6 +377,7 @@ class BotServer:
         from bot.slack.background import Background
 
         services = services_of(self.app)
+        report_interrupted(services, interrupted)  # queued now, sent by the outbox worker once it runs
         self.background = Background(services, bot_token).start()
         self.health.outbox_depth = services.outbox.durable.depth if services.outbox.durable is not None else None
         if services.outbox.durable is not None:

@@ -102,6 +102,8 @@ def click(
     """Press `button` of the message `message` edited in or posted; returns the response_url used."""
     blocks = blocks_of(message)
     block_id, element = buttons_in(blocks)[button]
+    if value is not None:  # the message carries that value (Slack sends the clicked message's blocks with the click)
+        element["value"] = value
     ts = message.args.get("ts") or message.response["ts"]
     channel = message.response.get("channel") or message.args["channel"]
     state: dict[str, Any] = {}

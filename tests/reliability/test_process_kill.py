@@ -226,6 +226,10 @@ def test_kill_9_during_an_action(
     # At start the half-done action is audited as interrupted, and its button does not run it again.
     assert query(config, "SELECT outcome, actor_id, action, subject FROM audit") == [
         ("interrupted", USER, "clone", FAILED_TASK)]
+    # ... and the thread where it was clicked is told (issue #14: before, only the audit log knew)
+    told = slack.wait_for("chat.postMessage", timeout=30, predicate=lambda c: c.args.get("thread_ts") == message.args[
+        "ts"] and "interrupted" in json.dumps(c.args))[0]
+    assert f"<@{USER}>" in json.dumps(told.args) and "check the current state" in json.dumps(told.args)
     response_url = _click(second, slack, message, "Clone", queue_id=sim.queue_id("gpu"))
     url_id = response_url.rsplit("/", 1)[-1]
     note = slack.wait_for("response_url", predicate=lambda c: c.args.get("_url_id") == url_id, timeout=30)[0]

@@ -647,3 +647,71 @@ def test_the_slash_command_ack_parses_no_playbook(http_bot: HttpBot, monkeypatch
     # the uvicorn event loop and Bolt's listener threads never parsed; only the work pool did
     assert not any(name.startswith(("ThreadPoolExecutor", "AnyIO", "MainThread")) for name in listener_threads), \
         listener_threads
+
+
+# -- response_url, button binding (issue #14 item 7) --------------------------------------------------------------
+
+
+def test_a_response_url_outside_slack_is_never_posted_to(http_bot: HttpBot, recorder: Recorder) -> None:
+    """A signed request's body names the response_url; only Slack's hook hosts (and the configured Slack API host)
+    get the bot's answers. The user is still answered (privately, through chat.postEphemeral)."""
+    from bot.slack.outbox import response_url_allowed
+
+    response, _ = http_bot.command("task 0123456789abcdef0123456789abcdef",
+                                   response_url=f"{recorder.url}/commands/T0/1/abc")
+    assert response.status_code == 200
+    http_bot.slack.wait_for("chat.postEphemeral", timeout=20)
+    assert recorder.requests == []
+    assert response_url_allowed("https://hooks.slack.com/commands/T0/1/abc")
+    for bad in ("http://hooks.slack.com/commands/x", "https://hooks.slack.com.evil.example/x",
+                "https://user:pw@hooks.slack.com/x", "https://169.254.169.254/latest/meta-data/",
+                "https://hooks.slack.com:8443/x", "file:///etc/passwd", "https://[::1/x"):
+        assert not response_url_allowed(bad, "https://slack.com/api/"), bad
+
+
+def test_a_button_value_only_runs_where_it_was_posted(
+    fake_slack: Any, basic_sim: SimServer, tmp_path: Path, clean_env: pytest.MonkeyPatch
+) -> None:
+    """A signed Requeue value from one channel's message, clicked in another channel (or on a message that does not
+    carry it), is refused as tampered and audited; nothing is requeued."""
+    from bot.actions import audit as audit_mod
+    from bot.actions.tokens import ENV_KEY
+    from bot.slack.app import services_of
+    from tests.e2e.conftest import sim_settings
+    from tests.e2e.test_slack_actions import SIGNING_KEY, _serve, allow, blocks_of, buttons_in, diagnose
+
+    clean_env.setenv(ENV_KEY, SIGNING_KEY)
+    settings = allow(sim_settings(basic_sim, fake_slack, tmp_path, clean_env))
+    with _serve(settings, fake_slack, basic_sim) as bot:
+        message = diagnose(bot, "a1000000000000000000000000000002")
+        blocks = blocks_of(message)
+        block_id, element = buttons_in(blocks)["Requeue"]
+        home = message.args["channel"]
+
+        def click(channel: str, message_blocks: list[dict[str, Any]]) -> None:
+            ts = message.args["ts"]
+            bot.action({
+                "type": "block_actions", "user": {"id": "U0ALICE", "username": "alice"}, "team": {"id": "T0FAKETEAM"},
+                "channel": {"id": channel}, "container": {"type": "message", "message_ts": ts, "channel_id": channel},
+                "message": {"ts": ts, "text": "x", "blocks": message_blocks}, "state": {"values": {}},
+                "response_url": bot.slack.response_url(), "trigger_id": "1.2.3",
+                "actions": [{"type": "button", "action_id": element["action_id"], "block_id": block_id,
+                             "value": element["value"], "action_ts": str(time.time())}],
+            })
+
+        click("C0OTHERCHAN", blocks)  # the value (and a copy of its message) replayed in another channel
+        other_message = [{"type": "actions", "block_id": "b", "elements": [
+            {"type": "button", "action_id": "act:abort:0", "value": "something-else"}]}]
+        click(home, other_message)  # right channel, but on a message that does not carry this value
+        services = services_of(bot.server.app)  # type: ignore[arg-type]
+
+        def rows() -> list[dict[str, Any]]:
+            return services.on_loop(lambda: audit_mod.recent(services.action_store, 10))  # type: ignore[no-any-return]
+
+        deadline = time.monotonic() + 15
+        while len(rows()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        found = rows()
+        assert [r["outcome"] for r in found] == ["tampered", "tampered"], found
+        assert "another" in json.dumps(found) or "bound to channel" in json.dumps(found)
+        assert not basic_sim.calls_to("tasks.enqueue")

@@ -141,6 +141,9 @@ async def run_click(services: BotServices, click: Click) -> ActionOutcome:
             "message_ts": click.message_ts,
             "thread_ts": click.thread_ts or click.message_ts,
             **({"incident": incident} if incident is not None else {}),
+            # Slack sends the clicked message's blocks: the value must be one of its buttons (not a value copied
+            # from another message or channel). Unknown for ephemeral messages (Slack sends no blocks).
+            **({"in_message": click.value in _button_values(click.message_blocks)} if click.message_blocks else {}),
         },
     )
     actor = Actor(id=click.user, name=click.user_name, via="slack")
@@ -151,6 +154,11 @@ async def run_click(services: BotServices, click: Click) -> ActionOutcome:
     except Exception:  # the action is done and audited; only the telling failed
         log.exception("could not deliver the outcome of %s (audit #%s)", outcome.action, outcome.audit_id)
     return outcome
+
+
+def _button_values(blocks: list[dict[str, Any]]) -> set[str]:
+    return {str(e.get("value")) for b in blocks if b.get("type") == "actions"
+            for e in b.get("elements") or [] if isinstance(e, dict) and e.get("value")}
 
 
 def _incident_of(services: BotServices, click: Click) -> int | None:
@@ -173,7 +181,7 @@ def deliver_outcome(
     if outcome.status in PRIVATE_STATUSES:
         _private(services, click, render_outcome_private(outcome))
         return
-    follow_up = services.buttons.after(outcome, params) if services.buttons is not None else []
+    follow_up = services.buttons.after(outcome, params, channel=click.channel) if services.buttons is not None else []
     reply = render_outcome_reply(outcome, buttons=follow_up, queues=services.queues.get(outcome.server or None),
                                  secrets=services.secrets())
     if click.ephemeral or not click.channel:
