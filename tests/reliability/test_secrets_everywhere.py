@@ -17,6 +17,8 @@ from typing import Any
 
 import pytest
 import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import bot.sim.scenario as sim_scenario
 from bot.logs import setup_logging
@@ -141,3 +143,140 @@ def test_planted_secrets_appear_in_no_output(
     assert "train-vit-failed" in outputs["bot store"] and outputs["log lines"].count("\n") > 10
     leaks = [(where, secret) for where, text in outputs.items() for secret in secrets if secret in text]
     assert leaks == [], leaks
+
+
+# -- issue #14: every planted shape, drawn at random, through every output ---------------------------------------
+
+# Each shape puts the marker M (random) where the secret is. Names of env vars, hyperparameters and config keys
+# from the issue, and provider token shapes (GitHub, GitLab, Hugging Face, OpenAI, Google, Slack webhooks, Azure,
+# PEM, JWT), URL passwords, CLI flags and HTTP headers.
+SECRET_NAMES = ["CLEARML_API_SECRET_KEY", "HF_TOKEN", "WANDB_API_KEY", "OPENAI_API_KEY", "GITHUB_TOKEN",
+                "AWS_SESSION_TOKEN", "PGPASSWORD", "DJANGO_SECRET_KEY", "db_password", "client_secret",
+                "Args/db_password", "Args/HF_TOKEN", "x-api-key", "private_key", "AZURE_CREDENTIALS"]
+SHAPES = [
+    "{name}={M}", "{name}: {M}", "export {name}='{M}'", '"{name}": "{M}"', "--{lname} {M}", "{name} = {M} -> {M}x",
+    "ghp_{M}{pad36}", "gho_{M}{pad36}", "glpat-{M}{pad20}", "hf_{M}{pad30}", "sk-proj-{M}{pad20}",
+    "sk-{M}T3BlbkFJ{M}{pad20}", "AIza{M}{pad35}", "https://hooks.slack.com/services/T0001/B0001/{M}",
+    "DefaultEndpointsProtocol=https;AccountName=acct;AccountKey={M}{pad88}==;EndpointSuffix=core.windows.net",
+    "-----BEGIN RSA PRIVATE KEY-----\nMIIEow{M}{pad40}\n-----END RSA PRIVATE KEY-----",
+    "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ{M}.{M}sig", "redis://:{M}@cache:6379/0", "https://user:{M}/x@host/path",
+    "postgres://svc:{M}@db.internal:5432/app", "Authorization: Token {M}", "Authorization: Bearer {M}",
+    "Authorization: Basic {M}==", "x-api-key: {M}", "xoxb-1234-5678-{M}", "AKIA{MU16}",
+]
+
+
+def _planted_line(shape: str, name: str, marker: str, prefix: str, suffix: str) -> str:
+    pads = {f"pad{n}": ("a1B2c3D4" * 12)[:n] for n in (20, 30, 35, 36, 40, 88)}
+    body = shape.format(M=marker, MU16=marker.upper()[:16].ljust(16, "Q"), name=name,
+                        lname=name.lower().replace("_", "-").replace("/", "-"), **pads)
+    return f"{prefix} {body} {suffix}".strip()
+
+
+@pytest.fixture(scope="module")
+def planted_check() -> Iterator[dict[str, Any]]:
+    """A check (registered for these tests only) that reports whatever the example planted, the way real checks
+    quote ClearML data: in the title, detail, subject name, evidence lines, hyperparameter diffs and task fields."""
+    from bot.engine.findings import Finding, Subject
+    from bot.engine.registry import REGISTRY, check
+
+    planted: dict[str, Any] = {}
+
+    @check("repro.planted_secrets_test")
+    async def planted_secrets(snap: Any, params: Any) -> list[Finding]:
+        line, name, value = planted["line"], planted["name"], planted["value"]
+        return [Finding(
+            check="repro.planted_secrets_test", severity="warning",
+            title=f"Task failed: {line}", detail=f"last log line: {line}",
+            subject=Subject(kind="task", id="a" * 32, name=f"train {line}"),
+            evidence={"lines": [line], "status_message": line, "status_reason": line,
+                      "container": {"arguments": [line, line], "setup_shell_script": [f"export {line}", None]},
+                      "diff": {"hyperparams": {"changed": {name: [value, value + "2"]}, "added": {name: value}}},
+                      name: value},
+            remediation=f"Rotate the credential seen in: {line}",
+        )]
+
+    try:
+        yield planted
+    finally:
+        REGISTRY.pop("repro.planted_secrets_test", None)
+
+
+@pytest.fixture(scope="module")
+def planted_sim() -> Iterator[SimServer]:
+    with SimServer(scenario="basic") as sim:
+        yield sim
+
+
+@settings(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    shape=st.sampled_from(SHAPES),
+    name=st.one_of(st.sampled_from(SECRET_NAMES), st.builds(
+        lambda pre, word, post: f"{pre}{word}{post}",
+        st.from_regex(r"[A-Za-z0-9_]{0,8}", fullmatch=True),
+        st.sampled_from(["SECRET", "TOKEN", "PASSWORD", "passwd", "API_KEY", "apikey", "ACCESS_KEY", "PRIVATE",
+                         "Credential"]),
+        st.from_regex(r"[A-Za-z0-9_]{0,6}", fullmatch=True))),
+    marker=st.from_regex(r"[A-Za-z0-9]{6}Mk[A-Za-z0-9]{8}", fullmatch=True),
+    prefix=st.text(alphabet="abcdefghij klmnop:,()[]0123456789", max_size=30),
+    suffix=st.text(alphabet="abcdefghij klmnop:,()[]0123456789", max_size=30),
+)
+def test_random_secret_bearing_lines_and_names_leave_no_marker_in_any_output(
+    planted_check: dict[str, Any], planted_sim: SimServer, tmp_path_factory: pytest.TempPathFactory,
+    shape: str, name: str, marker: str, prefix: str, suffix: str,
+) -> None:
+    """Hypothesis draws a secret shape, a secret-looking name, a random marker inside the secret and random text
+    around it; the finding that quotes them goes through the real run (runner boundary) into `run --format json`,
+    the terminal report, the Slack report payload and the store file (with its WAL). The marker is in none."""
+    import asyncio
+
+    from slack_sdk import WebClient
+
+    from bot.config import Settings
+    from bot.engine.playbook import CheckEntry, Playbook
+    from bot.engine.runner import run_playbooks
+    from bot.report import render_text
+    from bot.slack.messages.report import render_run
+    from bot.slack.outbox import Outbox
+    from bot.store import Store
+    from tests.helpers import server_settings
+
+    line = _planted_line(shape, name, marker, prefix, suffix)
+    planted_check.update(line=line, name=name, value=marker)
+    playbook = Playbook(name="planted", checks=[CheckEntry(check="repro.planted_secrets_test")])
+    result = asyncio.run(run_playbooks([playbook], Settings(), server_settings(planted_sim), deadline_s=30))
+    [finding] = [f for f in result.findings if f.check == "repro.planted_secrets_test"]
+
+    text_out = io.StringIO()
+    render_text(result, stream=text_out, verbose=True)
+    slack = Outbox(WebClient(token="xoxb-0-0-unused", base_url="http://127.0.0.1:9/api/"))
+    store_path = tmp_path_factory.mktemp("store") / "store.db"
+    store = Store(store_path)
+    try:
+        store.record_run(result)
+    finally:
+        store.close()
+    outputs = {
+        "run --format json": json.dumps(result.to_json()),
+        "run text": text_out.getvalue(),
+        "slack payload": json.dumps(slack._payload(render_run(result))),
+        "store": store_bytes(store_path).decode("latin-1"),
+    }
+    leaks = [where for where, out in outputs.items() if marker in out]
+    assert leaks == [], (line, name, leaks)
+    assert "REDACTED" in outputs["run --format json"] and finding.title.startswith("Task failed")
+
+
+def test_the_store_and_its_wal_are_private(tmp_path: Path) -> None:
+    """Findings quote logs and the audit names people: the store file, its WAL and SHM are 0600, also when an
+    older version left them 0644."""
+    from bot.store import Store
+
+    path = tmp_path / "state" / "store.db"
+    store = Store(path)
+    store.db["t"].insert({"a": 1})
+    modes = {p.name: oct(p.stat().st_mode & 0o777) for p in path.parent.iterdir()}
+    store.close()
+    assert modes == {"store.db": "0o600", "store.db-wal": "0o600", "store.db-shm": "0o600"}, modes
+    path.chmod(0o644)
+    Store(path).close()
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
