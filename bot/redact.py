@@ -78,7 +78,7 @@ _SECRET_WORD = (
 )
 _SECRET_NAME = re.compile(_SECRET_WORD)  # searched in lowercased text: much faster than re.I
 _NAME = rf"[A-Za-z0-9_.\-/]*{_SECRET_WORD}[A-Za-z0-9_.\-/]*"
-_VALUE = r"(?:\"[^\"\n]*\"|'[^'\n]*'|[^\s\"',;&<>]+)"
+_VALUE = r"(?:\"[^\"\n]*\"|'[^'\n]*'|[^\s\"',;&<>`|]+)"  # not past a quote, a code span's or a link's end
 _ARROW = rf"(?:\s*(?:->|→|=>)\s*{_VALUE})?"  # the other side of a diff: `a -> b`
 # Only run when the text names a secret at all (the common log line does not; these are the costly ones).
 _NAMED: tuple[tuple[re.Pattern[str], str], ...] = (
@@ -120,10 +120,17 @@ def is_secret_name(name: str) -> bool:
 
 
 @functools.lru_cache(maxsize=64)
-def _known(secrets: tuple[str, ...]) -> re.Pattern[str] | None:
-    """One alternation of the known secrets, longest first (so a secret containing another goes whole)."""
+def _known(secrets: tuple[str, ...]) -> tuple[re.Pattern[str] | None, re.Pattern[str] | None, tuple[str, ...]]:
+    """(one alternation of the known secrets, longest first, so a secret containing another goes whole; a pattern
+    for a clipped start of one: 8+ of its first characters followed by the "…" a clipped text ends with, which the
+    whole secret no longer matches; the secrets long enough to be clipped)."""
     wanted = sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True)
-    return re.compile("|".join(re.escape(s) for s in wanted)) if wanted else None
+    if not wanted:
+        return None, None, ()
+    long = tuple(s for s in wanted if len(s) >= 12)
+    starts = sorted({re.escape(s[:8]) for s in long})
+    clipped = re.compile(f"(?:{'|'.join(starts)})[^\\s…]*…") if starts else None
+    return re.compile("|".join(re.escape(s) for s in wanted)), clipped, long
 
 
 def _weak(match: re.Match[str]) -> str:
@@ -139,9 +146,11 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
         return text
     if not isinstance(text, str):
         text = str(text)
-    known = _known(tuple(secrets))
+    known, clipped, long = _known(tuple(secrets))
     if known is not None:
         text = known.sub(MARK, text)
+    if clipped is not None and "…" in text:
+        text = clipped.sub(lambda m: MARK if any(s.startswith(m.group(0)[:-1]) for s in long) else m.group(0), text)
     for rx in _EXTRA_SHAPES:  # first: some match more than the plugin's pattern (a JWT's signature, a PEM body)
         text = rx.sub(MARK, text)
     for rx in _PROVIDER_REGEXES:  # the whole match is blanked (a plugin's groups may be only part of a secret)

@@ -614,13 +614,20 @@ class CompareParams(CheckParams):
         return self
 
 
+def _masked(diff: dict[str, Any]) -> dict[str, Any]:
+    """A `_dict_diff` of parameters with the values of secret-named ones (Args/db_password, Args/HF_TOKEN) blanked
+    on both sides: that it changed is shown, never what it was or became."""
+    out: dict[str, Any] = {}
+    for part, entries in diff.items():
+        out[part] = {
+            name: ([MARK if v else v for v in value] if isinstance(value, list) else MARK if value else value)
+            if is_secret_name(name) else value
+            for name, value in entries.items()
+        }
+    return out
+
+
 def _flat_hyperparams(task: Task) -> dict[str, str]:
-    """Section/name -> value; the value of a secret-named parameter (Args/db_password, Args/HF_TOKEN) is blanked
-    here, so neither side of a diff can show it."""
-    return {k: (MARK if is_secret_name(k) and v else v) for k, v in _raw_hyperparams(task).items()}
-
-
-def _raw_hyperparams(task: Task) -> dict[str, str]:
     out: dict[str, str] = {}
     hp = task.get("hyperparams") or {}
     if isinstance(hp, dict):
@@ -711,7 +718,7 @@ def compare_tasks(a: Task, b: Task, ignore_hyperparams: Iterable[str] = ()) -> d
     datasets_b = {k: v for k, v in hb.items() if k.startswith("Datasets/")}
     ha = {k: v for k, v in ha.items() if not k.startswith("Datasets/") and not matches_any(k, ignore)}
     hb = {k: v for k, v in hb.items() if not k.startswith("Datasets/") and not matches_any(k, ignore)}
-    hyper = _dict_diff(ha, hb)
+    hyper = _masked(_dict_diff(ha, hb))
     if hyper:
         diff["hyperparams"] = hyper
     ds = _dict_diff(datasets_a, datasets_b)

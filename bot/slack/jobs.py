@@ -54,9 +54,11 @@ class Outcome:
 Handler = Callable[[BotServices, CommandRequest, ParsedCommand], Awaitable[Outcome]]
 
 
-def describe(parsed: ParsedCommand) -> str:
-    """What the placeholder says is running: `status`, `task 4f2c…`, `run health`."""
-    args = " ".join(a if len(a) <= 40 else a[:39] + "…" for a in parsed.args)
+def describe(parsed: ParsedCommand, secrets: Iterable[str] = ()) -> str:
+    """What the placeholder says is running: `status`, `task 4f2c…`, `run health` (redacted before it is clipped: a
+    clipped secret no longer matches the redaction)."""
+    shown = [redact(a, secrets) for a in parsed.args]
+    args = " ".join(a if len(a) <= 40 else a[:39] + "…" for a in shown)
     return f"`{parsed.name}{' ' + args if args else ''}`"
 
 
@@ -64,9 +66,9 @@ async def run_command(services: BotServices, request: CommandRequest, parsed: Pa
     """Placeholder, work, then the result in its place; never raises (everything ends in a message)."""
     pool = services.pool
     reply = Reply(services.outbox, request)
-    what = describe(parsed)
-    await pool.io(reply.start, render_running(what, requested_by=request.user_id))
     secrets = services.secrets()
+    what = describe(parsed, secrets)
+    await pool.io(reply.start, render_running(what, requested_by=request.user_id))
     try:
         outcome = await HANDLERS[parsed.name](services, request, parsed)
     except (LookupInputError, PlaybookError, ConfigError) as exc:

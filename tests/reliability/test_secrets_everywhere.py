@@ -32,11 +32,23 @@ AWS_KEY_ID = "AKIAPLANTEDKEY123456"
 AWS_SECRET = "pLaNtEdAwSsEcReT/0123456789abcdefGHIJKLm"
 PASSWORD = "hunter2-planted-pw"
 API_TOKEN = "tok_planted_0123456789abcdef"
-REPRO_PLAYBOOK = """
+# issue #14's shapes: each value carries a marker that must appear nowhere
+HF_TOKEN = "hf_PlantedHfMarker0123456789abcdefgh"
+GH_TOKEN = "ghp_PlantedGhMarker0123456789abcdefghijk"
+DB_PASSWORD = "PlantedDbPwMarker-a/b"
+OPENAI_KEY = "sk-proj-PlantedOpenaiMarker0123456789"
+REDIS_PW = "PlantedRedisMarker99"
+JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJQbGFudGVkIn0.PlantedJwtMarkerSig"
+AZURE_KEY = "PlantedAzureMarker" + "a" * 70 + "=="
+ISSUE_SECRETS = [HF_TOKEN, GH_TOKEN, DB_PASSWORD, OPENAI_KEY, REDIS_PW, JWT, AZURE_KEY]
+OTHER_TASK = "a1000000000000000000000000000001"  # train-resnet in the basic scenario
+REPRO_PLAYBOOK = f"""
 name: repro
 checks:
   - check: repro.failure_causes
   - check: storage.upload_failures
+  - check: repro.compare
+    params: {{task_a: "{OTHER_TASK}", task_b: "{FAILED_TASK}"}}
 """
 
 
@@ -56,7 +68,23 @@ def planted_scenario(tmp_path: Path) -> Path:
                 {"msg": f"Authorization: Bearer {API_TOKEN} rejected; api_key: {API_TOKEN}", "at": "-4h51m"},
                 {"msg": "Failed uploading to s3://ml-artifacts/vision: AccessDenied", "at": "-4h51m",
                  "level": "error"},
+                {"msg": f"HF_TOKEN={HF_TOKEN} GITHUB_TOKEN={GH_TOKEN} OPENAI_API_KEY={OPENAI_KEY}", "at": "-4h51m",
+                 "level": "error"},
+                {"msg": f"redis://:{REDIS_PW}@cache:6379/0 AccountKey={AZURE_KEY}; {JWT} failed", "at": "-4h51m",
+                 "level": "error"},
             ]
+            task["status_reason"] = f"Failed: --password {DB_PASSWORD} rejected"
+            task["container"] = {"image": "nvidia/cuda:12.1-runtime", "arguments": f"-e HF_TOKEN={HF_TOKEN}",
+                                 "setup_shell_script": f"export GITHUB_TOKEN={GH_TOKEN}"}
+            task["hyperparams"] = {"Args": {
+                "db_password": {"section": "Args", "name": "db_password", "value": DB_PASSWORD, "type": "str"},
+                "HF_TOKEN": {"section": "Args", "name": "HF_TOKEN", "value": HF_TOKEN, "type": "str"},
+                "lr": {"section": "Args", "name": "lr", "value": "0.02", "type": "float"}}}
+        if task.get("id") == OTHER_TASK:
+            task["hyperparams"] = {"Args": {
+                "db_password": {"section": "Args", "name": "db_password", "value": "Other" + DB_PASSWORD,
+                                "type": "str"},
+                "lr": {"section": "Args", "name": "lr", "value": "0.01", "type": "float"}}}
     path = tmp_path / "planted.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
@@ -94,7 +122,7 @@ def test_planted_secrets_appear_in_no_output(
     assert settings.playbooks
     (Path(settings.playbooks) / "repro.yaml").write_text(REPRO_PLAYBOOK.lstrip())
     secrets = [sim_key, sim_secret, fake_slack.bot_token, fake_slack.app_token, SIGNING_SECRET, AWS_KEY_ID, AWS_SECRET,
-               PASSWORD, API_TOKEN]
+               PASSWORD, API_TOKEN, *ISSUE_SECRETS, "Other" + DB_PASSWORD]
 
     # -- the Slack bot: commands over signed HTTP, answers through the fake Web API and response_url --------------
     outputs: dict[str, str] = {}
@@ -102,12 +130,13 @@ def test_planted_secrets_appear_in_no_output(
     try:
         bot = HttpBot(server, fake_slack, sim, settings)
         acks = [bot.command(text)[0].text for text in (f"agents {sim_secret}", f"task {FAILED_TASK}", "run health",
-                                                        "run repro --all", f"diff {FAILED_TASK} password={PASSWORD}")]
-        fake_slack.wait_for("chat.update", count=3, timeout=30)
+                                                        "run repro --all", f"diff {FAILED_TASK} password={PASSWORD}",
+                                                        f"diff {OTHER_TASK} {FAILED_TASK}")]
+        fake_slack.wait_for("chat.update", count=4, timeout=30)
         sim.set_fault("workers.get_all", status=500, traceback=True,
                       message=f"mongo auth failed: password={PASSWORD} key={sim_secret}")
         acks.append(bot.command("agents")[0].text)
-        fake_slack.wait_for("chat.update", count=5, timeout=30)
+        fake_slack.wait_for("chat.update", count=6, timeout=30)
     finally:
         server.stop()
     outputs["slack web api"] = json.dumps([c.args for c in fake_slack.calls])
@@ -141,6 +170,9 @@ def test_planted_secrets_appear_in_no_output(
     assert "REDACTED" in outputs["slack web api"] and "REDACTED" in outputs["run json stdout"]
     assert "AccessDenied" in outputs["run text stdout"]
     assert "train-vit-failed" in outputs["bot store"] and outputs["log lines"].count("\n") > 10
+    # the diff was shown (lr differs), with the secret-named parameter on both sides blanked
+    assert "Args/lr" in outputs["slack web api"] and "Args/db_password" in outputs["slack web api"]
+    assert "Args/lr" in outputs["run json stdout"]
     leaks = [(where, secret) for where, text in outputs.items() for secret in secrets if secret in text]
     assert leaks == [], leaks
 
