@@ -114,9 +114,16 @@ _ENTROPY = Base64HighEntropyString()
 _ENTROPY_LIMIT = 3.5
 
 
+# Keys that describe a secret rather than hold one (`credentials_source: key_env ML_KEY`, `secret_env: PROD_SECRET`,
+# `token_expires_at`): their values are shown (redacted as text like any other).
+_DESCRIBES = re.compile(r"[_.\-/](?:source|env|var|file|path|name|type|kind|status|count|ttl|expires?|expiry|age|at|"
+                        r"configured|present|set|len|length|hint|fix)$")
+
+
 def is_secret_name(name: str) -> bool:
     """True when an identifier names a secret (env var, hyperparameter, config key): its value is never shown."""
-    return bool(name) and _SECRET_NAME.search(name.lower()) is not None
+    low = (name or "").lower()
+    return bool(low) and _SECRET_NAME.search(low) is not None and _DESCRIBES.search(low) is None
 
 
 @functools.lru_cache(maxsize=64)
