@@ -48,10 +48,13 @@ def store_hint(exc: BaseException) -> str:
 def _private_file(path: Path) -> None:
     """Create the store file readable by its owner only (0600: findings quote logs, the audit names people), and
     tighten a file an older version created 0644."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    os.close(fd)
-    if path.stat().st_mode & 0o077:
-        os.chmod(path, 0o600)
+    # O_EXCL: never open (and so never close) an fd on an existing store: closing any fd of a file drops this
+    # process's POSIX locks on it, which would break SQLite connections already open here.
+    try:
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        if path.stat().st_mode & 0o077:
+            os.chmod(path, 0o600)
 
 
 class Store:
