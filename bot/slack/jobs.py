@@ -57,7 +57,7 @@ Handler = Callable[[BotServices, CommandRequest, ParsedCommand], Awaitable[Outco
 def describe(parsed: ParsedCommand, secrets: Iterable[str] = ()) -> str:
     """What the placeholder says is running: `status`, `task 4f2c…`, `run health` (redacted before it is clipped: a
     clipped secret no longer matches the redaction)."""
-    shown = [redact(a, secrets) for a in parsed.args]
+    shown = [redact(a, secrets).replace("`", "ˋ") for a in parsed.args]  # a backtick would end the code span
     args = " ".join(a if len(a) <= 40 else a[:39] + "…" for a in shown)
     return f"`{parsed.name}{' ' + args if args else ''}`"
 
@@ -309,9 +309,8 @@ async def _digest(services: BotServices, req: CommandRequest, parsed: ParsedComm
 
 async def _playbooks(services: BotServices, req: CommandRequest, parsed: ParsedCommand) -> Outcome:
     """`/clearml playbooks` when some playbook's parse is not cached yet (the ack never parses YAML)."""
-    from bot.slack.messages.help import render_playbooks
-
     from bot.engine.playbook_sources import origin_of
+    from bot.slack.messages.help import render_playbooks
 
     infos = await services.pool.io(services.playbook_infos)
     return Outcome(render_playbooks(infos or [], str(services.playbooks_dir), req.command,

@@ -58,7 +58,7 @@ def describe_rotation(backends: list[RotateBackend], worker_id: str, ip: str | N
     before anyone clicks, without calling EC2 or Kubernetes): the backend, the instance or pod, or the command
     after substitution. None when rotating it would be refused anyway (no backend matches, a bad config, an unsafe
     worker id): then no button is offered."""
-    from bot.actions.rotate import command, ec2, kubernetes
+    from bot.actions.rotate import command, ec2, kubernetes, ssh
 
     try:
         index, backend = select_backend(backends, worker_id)
@@ -72,6 +72,14 @@ def describe_rotation(backends: list[RotateBackend], worker_id: str, ip: str | N
             # the worker's IP comes from the server's worker list at click time when the finding did not carry it
             argv = command.render_argv(cfg.argv, {**values, "ip": values["ip"] or "{ip}"})
             return f"Runs `{shlex.join(argv)}` (no shell), per the {where}."
+        if backend.type == "ssh":
+            cfg = backend_settings(ssh.SshBackend, backend, index)
+            destination = ssh.destination_for(cfg, worker_id)
+            values = {"worker": worker_id, "host": destination.rsplit("@", 1)[-1], "ip": ip or None}
+            for name, value in values.items():
+                command.check_value(name, value)
+            remote = command.render_argv(cfg.command, {**values, "ip": values["ip"] or "{ip}"})
+            return f"Runs `{shlex.join(remote)}` on {destination} over ssh, per the {where}."
         if backend.type == "ec2":
             cfg = backend_settings(ec2.Ec2Backend, backend, index)
             verb = {"reboot": "Reboot", "stop": "Stop", "terminate": "Terminate"}[cfg.on_rotate]

@@ -153,6 +153,14 @@ def safe(text: Any, secrets: Iterable[str] = (), limit: int | None = None) -> st
     return clip(out, limit) if limit else out
 
 
+def bot_text(text: Any, secrets: Iterable[str] = (), limit: int | None = None) -> str:
+    """Text the bot wrote (check descriptions, "Running `status`"), whose own formatting stays: redacted and
+    escaped (no mention or link), formatting kept. Anything quoted from ClearML or a user must already sit in a
+    code span (`code()`) or have gone through `safe()`."""
+    out = escape(redact(str(text), secrets))
+    return clip(out, limit) if limit else out
+
+
 def code(text: Any, limit: int = 120) -> str:
     """Inline code span; backticks inside would end it early, so they become quotes."""
     inner = clip(escape(redact(str(text))).replace("`", "'"), limit)

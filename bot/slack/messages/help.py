@@ -12,6 +12,7 @@ from bot.engine.registry import CheckSpec
 from bot.slack.messages.common import (
     MAX_BLOCKS,
     SlackMessage,
+    bot_text,
     chunk_lines,
     clip,
     code,
@@ -134,7 +135,8 @@ def render_checks(specs: Sequence[CheckSpec], command: str = "/clearml") -> Slac
         by_area.setdefault(spec.area, []).append(spec)
     blocks: list[Block] = [header(f"Checks ({len(specs)})")]
     for area, items in by_area.items():
-        lines = [f"*{area}*"] + [f"`{s.id}` — {safe(whole_sentences(check_lead(s), CHECK_LEAD_LIMIT))}" for s in items]
+        lines = [f"*{area}*"] + [f"`{s.id}` — {bot_text(whole_sentences(check_lead(s), CHECK_LEAD_LIMIT))}"
+                                 for s in items]
         blocks.extend(section(t) for t in chunk_lines(lines))
     if len(blocks) > MAX_BLOCKS - 1:
         blocks = [*blocks[: MAX_BLOCKS - 2], section("_…more checks: `clearml-chatops checks` lists them all._")]
@@ -143,17 +145,18 @@ def render_checks(specs: Sequence[CheckSpec], command: str = "/clearml") -> Slac
 
 
 def render_running(what: str, *, requested_by: str | None = None) -> SlackMessage:
-    """The placeholder posted at once and replaced (chat.update) by the result."""
+    """The placeholder posted at once and replaced (chat.update) by the result. `what` is the bot's own words (user
+    input in it only inside a code span, as `describe()` writes it)."""
     who = f" for <@{requested_by}>" if requested_by else ""
     return SlackMessage(
         text=f"Running {what}…",
-        blocks=[section(f":hourglass_flowing_sand: Running {safe(what, limit=200)}{who}…")],
+        blocks=[section(f":hourglass_flowing_sand: Running {bot_text(what, limit=200)}{who}…")],
     )
 
 
 def render_failure(what: str, error: str, *, hint: str = "") -> SlackMessage:
     """Our side failed (ClearML down, a bug): replaces the placeholder so nobody waits forever."""
-    lines = [f":x: {safe(what, limit=200)} failed: {safe(error, limit=1500)}"]
+    lines = [f":x: {bot_text(what, limit=200)} failed: {safe(error, limit=1500)}"]
     if hint:
         lines.append(hint)
     return SlackMessage(text=clip(f"{what} failed: {error}", 300), blocks=[section("\n".join(lines))])

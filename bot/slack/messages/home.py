@@ -27,7 +27,18 @@ from bot.durations import format_duration
 from bot.engine.findings import SEVERITY_RANK
 from bot.slack.home.state import FleetState, HomeData, IncidentLine, PoolState
 from bot.slack.messages.actions import mrkdwn
-from bot.slack.messages.common import SEVERITY_EMOJI, clip, context, divider, header, link, plural, safe, section
+from bot.slack.messages.common import (
+    SEVERITY_EMOJI,
+    clip,
+    context,
+    divider,
+    header,
+    link,
+    mentioned_ids,
+    plural,
+    safe,
+    section,
+)
 
 MAX_VIEW_BLOCKS = 100  # Slack: a Home tab holds at most 100 blocks
 MAX_RESULT_BLOCKS = 30  # the viewer's last result: the rest of the tab must still fit
@@ -129,7 +140,7 @@ def _incident_blocks(data: HomeData) -> list[Block]:
     for i in shown:
         flags = []
         if i.ack_by:
-            flags.append(f":eyes: acknowledged by {mrkdwn(clip(i.ack_by, 80))}")
+            flags.append(f":eyes: acknowledged by {mrkdwn(clip(i.ack_by, 80), mentioned_ids(i.ack_by))}")
         else:
             flags.append("not acknowledged")
         if i.snoozed_until and i.snoozed_until > now:
