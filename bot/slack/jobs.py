@@ -304,7 +304,7 @@ async def _digest(services: BotServices, req: CommandRequest, parsed: ParsedComm
     await services.pool.io(services.outbox.enqueue, f"digest:on-demand:{target}:{now.isoformat()}", target, "post",
                            rendered, now=now)
     return Outcome(render_note(f"Digest ({digest.headline}) sent to {channel_label(target)} at <@{req.user_id}>'s "
-                               "request."))
+                               "request.", users=[req.user_id], channels=[target]))
 
 
 async def _playbooks(services: BotServices, req: CommandRequest, parsed: ParsedCommand) -> Outcome:

@@ -74,6 +74,7 @@ STATUS_ICON: dict[str, str] = {
 # Outcomes only the clicking user needs to see.
 PRIVATE_STATUSES = frozenset({"denied", "expired", "tampered", "duplicate", "cancelled"})
 _MENTION = re.compile(r"&lt;@([UW][A-Z0-9]{2,20})&gt;")
+_CHANNEL_LINK = re.compile(r"&lt;#([CG][A-Z0-9]{2,20})&gt;")
 
 
 @dataclass(frozen=True)
@@ -88,14 +89,19 @@ class ActionButton:
     queue_choice: bool = False  # the queue select of its block applies to it
 
 
-def mrkdwn(text: str, users: Iterable[str] = ()) -> str:
+def mrkdwn(text: str, users: Iterable[str] = (), channels: Iterable[str] = ()) -> str:
     """Core-written text (which may quote ClearML names) made safe for mrkdwn: escaped, then only the mentions of
-    `users` (Slack user ids the bot itself recorded: who acknowledged, who silenced) are made mentions again.
-    `<!here>`, `<!channel>`, user-group pings, channel links, URLs and any other user's mention stay plain text."""
+    `users` (Slack user ids the bot itself recorded: who acknowledged, who silenced) and links to `channels` (ids
+    the bot chose) are made mentions again. `<!here>`, `<!channel>`, user-group pings, URLs and anyone else stay
+    plain text."""
     allowed = {u for u in users if u}
-    if not allowed:
-        return escape(text)
-    return _MENTION.sub(lambda m: f"<@{m.group(1)}>" if m.group(1) in allowed else m.group(0), escape(text))
+    rooms = {c for c in channels if c}
+    out = escape(text)
+    if allowed:
+        out = _MENTION.sub(lambda m: f"<@{m.group(1)}>" if m.group(1) in allowed else m.group(0), out)
+    if rooms:
+        out = _CHANNEL_LINK.sub(lambda m: f"<#{m.group(1)}>" if m.group(1) in rooms else m.group(0), out)
+    return out
 
 
 def button_element(button: ActionButton, index: int, *, with_queue_select: bool = False) -> ButtonElement:
@@ -203,9 +209,10 @@ def render_outcome_private(outcome: ActionOutcome) -> SlackMessage:
     return SlackMessage(text=clip(outcome.text, 300), blocks=[section("\n".join(lines))])
 
 
-def render_note(text: str) -> SlackMessage:
-    """A short private note (an error with what to do)."""
-    return SlackMessage(text=clip(text, 300), blocks=[section(mrkdwn(text))])  # bot text; quoted input is escaped
+def render_note(text: str, *, users: Iterable[str] = (), channels: Iterable[str] = ()) -> SlackMessage:
+    """A short private note (an error with what to do). Only `users` and `channels` (ids the bot chose) become
+    mentions; everything else in `text` is shown as written."""
+    return SlackMessage(text=clip(text, 300), blocks=[section(mrkdwn(text, users, channels))])
 
 
 def replace_buttons(
