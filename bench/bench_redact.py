@@ -1,6 +1,6 @@
 """Per-line cost of `bot.redact.redact` (it runs on every log line, Slack text and stored finding).
 
-    python bench/bench_redact.py [path/to/other_redact.py]
+    .venv/bin/python -m bench.bench_redact [path/to/other_redact.py]
 
 Prints microseconds per line for typical lines (plain training logs, lines with secrets) for this tree's redact and,
 when a path is given, for another implementation of the same function (e.g. the previous version) for comparison.
