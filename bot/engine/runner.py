@@ -217,7 +217,12 @@ async def run_playbooks(
     tasks = [asyncio.ensure_future(run_one(pb, entry)) for pb, entry in entries]
     try:
         if tasks:
-            done, pending = await asyncio.wait(tasks, timeout=deadline)
+            try:
+                done, pending = await asyncio.wait(tasks, timeout=deadline)
+            except asyncio.CancelledError:  # the run itself is cancelled (shutdown): its checks must not run on
+                for task in tasks:
+                    task.cancel()
+                raise
         else:
             done, pending = set(), set()
         for (pb, entry), task in zip(entries, tasks, strict=True):

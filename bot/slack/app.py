@@ -180,6 +180,9 @@ def shutdown_app(app: App, timeout: float = 10.0) -> None:
     """Let running jobs finish (up to `timeout`), then stop the work pool and close the actions' store connection."""
     services = _SERVICES.get(app)
     if services is not None:
+        from bot.storage.datasets import stop_all_hashing
+
+        stop_all_hashing()  # a dataset hash check can take hours: it ends now, not after the jobs' grace period
         services.pool.stop(timeout)
         if services.action_store is not None and services.action_store is not services.store:
             services.action_store.close()

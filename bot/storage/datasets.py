@@ -578,6 +578,25 @@ class HashCancelled(Exception):
     """The run's deadline passed or the bot is shutting down: hashing stopped between two blocks."""
 
 
+class HashingStopped(ArtifactError):
+    """Raised by verify_chunks when its hashing was stopped from outside (shutdown): no partial verdict."""
+
+
+# The stop flags of every verification running in this process: shutdown sets them all, so hashing threads end
+# within one block instead of keeping the process alive (a thread pool's threads are joined at exit).
+_RUNNING: set[threading.Event] = set()
+_RUNNING_LOCK = threading.Lock()
+
+
+def stop_all_hashing() -> int:
+    """Stop every dataset hash check in progress (at shutdown); returns how many were running."""
+    with _RUNNING_LOCK:
+        running = list(_RUNNING)
+    for flag in running:
+        flag.set()
+    return len(running)
+
+
 def _capped_digest(fh: IO[bytes], view: memoryview, limit: int | None, stop: threading.Event,
                    report: Callable[[int, bool], None]) -> tuple[str, int]:
     """sha256 and size of what `fh` yields, reading at most `limit` + 1 bytes (one more than recorded shows the
@@ -689,6 +708,8 @@ async def verify_chunks(
     gate = asyncio.Semaphore(max(1, downloads))
 
     stop = threading.Event()  # set when this coroutine ends for any reason (deadline, shutdown): threads stop
+    with _RUNNING_LOCK:
+        _RUNNING.add(stop)
     sizes = {e.relative_path: e.size for c in chunks for e in c.entries}
 
     def progress_from_thread(nbytes: int, file_done: bool) -> None:
@@ -840,8 +861,12 @@ async def verify_chunks(
 
     try:
         await asyncio.gather(*(one(c) for c in chunks))
+        if stop.is_set():  # stopped from outside while hashing: what was hashed is no verdict
+            raise HashingStopped("hashing was stopped because the bot is shutting down; run the check again")
     finally:
         stop.set()  # a cancelled run (deadline, SIGTERM) stops its hashing threads at the next block
+        with _RUNNING_LOCK:
+            _RUNNING.discard(stop)
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)
     report.duration_s = time.perf_counter() - started

@@ -715,3 +715,37 @@ def test_a_button_value_only_runs_where_it_was_posted(
         assert [r["outcome"] for r in found] == ["tampered", "tampered"], found
         assert "another" in json.dumps(found) or "bound to channel" in json.dumps(found)
         assert not basic_sim.calls_to("tasks.enqueue")
+
+
+def test_shutdown_stops_a_hash_check_at_once(tmp_path: Path) -> None:
+    """SIGTERM used never to complete while a hash check ran: `shutdown_app` now stops every check in progress
+    (`stop_all_hashing`); the check ends with "stopped" (no partial verdict) and its threads end."""
+    import threading
+
+    from bot.storage.datasets import ChunkPlan, FileEntry, HashingStopped, stop_all_hashing
+
+    root = tmp_path / "datasets"
+    root.mkdir()
+    with (root / "huge.bin").open("wb") as fh:
+        fh.truncate(64 << 30)
+    outcome: list[BaseException | Any] = []
+
+    def verify() -> None:
+        try:
+            outcome.append(_verify_local(root, [ChunkPlan("data", "ds", f"file://{root}", None,
+                                                          [FileEntry("huge.bin", "0" * 64, None, "data")])]))
+        except BaseException as exc:
+            outcome.append(exc)
+
+    worker = threading.Thread(target=verify)
+    worker.start()
+    deadline = time.monotonic() + 10
+    while not any(t.name.startswith("dataset-hash") for t in threading.enumerate()) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert stop_all_hashing() == 1
+    worker.join(timeout=10)
+    assert not worker.is_alive() and outcome and isinstance(outcome[0], HashingStopped), outcome
+    deadline = time.monotonic() + 5
+    while any(t.name.startswith("dataset-hash") for t in threading.enumerate()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(t.name.startswith("dataset-hash") for t in threading.enumerate())
