@@ -77,6 +77,9 @@ _SECRET_WORD = (
     r"|(?<![a-z0-9])pass(?![a-z0-9]))"
 )
 _SECRET_NAME = re.compile(_SECRET_WORD)  # searched in lowercased text: much faster than re.I
+# the secret word at the end of a name (for `name:value` with no space, which worker ids like `gpu-private:0` share)
+_SECRET_END = (r"(?:secret|token|passw(?:or)?d|passphrase|api[_-]?key|apikey|access[_-]?key|credentials?|"
+               r"private[_-]?key|client[_-]?secret|pass)(?![A-Za-z0-9_.\-/])")
 _NAME = rf"[A-Za-z0-9_.\-/]*{_SECRET_WORD}[A-Za-z0-9_.\-/]*"
 _VALUE = r"(?:\"[^\"\n]*\"|'[^'\n]*'|[^\s\"',;&<>`|]+)"  # not past a quote, a code span's or a link's end
 _ARROW = rf"(?:\s*(?:->|→|=>)\s*{_VALUE})?"  # the other side of a diff: `a -> b`
@@ -85,7 +88,11 @@ _NAMED: tuple[tuple[re.Pattern[str], str], ...] = (
     # --password X, --api-key=X (only named options: a bare -p is too common)
     (re.compile(rf"(?i)(--{_NAME})(\s+|=)(?!-)({_VALUE})"), rf"\1\2{MARK}"),
     # NAME=VALUE, NAME: VALUE, "NAME": "VALUE", both sides of NAME: a -> b
-    (re.compile(rf"(?i)(?<![A-Za-z0-9_.\-/])({_NAME})([\"']?\s*(?::=|=>|[:=])\s*)({_VALUE}){_ARROW}"),
+    # (`:` counts only before a space or after a quoted key: `gpu-private:0`, a worker id, is not an assignment)
+    (re.compile(rf"(?i)(?<![A-Za-z0-9_.\-/])({_NAME})((?:[\"']\s*[:=]|\s*(?::=|=>|=)|\s*:(?=\s))\s*)({_VALUE}){_ARROW}"),
+     rf"\1\2{MARK}"),
+    # NAME:VALUE without a space when the name ends with the secret word (`password:abc`, `HF_TOKEN:hf…`)
+    (re.compile(rf"(?i)(?<![A-Za-z0-9_.\-/])([A-Za-z0-9_.\-/]*{_SECRET_END})(:)(?![\s/])({_VALUE})"),
      rf"\1\2{MARK}"),
 )
 # (hints in the lowercased text, pattern, replacement): the pattern runs only when one hint is present.

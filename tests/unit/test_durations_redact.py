@@ -36,3 +36,23 @@ def test_redact_known_secrets_and_credential_shapes() -> None:
     for leaked in ("SECRETVALUE123", "abcdefgh1234", "xoxb-1111", "AKIAABCDEFGHIJKLMNOP", "minio123", "eyJhbGciOi"):
         assert leaked not in out
     assert "failed" in out and "host/bucket" in out
+
+
+def test_redact_every_shape_from_issue_14_and_leaves_ordinary_text_alone() -> None:
+    m = "ZQ9xK2mP7vL4tR8w"
+    planted = [
+        f"CLEARML_API_SECRET_KEY={m}", f"HF_TOKEN={m}", f"WANDB_API_KEY={m}", f"OPENAI_API_KEY={m}",
+        f"GITHUB_TOKEN={m}", f"AWS_SESSION_TOKEN={m}", f"PGPASSWORD={m}", f"DJANGO_SECRET_KEY={m}",
+        f"db_password={m}", f"client_secret={m}", f"password:{m}", f'{{"api_key":"{m}"}}',
+        f"ghp_{m}abcdefghij0123456789", f"glpat-{m}abcdefgh", f"hf_{m}abcdefghijklmno", f"sk-proj-{m}abcdefgh",
+        f"AIza{m}abcdefghijklmnopqrs", f"https://hooks.slack.com/services/T000/B000/{m}",
+        f"AccountName=x;AccountKey={m}==;EndpointSuffix=core.windows.net",
+        f"-----BEGIN RSA PRIVATE KEY-----\nMIIE{m}\n-----END RSA PRIVATE KEY-----",
+        f"eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.{m}", f"redis://:{m}@cache:6379/0", f"https://user:{m}/x@host/path",
+        f"run --password {m} --x", f"Authorization: Token {m}", f"x-api-key: {m}", f"Args/db_password: a{m} -> b{m}",
+    ]
+    assert [line for line in planted if m in redact(line)] == []
+    ordinary = ["max_tokens=512", "tokenizer=bert-base-uncased", "http://h:8080/x@y", "lr=0.001 batch=32",
+                "worker private-gpu-01:gpu0 silent", "token-runner:0 died", "PWD=/home/u", "key: train/loss",
+                "Failed uploading to s3://ml-artifacts/vision: AccessDenied", "https://files.example:8081/a/b.zip"]
+    assert [redact(line) for line in ordinary] == ordinary
