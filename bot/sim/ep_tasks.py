@@ -601,3 +601,27 @@ def tasks_set_requirements(call: Call) -> dict[str, Any]:
     call.state.update_task(data["task"], {"script.requirements": data["requirements"], "last_update": now,
                                           "last_change": now, "last_changed_by": call.user})
     return {"updated": 1, "fields": {"script.requirements": data["requirements"]}}
+
+
+@endpoint("tasks.add_or_update_artifacts", ("2.10",))
+def tasks_add_or_update_artifacts(call: Call) -> dict[str, Any]:
+    """Artifacts matched by (key, mode) are replaced, others appended; like the server, only a draft task's unless
+    `force` (what the SDK sends from a running task)."""
+    data = call.data
+    required(data, "task", "artifacts")
+    doc = task_for_write(call, data["task"])
+    if not data.get("force") and doc.get("status") != "created":
+        raise ApiError(400, 110, expected="created", status=doc.get("status"))
+    artifacts = data["artifacts"]
+    if not isinstance(artifacts, list) or not all(isinstance(a, dict) and a.get("key") and a.get("type")
+                                                  for a in artifacts):
+        raise ApiError(400, 12, replacement="Validation error (artifacts: each needs `key` and `type`)")
+    current = [dict(a) for a in get_path(doc, "execution.artifacts") or []]
+    for artifact in artifacts:
+        new = {"mode": "output", **artifact}
+        current = [a for a in current if (a.get("key"), a.get("mode", "output")) != (new["key"], new["mode"])]
+        current.append(new)
+    now = call.now()
+    call.state.update_task(data["task"], {"execution.artifacts": sorted(current, key=lambda a: str(a["key"])),
+                                          "last_update": now, "last_change": now, "last_changed_by": call.user})
+    return {"updated": len(artifacts)}
