@@ -318,6 +318,26 @@ class IntegrityParams(CheckParams):
         "`{name}` and `{version}` are replaced per dataset",
     )
     max_listed: int = Field(default=20, ge=1, le=1000, description="file paths listed in the evidence")
+    on_agent: str | None = Field(
+        default=None,
+        description="a queue name: instead of reading the chunks on the bot's machine, enqueue a verification task "
+        "there; an agent near the storage re-hashes every file (always `verify: hash`) and the bot reads only its "
+        "JSON result (results arrive on a later run)",
+    )
+    agent_project: str = Field(
+        default="clearml-chatops/verification", description="with `on_agent`: the bot-owned (hidden) project"
+    )
+    pickup_timeout: Duration = Field(
+        default=3600.0, description="with `on_agent`: a verification task waiting longer than this warns"
+    )
+    run_timeout: Duration = Field(
+        default=43200.0, description="with `on_agent`: a verification running longer than this warns"
+    )
+    every: Duration = Field(default=86400.0, description="with `on_agent`: verify again this long after a round")
+    retry_after: Duration = Field(
+        default=3600.0, description="with `on_agent`: send a failed verification again after this long"
+    )
+    log_lines: int = Field(default=30, ge=5, le=500, description="with `on_agent`: log lines quoted on failure")
 
 
 @check("datasets.integrity", params=IntegrityParams)
@@ -330,6 +350,10 @@ async def integrity(snap: Snapshot, params: IntegrityParams) -> list[Finding]:
     download every chunk (file server with the API token, S3 through boto3) and re-hash every file (sha256, in
     parallel, bounded memory), reporting mismatched and missing files. An intact version gives an `ok`
     finding with what was verified. Progress: `bot.storage.datasets.set_progress_hook(...)`.
+
+    With `on_agent: <queue>` the reading and hashing run on an agent of that queue (bot/checks/datasets_agent.py):
+    the run with no result dispatches a verification task (`info`), a later run turns its result into the same
+    findings; a verification that fails or waits past `pickup_timeout` is a warning on the queue with its log.
     """
     datasets = await select_datasets(snap, params.projects, params.names, params.ids or None)
     findings: list[Finding] = []
@@ -357,6 +381,10 @@ async def integrity(snap: Snapshot, params: IntegrityParams) -> list[Finding]:
     datasets = datasets[: params.max_datasets]
     ctx = StorageContext.from_snapshot(snap)
     secrets = ctx.secrets()
+    if params.on_agent:
+        from bot.checks.datasets_agent import integrity_on_agent
+
+        return findings + await integrity_on_agent(snap, params, datasets, secrets)
     async with ArtifactReader(ctx, timeout_s=params.timeout) as reader:
         for ds in datasets:
             findings.append(await _verify_one(snap, ctx, reader, ds, params, secrets))
@@ -406,9 +434,6 @@ async def _verify_one(
             "Without a readable state the version's file list is lost; recreate the version from its source "
             "data. See datasets.incomplete for the same version.",
         )
-    problems: list[str] = []
-    if read.hash_ok is False:
-        problems.append("state.json does not match its recorded sha256")
     state = read.state
     owners_needed = {e.parent_dataset_id or ds.id for e in state.file_entries}
     owners = await datasets_by_id(snap, owners_needed - {ds.id})
@@ -442,45 +467,100 @@ async def _verify_one(
         workers=params.workers,
         downloads=params.downloads,
     )
-    missing = plan_problems + report.missing
-    evidence.update(
+    owner_related = [related("dataset", oid, label(t)) for oid, t in owners.items() if oid != ds.id]
+    evidence["duration_s"] = round(time.perf_counter() - started, 3)
+    return judge_integrity(
+        snap, ds, params, secrets, evidence, links,
+        state_hash_ok=read.hash_ok,
         files=len(state.file_entries),
         chunks=len(plans),
-        files_verified=report.files_ok,
+        files_ok=report.files_ok,
         bytes_hashed=report.bytes_hashed,
         bytes_downloaded=report.bytes_downloaded,
-        mismatched_count=len(report.mismatched),
-        missing_count=len(missing),
-        mismatched=report.mismatched[: params.max_listed],
-        missing=missing[: params.max_listed],
-        chunk_problems=report.chunk_problems[: params.max_listed],
+        mismatched=report.mismatched,
+        missing=plan_problems + report.missing,
+        chunk_problems=report.chunk_problems,
+        owner_related=owner_related,
     )
-    if report.mismatched:
-        problems.append(
-            f"{_n(len(report.mismatched), 'file')} {'differ' if len(report.mismatched) != 1 else 'differs'} "
-            "from the recorded sha256"
-        )
-    if missing:
-        problems.append(f"{_n(len(missing), 'file')} cannot be found")
-    elif report.chunk_problems:
-        problems.append("; ".join(p["problem"] for p in report.chunk_problems[:3]))
-    owner_related = [related("dataset", oid, label(t)) for oid, t in owners.items() if oid != ds.id]
+
+
+def judge_integrity(
+    snap: Snapshot,
+    ds: Task,
+    params: IntegrityParams,
+    secrets: list[str],
+    evidence: dict[str, Any],
+    links: list[str],
+    *,
+    state_hash_ok: bool | None,
+    files: int,
+    chunks: int,
+    files_ok: int,
+    bytes_hashed: int,
+    bytes_downloaded: int,
+    mismatched: list[dict[str, Any]],
+    missing: list[dict[str, Any]],
+    chunk_problems: list[dict[str, Any]],
+    owner_related: list[dict[str, Any]],
+    mismatched_count: int | None = None,
+    missing_count: int | None = None,
+    hashed: bool | None = None,
+) -> Finding:
+    """The finding for one verified version, from what was found (on this machine or by an agent)."""
+    hashed = params.verify == "hash" if hashed is None else hashed
+    n_mismatched = len(mismatched) if mismatched_count is None else mismatched_count
+    n_missing = len(missing) if missing_count is None else missing_count
+    evidence.update(
+        files=files,
+        chunks=chunks,
+        files_verified=files_ok,
+        bytes_hashed=bytes_hashed,
+        bytes_downloaded=bytes_downloaded,
+        mismatched_count=n_mismatched,
+        missing_count=n_missing,
+        mismatched=mismatched[: params.max_listed],
+        missing=missing[: params.max_listed],
+        chunk_problems=chunk_problems[: params.max_listed],
+    )
+    problems: list[str] = []
+    if state_hash_ok is False:
+        problems.append("state.json does not match its recorded sha256")
+    if n_mismatched:
+        problems.append(f"{_n(n_mismatched, 'file')} {'differ' if n_mismatched != 1 else 'differs'} "
+                        "from the recorded sha256")
+    if n_missing:
+        problems.append(f"{_n(n_missing, 'file')} cannot be found")
+    elif chunk_problems:
+        problems.append("; ".join(p["problem"] for p in chunk_problems[:3]))
     if owner_related:
         evidence["related"] = owner_related
+
+    def done(severity: Severity, title: str, detail: str, remediation: str = "") -> Finding:
+        return Finding(
+            check="datasets.integrity",
+            severity=severity,
+            title=title,
+            detail=detail,
+            subject=subject(ds),
+            evidence=redact_obj(evidence, secrets),
+            links=links,
+            remediation=remediation,
+        )
+
     if problems:
-        examples = [m["path"] for m in report.mismatched[:3]] + [m["path"] for m in missing[:3]]
+        examples = [m["path"] for m in mismatched[:3]] + [m["path"] for m in missing[:3]]
         return done(
             "critical",
             f"Dataset '{label(ds)}' is damaged: " + "; ".join(problems),
-            ("Affected files: " + ", ".join(examples)) if examples else "; ".join(problems),
+            ("Affected files: " + ", ".join(str(e) for e in examples)) if examples else "; ".join(problems),
             "Consumers of this version will get wrong or missing files (Dataset.get_local_copy only compares "
             "sizes). Recreate the version from its source data, or re-upload the affected chunks; check the "
             "storage that holds the chunks (storage.probe) for lost or rewritten objects.",
         )
     what = (
-        f"{_n(report.files_ok, 'file')} re-hashed (sha256, {report.bytes_hashed} bytes)"
-        if params.verify == "hash"
-        else f"{_n(len(plans), 'chunk')} present for {_n(report.files_ok, 'file')}"
+        f"{_n(files_ok, 'file')} re-hashed (sha256, {bytes_hashed} bytes)"
+        if hashed
+        else f"{_n(chunks, 'chunk')} present for {_n(files_ok, 'file')}"
     )
     return done("ok", f"Dataset '{label(ds)}' is intact: {what}", f"state.json sha256 matches; {what}.")
 
