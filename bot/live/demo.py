@@ -15,6 +15,8 @@ The story (about a minute; `--quick` about half that):
     `command` rotate backend runs `python -m bot.live.launcher restart ...` (no shell), which restarts the agent;
     the orphaned task is stopped, reset and enqueued again.
  6. The agent comes back, the incident resolves, and the requeued training runs to completion.
+ 7. Meanwhile datasets.integrity with `on_agent: cpu-b` sends a verification task to cpu-b: the agent re-hashes
+    the `street-scenes` dataset next to the storage, and the bot reports the result it uploaded.
 
 Timing. Real agents report every 30 s; the demo's agents report every R s (the agent's own
 CLEARML_AGENT_STATUS_REPORT_FREQ_SEC) and the demo playbook scales the thresholds with it: stale after 2R (two
@@ -122,6 +124,8 @@ class Milestones:
     notes: list[str] = field(default_factory=list)
     canary_events: bool = False  # the write-path canary was narrated
     canary_rounds: set[tuple[Any, ...]] = field(default_factory=set)  # queue canary rounds narrated
+    verification: set[tuple[Any, ...]] = field(default_factory=set)  # dataset verification steps narrated
+    dataset_verified: float | None = None
 
 
 def demo_playbook(pace: Pace) -> Any:
@@ -140,6 +144,8 @@ def demo_playbook(pace: Pace) -> Any:
             # the server's write path, and a canary task through cpu-b once its own work is done
             CheckEntry(check="server.events_canary"),
             CheckEntry(check="queues.canary", params={"queues": [QUEUE_B], "pickup_timeout": 40 * r}),
+            # a dataset re-hashed by cpu-b's agent, next to the storage; the bot reads only the JSON result
+            CheckEntry(check="datasets.integrity", params={"on_agent": QUEUE_B, "pickup_timeout": 40 * r}),
         ],
     )
 
@@ -339,6 +345,17 @@ class LiveDemo:
                 if key not in self.m.canary_rounds:
                     self.m.canary_rounds.add(key)
                     self.say.say("🐤", f"queues.canary: {f.title}")
+            if f.check == "datasets.integrity":
+                agent = f.evidence.get("on_agent") or {}
+                step = "result" if agent.get("task") else "dispatched" if "dispatched" in f.title else ""
+                key = (f.subject.id, step, f.severity)
+                if step and key not in self.m.verification:
+                    self.m.verification.add(key)
+                    where = (f" (verified by {agent.get('worker')}, task {agent.get('task')})"
+                             if step == "result" else "")
+                    self.say.say("🧮", f"datasets.integrity: {f.severity.upper()} {f.title}{where}")
+                    if step == "result" and self.m.dataset_verified is None:
+                        self.m.dataset_verified = self.say.elapsed()
 
     # ------------------------------------------------------------------ steps
     def _wait(self, what: str, cond: Callable[[], bool], timeout: float) -> None:
@@ -460,7 +477,7 @@ class LiveDemo:
 
         with self.sim.state.lock:
             done = all(self.sim.state.tasks[t].get("status") == "completed" for t in self.tasks.values())
-        if not done or self.m.resolved is None:
+        if not done or self.m.resolved is None or self.m.dataset_verified is None:
             return False
         return not IncidentTracker(store).list_incidents("open")
 
@@ -479,6 +496,7 @@ class LiveDemo:
             f"rotate  → agent re-registered           {after(m.agent_back, m.rotated)}",
             f"rotate  → incident resolved             {after(m.resolved, m.rotated)}",
             f"rotate  → train-resnet completed again  {after(m.retrained, m.rotated)}",
+            f"dataset verified by an agent at         {m.dataset_verified or 0:5.1f} s",
             f"warnings before the kill (healthy agents): {m.problems_before_kill}",
         ]))
 

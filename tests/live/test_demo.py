@@ -48,6 +48,10 @@ def test_live_demo_catches_the_killed_agent_rotates_it_and_recovers(
     assert "done: exec(argv=[" in out and "bot.live.launcher, restart" in out  # the command backend, no shell
     assert "done: tasks.enqueue(task=" in out
     assert "warnings before the kill (healthy agents): 0" in out
+    # a dataset verified by the agent of cpu-b, next to the storage
+    assert first("datasets.integrity: INFO Dataset 'street-scenes 1.0.0': verification dispatched to queue cpu-b") \
+        < first("datasets.integrity: OK Dataset 'street-scenes 1.0.0' is intact: 3 files re-hashed")
+    assert "verified by live-b:0" in out
     assert "live-b:0" not in "".join(line for line in lines if "agents.stale" in line)  # never the healthy agent
     # Every agent the demo started (and the one the launcher restarted) is gone.
     assert not AgentFleet(state_dir / "agents").close()
