@@ -173,8 +173,11 @@ SEVERITY_POLICY: dict[str, dict[str, str]] = {
         "missing chunks",
     },
     "datasets.integrity": {
-        "info": "never",
-        "warning": "never",
+        "info": "with `on_agent`: a verification task was dispatched to the queue, waits there or runs on an agent "
+        "(the result comes on a later run)",
+        "warning": "with `on_agent`: the verification task failed on the agent, completed without a readable result, "
+        "waited past `pickup_timeout` or ran past `run_timeout` (one finding on the queue, with the task's log tail): "
+        "the versions are unverified, not damaged",
         "critical": "files are missing or differ from their recorded hash, or the version cannot be verified at all",
     },
     "datasets.lineage": {
