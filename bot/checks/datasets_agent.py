@@ -35,6 +35,9 @@ if TYPE_CHECKING:
 VERIFY_TAG = "clearml-chatops-dataset-verification"
 VERIFY_PREFIX = "dataset verification: "
 JOB_SECTION = "clearml-chatops verification"  # the task's configuration object the script reads its job from
+# The previous round's result, kept on the task while the next round runs (tasks.reset drops the artifact), so a
+# damaged version stays reported instead of flapping for the length of each re-verification.
+LAST_SECTION = "clearml-chatops last result"
 RESULT_ARTIFACT = "verification"
 ENQUEUED_KEY = "clearml_chatops_enqueued"
 ENTRY_POINT = "clearml_chatops_verify_dataset.py"
@@ -57,8 +60,8 @@ async def _verification_task(snap: Snapshot, queue: Queue) -> dict[str, Any] | N
     return docs[0] if docs else None
 
 
-def _job_of(doc: dict[str, Any] | None) -> dict[str, Any]:
-    section = ((doc or {}).get("configuration") or {}).get(JOB_SECTION) or {}
+def _job_of(doc: dict[str, Any] | None, name: str = JOB_SECTION) -> dict[str, Any]:
+    section = ((doc or {}).get("configuration") or {}).get(name) or {}
     try:
         job = json.loads(section.get("value") or "{}")
     except (TypeError, ValueError):
@@ -71,7 +74,7 @@ def _needs_boto3(datasets: list[Task]) -> bool:
 
 
 async def _dispatch(snap: Snapshot, params: IntegrityParams, queue: Queue, doc: dict[str, Any] | None,
-                    datasets: list[Task]) -> str:
+                    datasets: list[Task], previous: dict[str, Any] | None = None) -> str:
     """Create (or reset) the queue's verification task with this round's job, then enqueue it; returns its id."""
     from bot.checks.canary import _project_id
 
@@ -83,6 +86,10 @@ async def _dispatch(snap: Snapshot, params: IntegrityParams, queue: Queue, doc: 
               "requirements": {"pip": "boto3\n"} if _needs_boto3(datasets) else {}}
     configuration = {JOB_SECTION: {"name": JOB_SECTION, "type": "json", "value": json.dumps(job),
                                    "description": "the dataset versions the clearml-chatops verification checks"}}
+    previous = previous or _job_of(doc, LAST_SECTION)
+    if previous:
+        configuration[LAST_SECTION] = {"name": LAST_SECTION, "type": "json", "value": json.dumps(previous),
+                                       "description": "the previous round's result, read by clearml-chatops"}
     if doc is None:
         created = await client.call("tasks.create", {
             "name": VERIFY_PREFIX + queue.name, "type": "data_processing",
@@ -150,13 +157,34 @@ async def integrity_on_agent(snap: Snapshot, params: IntegrityParams, datasets: 
             links=[snap.task_link(task_id), snap.queue_link(queue.id)], remediation=remediation,
         )
 
-    async def dispatch(reason: str) -> list[Finding]:
+    async def dispatch(reason: str, previous: dict[str, Any] | None = None) -> list[Finding]:
         nonlocal task_id, status
-        task_id = await _dispatch(snap, params, queue, doc, datasets)
+        task_id = await _dispatch(snap, params, queue, doc, datasets, previous)
         status = "queued"
         return [note(ds, f"verification dispatched to queue {queue.name}",
                      f"{reason} An agent of queue {queue.name} re-hashes the chunks next to the storage; a later run "
                      "reports the result.") for ds in datasets]
+
+    def from_result(result: dict[str, Any], covered_ids: set[str],
+                    waiting: Any = None) -> tuple[list[Finding], list[Task]]:
+        """Findings for the selected versions the result covers; the others (to verify in the next round) get
+        `waiting(ds)` when given."""
+        reports = {str(r.get("id")): r for r in result.get("datasets") or [] if isinstance(r, dict)}
+        age = _result_age(snap, result)
+        out: list[Finding] = []
+        pending: list[Task] = []
+        for ds in datasets:
+            report = reports.get(ds.id)
+            if report is None or ds.id not in covered_ids:
+                pending.append(ds)
+                if waiting is not None:
+                    out.append(waiting(ds))
+                continue
+            out.append(_from_report(snap, params, secrets, ds, report, doc or {}, result, queue_evidence, age))
+        return out, pending
+
+    previous = _job_of(doc, LAST_SECTION)
+    previous_covered = {str(r.get("id")) for r in previous.get("datasets") or [] if isinstance(r, dict)}
 
     if not datasets:
         return []
@@ -175,7 +203,8 @@ async def integrity_on_agent(snap: Snapshot, params: IntegrityParams, datasets: 
                 "point `on_agent` at a served queue (queues.canary tells whether it pulls work).",
                 {"waited_s": int(waited)},
             )]
-        return [note(ds, f"verification waiting in queue {queue.name}", "") for ds in datasets]
+        return from_result(previous, previous_covered,
+                           lambda ds: note(ds, f"verification waiting in queue {queue.name}", ""))[0]
 
     if status == "in_progress":
         worker = str(doc.get("last_worker") or "?")
@@ -190,7 +219,8 @@ async def integrity_on_agent(snap: Snapshot, params: IntegrityParams, datasets: 
                 "(`ids`, `names`, `max_datasets`) if the datasets are very large.",
                 {"worker": worker, "running_s": int(ran), "log_tail": tail[-params.log_lines:]},
             )]
-        return [note(ds, f"being verified by agent {worker} (queue {queue.name})", "") for ds in datasets]
+        return from_result(previous, previous_covered,
+                           lambda ds: note(ds, f"being verified by agent {worker} (queue {queue.name})", ""))[0]
 
     if status in ("failed", "stopped"):
         from bot.checks.repro import CAUSES, classify_failure
@@ -213,7 +243,7 @@ async def integrity_on_agent(snap: Snapshot, params: IntegrityParams, datasets: 
         if since is not None and since >= params.retry_after:
             await _dispatch(snap, params, queue, doc, datasets)
             finding.evidence["redispatched"] = True
-        return [finding]
+        return [finding] + from_result(previous, previous_covered)[0]
 
     # completed (or published/closed): the result
     ctx = StorageContext.from_snapshot(snap)
@@ -243,25 +273,27 @@ async def integrity_on_agent(snap: Snapshot, params: IntegrityParams, datasets: 
                          "(api.files_server in its clearml.conf).",
                          {"problem": problem, "log_tail": tail[-params.log_lines:]})]
 
-    reports = {str(r.get("id")): r for r in result.get("datasets") or [] if isinstance(r, dict)}
-    finished = result.get("finished")
-    age = snap.now.timestamp() - float(finished) if isinstance(finished, int | float) else None
-    findings: list[Finding] = []
-    pending: list[Task] = []
-    for ds in datasets:
-        report = reports.get(ds.id)
-        if report is None or ds.id not in covered:
-            pending.append(ds)
-            continue
-        findings.append(_from_report(snap, params, secrets, ds, report, doc, queue_evidence, age,
-                                     str(result.get("host") or "")))
+    # kept with the result: a reset task forgets its worker and completion time
+    result.setdefault("worker", doc.get("last_worker"))
+    result.setdefault("completed", str(doc.get("completed") or ""))
+    findings, pending = from_result(result, covered)
+    age = _result_age(snap, result)
     stale = age is not None and age >= params.every
     if pending or stale:
         reason = (f"{len(pending)} selected version(s) were not in the last round." if pending
                   else f"The last verification finished {age / 3600:.0f} h ago (every {params.every / 3600:.0f} h).")
-        dispatched = await dispatch(reason)
+        dispatched = await dispatch(reason, previous=result)
         findings += [f for f in dispatched if f.subject.id in {d.id for d in pending}]
     return findings
+
+
+def _result_age(snap: Snapshot, result: dict[str, Any]) -> float | None:
+    """Seconds since the round completed, by the server's clock (the task's `completed`); the agent's own clock
+    (`finished`) only when the server's is unknown."""
+    age = _since(snap, result.get("completed"))
+    if age is None and isinstance(result.get("finished"), int | float):
+        age = max(0.0, snap.now.timestamp() - float(result["finished"]))
+    return age
 
 
 def artifacts_of_doc(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -272,17 +304,19 @@ def artifacts_of_doc(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def _from_report(snap: Snapshot, params: IntegrityParams, secrets: list[str], ds: Task, report: dict[str, Any],
-                 doc: dict[str, Any], queue_evidence: dict[str, Any], age: float | None, host: str) -> Finding:
+                 doc: dict[str, Any], result: dict[str, Any], queue_evidence: dict[str, Any],
+                 age: float | None) -> Finding:
     from bot.checks.datasets import judge_integrity, label, subject, version_of
     from bot.checks.storage import redact_obj
 
-    task_id = str(doc["id"])
+    task_id = str(result.get("task") or doc.get("id") or "")
     state = report.get("state") if isinstance(report.get("state"), dict) else {}
     evidence: dict[str, Any] = {
         "dataset": {"id": ds.id, "name": ds.name, "version": version_of(ds), "status": ds.status},
         "verify": "hash",
-        "on_agent": {**queue_evidence, "task": task_id, "worker": doc.get("last_worker"),
-                     "host": host or None, "finished_age_s": None if age is None else int(age)},
+        "on_agent": {**queue_evidence, "task": task_id, "worker": result.get("worker") or doc.get("last_worker"),
+                     "host": result.get("host"), "finished_age_s": None if age is None else int(age),
+                     "next_round": str(doc.get("status") or "") in ("created", "queued", "in_progress")},
         "state": {k: state.get(k) for k in ("uri", "sha256", "expected_sha256", "size")},
         "duration_s": report.get("duration_s"),
     }

@@ -154,6 +154,18 @@ def test_verification_runs_on_the_agent_and_reports_the_same_findings(sim_factor
     again = run(sim)
     assert again["cityscapes-seg 1.2.0"].severity == "critical"  # last result still shown while re-verifying
     assert [t["status"] for t in verification_tasks(sim)] == ["queued"] and len(sim.calls_to("tasks.create")) == 1
+    # while the next round waits, the previous result stays reported (the reset task lost its artifact)
+    waiting_again = run(sim)
+    assert waiting_again["cityscapes-seg 1.2.0"].severity == "critical"
+    assert waiting_again["cityscapes-seg 1.2.0"].evidence["on_agent"]["next_round"] is True
+    assert waiting_again["cityscapes-seg 1.2.0"].evidence["on_agent"]["worker"] == WORKER
+    assert waiting_again["cityscapes-seg 1.1.0"].severity == "ok"
+    assert len(sim.calls_to("tasks.enqueue")) == 2
+    second_task, _ = agent_runs_next(sim, tmp_path)
+    assert second_task == task_id  # the same task, reset and sent again
+    fresh = run(sim)["cityscapes-seg 1.2.0"]
+    assert fresh.severity == "critical" and fresh.evidence["on_agent"]["next_round"] is False
+    assert fresh.evidence["on_agent"]["finished_age_s"] < 60
 
 
 def test_a_size_mismatch_is_found_on_the_agent(sim_factory: Any, tmp_path: Path) -> None:

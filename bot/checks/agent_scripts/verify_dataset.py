@@ -72,6 +72,7 @@ def load_config() -> dict[str, Any]:
             parsed = json.loads(text)  # what clearml-agent writes for the tasks it runs
         except ValueError:
             parsed = None
+    conf["source"] = f"{path} (JSON)" if isinstance(parsed, dict) else (path if text else "the environment")
     if isinstance(parsed, dict):
         api = parsed.get("api") or {}
         creds = api.get("credentials") or {}
@@ -411,7 +412,9 @@ def main() -> int:
         job = json.loads(section.get("value") or "{}")
         ids = [str(i) for i in job.get("datasets") or []]
         limit = int(job.get("max_listed") or 20)
-        print(f"clearml-chatops verification: {len(ids)} dataset version(s) on {platform.node()}", flush=True)
+        print(f"clearml-chatops verification: {len(ids)} dataset version(s) on {platform.node()}; server "
+              f"{api.conf['api_server']}, files {api.conf['files_server'] or '-'} (from {api.conf['source']})",
+              flush=True)
         tasks = fetch_tasks(api, ids)
         reports = []
         for dataset_id in ids:
