@@ -150,7 +150,7 @@ def test_verification_runs_on_the_agent_and_reports_the_same_findings(sim_factor
 
     # results stay reported (no flapping) until `every`, then the same task goes round again
     assert run(sim)["cityscapes-seg 1.2.0"].severity == "critical"
-    sim.clock.advance(86400)
+    sim.clock.advance(86400 + 60)  # `every` (24 h) after the round completed
     again = run(sim)
     assert again["cityscapes-seg 1.2.0"].severity == "critical"  # last result still shown while re-verifying
     assert [t["status"] for t in verification_tasks(sim)] == ["queued"] and len(sim.calls_to("tasks.create")) == 1
@@ -198,7 +198,7 @@ def test_a_failed_verification_is_a_warning_with_its_log_and_is_retried(sim_fact
     assert "verification task failed on agent" in failed.title
     assert "no file server configured" in failed.detail
     assert any("verification FAILED" in line for line in failed.evidence["log_tail"])
-    sim.clock.advance(3601)
+    sim.clock.advance(3600 + 60)  # `retry_after` (1 h) after the failure
     run(sim)
     assert [t["status"] for t in verification_tasks(sim)] == ["queued"]
 
