@@ -57,6 +57,8 @@ def test_a_real_agent_verifies_a_dataset_and_the_bot_reports_the_mismatch(sim_fa
     wait_for("the agent to run the verification", finished, 180, fleet)
     log = task_log(sim, task_id)
     assert "result uploaded" in log, log[-3000:]
+    # the agent gave the task its own configuration file (JSON), as in production
+    assert "(JSON)" in log and f"server {sim.api_url}" in log, log[-3000:]
     found = integrity(sim)
     broken = found["cityscapes-seg 1.2.0"]
     assert broken.severity == "critical", (broken.title, broken.evidence)
