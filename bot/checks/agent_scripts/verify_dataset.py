@@ -17,6 +17,7 @@ ran (whatever it found); non-zero means it could not run (the bot reports the ta
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import os
@@ -162,24 +163,36 @@ def open_uri(api: Api, uri: str) -> Any:
 
 
 def _open_s3(api: Api, uri: str) -> Any:
+    """s3://bucket/key on AWS, s3://host:port/bucket/key on MinIO and other endpoints (ClearML's two forms), with
+    the credentials of the matching sdk.aws.s3.credentials entry, else the top-level ones, else boto3's own chain
+    (environment, instance role)."""
     try:
         import boto3  # type: ignore[import-not-found]
     except ImportError:
         raise VerifyError(f"{uri}: reading s3:// needs boto3 in the agent's Python environment") from None
     parts = urllib.parse.urlsplit(uri)
-    bucket, key = parts.netloc, parts.path.lstrip("/")
+    netloc, path = parts.netloc, parts.path.lstrip("/")
     s3conf = ((api.conf.get("sdk") or {}).get("aws") or {}).get("s3") or {}
+    entries = [e for e in s3conf.get("credentials") or [] if isinstance(e, dict)]
+    on_host = [e for e in entries if e.get("host") == netloc]
+    if on_host or ":" in netloc:  # an endpoint of its own: the bucket is the first path element
+        bucket, _, key = path.partition("/")
+        entry = next((e for e in on_host if e.get("bucket") == bucket), on_host[0] if on_host else {})
+        endpoint = ("https://" if entry.get("secure", True) and on_host else "http://") + netloc
+    else:
+        bucket, key = netloc, path
+        entry = next((e for e in entries if e.get("bucket") == bucket and not e.get("host")), {})
+        endpoint = ""
+    settings = {**{k: s3conf.get(k) for k in ("key", "secret", "token", "region")}, **entry}
     kwargs: dict[str, Any] = {}
-    for entry in s3conf.get("credentials") or []:  # per-bucket settings, as clearml.conf lays them out
-        if isinstance(entry, dict) and entry.get("bucket") == bucket:
-            s3conf = {**s3conf, **entry}
-    if s3conf.get("key") and s3conf.get("secret"):
-        kwargs.update(aws_access_key_id=s3conf["key"], aws_secret_access_key=s3conf["secret"])
-    if s3conf.get("region"):
-        kwargs["region_name"] = s3conf["region"]
-    host = s3conf.get("host")
-    if host:
-        kwargs["endpoint_url"] = ("https://" if s3conf.get("secure") else "http://") + str(host)
+    if settings.get("key") and settings.get("secret"):
+        kwargs.update(aws_access_key_id=settings["key"], aws_secret_access_key=settings["secret"])
+        if settings.get("token"):
+            kwargs["aws_session_token"] = settings["token"]
+    if settings.get("region"):
+        kwargs["region_name"] = settings["region"]
+    if endpoint:
+        kwargs["endpoint_url"] = endpoint
     try:
         return boto3.client("s3", **kwargs).get_object(Bucket=bucket, Key=key)["Body"]
     except Exception as exc:
@@ -187,7 +200,7 @@ def _open_s3(api: Api, uri: str) -> Any:
 
 
 def read_small(api: Api, uri: str, limit: int) -> bytes:
-    with open_uri(api, uri) as stream:
+    with contextlib.closing(open_uri(api, uri)) as stream:
         data = stream.read(limit + 1)
     if len(data) > limit:
         raise VerifyError(f"{uri} is larger than {limit} bytes")
@@ -337,7 +350,7 @@ def verify_chunk(api: Api, owner: str, chunk: str, artifact: dict[str, Any], ent
         return
     path = os.path.join(work_dir, "chunk.zip")
     try:
-        with open_uri(api, uri) as stream, open(path, "wb") as fh:
+        with contextlib.closing(open_uri(api, uri)) as stream, open(path, "wb") as fh:
             shutil.copyfileobj(stream, fh, BLOCK)
             size = fh.tell()
     except VerifyError as exc:
