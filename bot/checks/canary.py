@@ -340,7 +340,7 @@ async def _queue_canaries(snap: Snapshot) -> dict[str, dict[str, Any]]:
     return out
 
 
-async def _project_id(snap: Snapshot, name: str) -> str:
+async def _project_id(snap: Snapshot, name: str, description: str = "") -> str:
     found = await snap.client.call("projects.get_all", {
         "name": f"^{re.escape(name)}$", "search_hidden": True, "only_fields": ["id", "name"],
     })
@@ -349,7 +349,8 @@ async def _project_id(snap: Snapshot, name: str) -> str:
         return str(existing[0]["id"])
     created = await snap.client.call("projects.create", {
         "name": name, "system_tags": ["hidden"],
-        "description": "Owned by clearml-chatops: canary tasks that check the server's write path and the queues.",
+        "description": description
+        or "Owned by clearml-chatops: canary tasks that check the server's write path and the queues.",
     })
     return str(created["id"])
 

@@ -93,7 +93,9 @@ async def _dispatch(snap: Snapshot, params: IntegrityParams, queue: Queue, doc: 
     if doc is None:
         created = await client.call("tasks.create", {
             "name": VERIFY_PREFIX + queue.name, "type": "data_processing",
-            "project": await _project_id(snap, params.agent_project), "tags": [VERIFY_TAG],
+            "project": await _project_id(snap, params.agent_project, "Owned by clearml-chatops: tasks that verify "
+                                         "dataset versions on the agents next to their storage."),
+            "tags": [VERIFY_TAG],
             "comment": "clearml-chatops sends this task to re-hash dataset chunks next to the storage; the result "
             "is its `verification` artifact.",
             "script": script, "configuration": configuration,
@@ -121,7 +123,9 @@ async def integrity_on_agent(snap: Snapshot, params: IntegrityParams, datasets: 
     from bot.checks.datasets import label, subject, version_of
 
     queue_name = str(params.on_agent)
-    queues = [q for q in await snap.queues() if selected((q.name, q.id), [queue_name])]
+    known = await snap.queues()
+    queues = [q for q in known if queue_name in (q.name, q.id)] or [
+        q for q in known if selected((q.name, q.id), [queue_name])]
     if not queues:
         return [Finding(
             check="datasets.integrity", severity="error",
