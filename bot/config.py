@@ -176,7 +176,17 @@ class Settings(_Strict):
     store: str | None = None
     playbooks: str | None = None
     run_deadline: str | float = "60s"
+    # ClearML reads younger than this (relative to when a command was typed) are shared by `serve`'s commands, runs
+    # and Home tab instead of asked again; requests in flight are always shared while it is on. 0 turns sharing off.
+    # Never shared across servers or credentials; scheduled runs accept less when their thresholds need it.
+    read_window: str | float = "5s"
     config_path: str | None = Field(default=None, exclude=True)
+
+    @field_validator("read_window")
+    @classmethod
+    def _duration(cls, value: str | float) -> str | float:
+        parse_duration(value)
+        return value
 
     @property
     def storage_targets(self) -> list[StorageTarget]:
@@ -192,6 +202,10 @@ class Settings(_Strict):
     @property
     def run_deadline_s(self) -> float:
         return parse_duration(self.run_deadline)
+
+    @property
+    def read_window_s(self) -> float:
+        return parse_duration(self.read_window)
 
 
 # ------------------------------------------------------------------------------------------------

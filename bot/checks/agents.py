@@ -97,6 +97,7 @@ def pool_metrics(workers: list[Worker], ages: list[float | None], stale_after: f
 
 
 class StaleParams(CheckParams):
+    age_thresholds = ("notice_after", "stale_after", "dead_after")
     notice_after: OptionalDuration = Field(
         default=60.0,
         description="silence after which a still-young gap is noted as `info` (two missed 30 s reports): a killed "
@@ -225,6 +226,7 @@ class ExpectedWorkers(BaseModel):
 
 
 class MissingParams(CheckParams):
+    age_thresholds = ("live_within",)
     expected: list[ExpectedWorkers] | Literal["auto"] = Field(
         default="auto",
         description='"auto": learn the usual pools from the run history; or a list, e.g. [{pattern: "gpu-*", '
@@ -402,6 +404,7 @@ async def _missing_from_baseline(snap: Snapshot, params: MissingParams) -> list[
 
 
 class OrphanedParams(CheckParams):
+    age_thresholds = ("max_silence", "worker_dead_after", "grace")
     max_silence: Duration = Field(
         default=900.0, description="an in_progress task with no update for this long is orphaned, whatever its worker"
     )
@@ -524,6 +527,7 @@ async def agents_orphaned_tasks(snap: Snapshot, params: OrphanedParams) -> list[
 
 
 class UnservedParams(CheckParams):
+    age_thresholds = ("stale_after", "critical_wait", "min_wait")
     stale_after: Duration = Field(default=120.0, description="a worker heard from within this time is live")
     critical_wait: Duration = Field(default=1800.0, description="oldest entry waiting longer than this is critical")
     min_wait: Duration = Field(

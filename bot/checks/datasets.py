@@ -124,6 +124,7 @@ def _worst(severities: list[Severity]) -> Severity:
 
 
 class IncompleteParams(CheckParams):
+    age_thresholds = ("stale_after",)
     stale_after: OptionalDuration = Field(
         default=1800.0,
         description="an in-progress version whose last_update is older than this is an abandoned upload (the SDK "

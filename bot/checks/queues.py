@@ -61,6 +61,7 @@ MAX_QUEUE_METRICS = 20  # queues with per-run `queues.length[<queue>]` / `queues
 
 
 class BacklogParams(CheckParams):
+    age_thresholds = ("max_wait", "stale_after")
     queues: Patterns = Field(default=["*"], description="queue name (or id) globs to watch")
     max_length: int = Field(default=20, ge=0, description="more waiting tasks than this is a warning")
     max_wait: Duration = Field(default=1800.0, description="oldest entry waiting longer than this is a warning")
@@ -290,6 +291,7 @@ async def queues_wait_time(snap: Snapshot, params: WaitTimeParams) -> list[Findi
 
 
 class CapacityParams(CheckParams):
+    age_thresholds = ("stale_after", "min_wait", "trend_window")
     queues: Patterns = Field(default=["*"], description="queue name (or id) globs to watch")
     stale_after: Duration = Field(default=120.0, description="a worker heard from within this time is live")
     min_wait: Duration = Field(
@@ -421,6 +423,7 @@ async def queues_capacity(snap: Snapshot, params: CapacityParams) -> list[Findin
 
 
 class StuckParams(CheckParams):
+    age_thresholds = ("threshold", "critical_after", "stale_after")
     threshold: Duration = Field(default=21600.0, description="tasks queued longer than this are reported")
     critical_after: OptionalDuration = Field(default=86400.0, description="queued longer than this is critical")
     queues: Patterns = Field(default=["*"], description="queue name (or id) globs to watch")

@@ -74,6 +74,9 @@ class Finding(BaseModel):
     # SUPPRESSED_LISTED of them, worst first; `suppressed_total` counts them all.
     suppressed: list[SuppressedFinding] = Field(default_factory=list)
     suppressed_total: int = 0
+    # Set when the check read data another command or run had fetched (the shared read window,
+    # bot/engine/window.py): how old the oldest of it was, in seconds, when the check finished.
+    data_age_s: float | None = None
 
     @model_validator(mode="after")
     def _default_fingerprint(self) -> Finding:

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from bot.clearml.client import ClearMLClient
     from bot.clearml.models import Task, Worker
     from bot.engine.runner import RunResult
+    from bot.engine.window import ReadWindow
 
 TASK_ID = re.compile(r"^[0-9a-f]{32}$")
 # Path segments after which the web UI puts a task id: /projects/<p>/experiments/<id>/..., /tasks/<id>,
@@ -188,24 +189,34 @@ class Meta:
     web_url: str = ""
     duration_s: float = 0.0
     api_calls: int = 0
+    data_age_s: float | None = None  # set when some of the data came from the shared read window
 
 
 @asynccontextmanager
 async def open_snapshot(
-    settings: Settings, server: ServerSettings, meta: Meta, *, client: ClearMLClient | None = None
+    settings: Settings,
+    server: ServerSettings,
+    meta: Meta,
+    *,
+    client: ClearMLClient | None = None,
+    window: ReadWindow | None = None,
+    asked_at: float | None = None,
 ) -> AsyncIterator[Snapshot]:
-    """A fresh snapshot (and client, closed afterwards) whose API calls and time are written to `meta`."""
+    """A fresh snapshot (and client, closed afterwards) whose API calls and time are written to `meta`. With a
+    `window`, reads are shared with other commands and runs (data fetched at most the window before `asked_at`)."""
     from bot.clearml.client import ClearMLClient
 
     own = client is None
     client = client or ClearMLClient(server)
     start, calls = time.perf_counter(), client.stats.calls
     meta.server, meta.server_url, meta.web_url = server.name, server.api_url, server.web_url
+    snap = Snapshot(client, server, settings, window=window, asked_at=asked_at)
     try:
-        yield Snapshot(client, server, settings)
+        yield snap
     finally:
         meta.duration_s = time.perf_counter() - start
         meta.api_calls = client.stats.calls - calls
+        meta.data_age_s = snap.data_age_s
         if own:
             await client.aclose()
 

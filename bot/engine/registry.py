@@ -9,7 +9,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -25,6 +25,11 @@ class CheckParams(BaseModel):
     """Base for every check's parameters: unknown keys are an error (typos must not pass silently)."""
 
     model_config = ConfigDict(extra="forbid")
+
+    # Duration parameters (seconds) the check compares ClearML ages against (a worker's silence, an entry's wait):
+    # data served from the shared read window shifts those ages, so a run may reuse data only a small fraction of
+    # the shortest of them old (bot/engine/runner.py: reuse_limit_s).
+    age_thresholds: ClassVar[tuple[str, ...]] = ()
 
     max_findings: int = Field(
         default=100, ge=1, description="report at most this many problems, the worst first, plus one summary"

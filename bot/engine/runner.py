@@ -65,6 +65,8 @@ class RunResult:
     # clearml-agent versions per worker server.compatibility read or confirmed in this run (None: it did not run):
     # the store keeps them so the next run reads only the logs of workers it does not know yet.
     agent_versions: dict[str, AgentVersionSeen] | None = None
+    # age (s) of the oldest data the run was served from the shared read window; None: all fetched for this run
+    data_age_s: float | None = None
 
     @property
     def problems(self) -> list[Finding]:
@@ -85,6 +87,7 @@ class RunResult:
             "api_calls": self.api_calls,
             "bytes_received": self.bytes_received,
             "metrics": self.metrics,
+            **({"data_age_s": round(self.data_age_s, 1)} if self.data_age_s is not None else {}),
             "findings": [f.model_dump(mode="json") for f in self.findings],
             "checks": [
                 {
@@ -112,6 +115,31 @@ def _apply_overrides(findings: list[Finding], entry: CheckEntry) -> list[Finding
             f = f.model_copy(update={"severity": entry.severity})
         out.append(f)
     return out
+
+
+# A run may reuse shared data at most this fraction of its checks' shortest age threshold old: a worker silent for
+# 114 s must not look 120 s silent (stale) because the worker list was 6 s old.
+REUSE_FRACTION = 0.05
+
+
+def reuse_limit_s(playbooks: list[Playbook]) -> float | None:
+    """How old shared data may be for these playbooks' checks (None: no check compares ages, the window decides)."""
+    load_builtin_checks()
+    limits: list[float] = []
+    for pb in playbooks:
+        for entry in pb.checks:
+            spec = REGISTRY.get(entry.check)
+            if spec is None or not spec.params_model.age_thresholds:
+                continue
+            try:
+                params = spec.params_model.model_validate(entry.params)
+            except ValidationError:
+                continue
+            for name in spec.params_model.age_thresholds:
+                value = getattr(params, name, None)
+                if isinstance(value, int | float) and value > 0:
+                    limits.append(float(value) * REUSE_FRACTION)
+    return min(limits) if limits else None
 
 
 def error_finding(
@@ -164,6 +192,7 @@ async def run_playbooks(
     else:
         client = snapshot.client
     snap = snapshot or Snapshot(client, server, settings)
+    snap.limit_age(reuse_limit_s(playbooks))
     secrets = server.secrets()
     calls_before = client.stats.calls
     bytes_before = client.stats.bytes_received
@@ -192,11 +221,15 @@ async def run_playbooks(
         spec = REGISTRY[entry.check]
         start = time.perf_counter()
         name = entry.name or entry.check
+        reads = snap.track_reads()  # this task's own context: the data this check read from the window
         try:
             params = spec.params_model.model_validate(entry.params)
             result = await spec.func(snap, params)
             result = _apply_overrides(list(result), entry)
             limits[entry.check] = max(limits.get(entry.check, 0), params.max_findings)
+            age = snap.age_of(reads)
+            if age is not None:
+                result = [f.model_copy(update={"data_age_s": round(age, 1)}) for f in result]
             status = "failed" if any(is_problem(f.severity) for f in result) else "ok"
             return result, CheckRun(entry.check, name, pb.name, status, time.perf_counter() - start, len(result))
         except ValidationError as exc:  # validated at load time; kept for hand-built playbooks
@@ -273,6 +306,7 @@ async def run_playbooks(
         metrics=dict(snap.metrics),
         fleet_pools=snap.observed_pools(),
         agent_versions=dict(snap.seen_agent_versions) or None,
+        data_age_s=snap.data_age_s,
     )
     metrics.record_run(result)
     return result

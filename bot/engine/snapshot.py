@@ -3,6 +3,11 @@
 Each collection is fetched at most once per run, on first use; checks that ask for the same collection at
 the same time await the same in-flight request, so concurrent checks cost one fetch. Keyed look-ups (one
 task, one task's log) are memoized per key.
+
+Given a `ReadWindow` (bot/engine/window.py), the reads are also shared across runs and commands: a collection
+another snapshot of the same server and credentials is fetching, or fetched no earlier than the window before
+this snapshot was asked for (`asked_at`), is not fetched again. The snapshot remembers which of its data was
+fetched before it was asked for, so findings and replies can say how old their data is (`data_age_s`).
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterable
+from contextvars import ContextVar
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote
@@ -20,8 +26,12 @@ if TYPE_CHECKING:
     from bot.clearml.client import ClearMLClient
     from bot.config import ServerSettings, Settings
     from bot.engine.baseline import AgentVersionSeen, PoolCount, PoolObservation
+    from bot.engine.window import ReadWindow
 
 T = TypeVar("T")
+
+# The send times of window-served data a check read (set per check task by the runner: `Snapshot.track_reads`).
+_READS: ContextVar[list[float] | None] = ContextVar("snapshot_reads", default=None)
 
 # Fields the bot needs from task lists; whole task documents can be hundreds of KB each.
 TASK_LIST_FIELDS: tuple[str, ...] = (
@@ -39,6 +49,8 @@ class Snapshot:
         settings: Settings | None = None,
         *,
         clock: Callable[[], datetime] | None = None,
+        window: ReadWindow | None = None,
+        asked_at: float | None = None,
     ) -> None:
         self.client = client
         self.server = server
@@ -54,15 +66,66 @@ class Snapshot:
         # server.compatibility), and those this run read or confirmed (the store keeps them for the next run).
         self.known_agent_versions: dict[str, AgentVersionSeen] | None = None
         self.seen_agent_versions: dict[str, AgentVersionSeen] = {}
+        self.window = window if window is not None and window.enabled else None
+        self._identity = ""
+        self.asked_at = time.monotonic() if asked_at is None else asked_at
+        self._not_before = self.asked_at
+        if self.window is not None:
+            from bot.engine.window import server_identity
+
+            self._identity = server_identity(server)
+            self.asked_at = self.window.clock() if asked_at is None else asked_at
+            self._not_before = self.window.not_before(asked_at=self.asked_at)
+        self._served: dict[Any, float] = {}  # key -> send time, for data fetched before this snapshot was asked for
 
     # -- memoization -----------------------------------------------------------------------------
-    async def _once(self, key: Any, fetch: Callable[[], Awaitable[T]]) -> T:
+    async def _once(self, key: Any, fetch: Callable[[], Awaitable[T]], *, shared: bool = False) -> T:
         fut = self._memo.get(key)
         if fut is None:
-            fut = asyncio.ensure_future(fetch())
+            fut = asyncio.ensure_future(self._through_window(key, fetch) if shared and self.window else fetch())
             self._memo[key] = fut
         # shield: one check timing out must not cancel a fetch other checks are waiting on
-        return await asyncio.shield(fut)
+        value = await asyncio.shield(fut)
+        reads = _READS.get()
+        if reads is not None and key in self._served:
+            reads.append(self._served[key])
+        return value
+
+    async def _through_window(self, key: Any, fetch: Callable[[], Awaitable[T]]) -> T:
+        assert self.window is not None
+        served = await self.window.read(
+            self._identity, key, fetch, not_before=self._not_before, server_time=self.client.server_time
+        )
+        if served.shared and served.sent_at < self.asked_at:
+            self._served[key] = served.sent_at
+        value: T = served.value
+        return value
+
+    # -- the window ------------------------------------------------------------------------------
+    def limit_age(self, max_age_s: float | None) -> None:
+        """Accept window data at most `max_age_s` old (relative to when this snapshot was asked for) from now on:
+        a run whose checks compare ages against thresholds tightens it (bot/engine/runner.py)."""
+        if self.window is not None and max_age_s is not None:
+            self._not_before = max(self._not_before, self.asked_at - max(0.0, max_age_s))
+
+    @staticmethod
+    def track_reads() -> list[float]:
+        """Start recording, in the calling task only, the send times of window-served data it reads."""
+        reads: list[float] = []
+        _READS.set(reads)
+        return reads
+
+    def age_of(self, reads: Iterable[float]) -> float | None:
+        """How old the oldest of `reads` is now (seconds), None when nothing was served from the window."""
+        oldest = min(reads, default=None)
+        if oldest is None or self.window is None:
+            return None
+        return max(0.0, self.window.clock() - oldest)
+
+    @property
+    def data_age_s(self) -> float | None:
+        """Age of the oldest data this snapshot was served from the window (None: all of it fetched for it)."""
+        return self.age_of(self._served.values())
 
     # -- time ------------------------------------------------------------------------------------
     @property
@@ -71,6 +134,9 @@ class Snapshot:
         if self._clock is not None:
             return self._clock()
         server_now = self.client.server_time()
+        if server_now is None and self.window is not None:
+            # served from the window, this client may not have had an answer of its own yet
+            server_now = self.window.server_time(self._identity)
         return server_now or datetime.now(UTC)
 
     def age_s(self, when: datetime | None) -> float | None:
@@ -87,14 +153,16 @@ class Snapshot:
             data = await self.client.call("debug.ping", {}, auth=False)
             return {"latency_ms": round((time.perf_counter() - start) * 1000, 1), "data": data}
 
-        return await self._once("ping", fetch)
+        return await self._once("ping", fetch, shared=True)
 
     async def server_info(self) -> dict[str, Any]:
-        return await self._once("server.info", lambda: self.client.call("server.info", {}, auth=False))
+        return await self._once(
+            "server.info", lambda: self.client.call("server.info", {}, auth=False), shared=True
+        )
 
     async def current_user(self) -> dict[str, Any]:
         return await self._once(
-            "users.get_current_user", lambda: self.client.call("users.get_current_user", {})
+            "users.get_current_user", lambda: self.client.call("users.get_current_user", {}), shared=True
         )
 
     # -- fleet -----------------------------------------------------------------------------------
@@ -103,7 +171,7 @@ class Snapshot:
             data = await self.client.call("workers.get_all", {"last_seen": 0})
             return [Worker.from_api(w) for w in data.get("workers") or [] if isinstance(w, dict)]
 
-        return await self._once("workers", fetch)
+        return await self._once("workers", fetch, shared=True)
 
     async def queues(self) -> list[Queue]:
         async def fetch() -> list[Queue]:
@@ -114,7 +182,7 @@ class Snapshot:
             )
             return [Queue.from_api(q) for q in docs]
 
-        return await self._once("queues", fetch)
+        return await self._once("queues", fetch, shared=True)
 
     async def tasks(
         self,
@@ -158,7 +226,7 @@ class Snapshot:
             docs = await self.client.get_all("tasks.get_all", payload, key="tasks")
             return [Task.from_api(t) for t in docs]
 
-        return await self._once(key, fetch)
+        return await self._once(key, fetch, shared=True)
 
     async def task(self, task_id: str) -> Task:
         """One full task document (raises NotFoundError for an unknown id)."""
@@ -167,7 +235,7 @@ class Snapshot:
             data = await self.client.call("tasks.get_by_id", {"task": task_id})
             return Task.from_api(data.get("task") or {})
 
-        return await self._once(("task", task_id), fetch)
+        return await self._once(("task", task_id), fetch, shared=True)
 
     async def tasks_by_id(self, task_ids: Iterable[str], extra_fields: Iterable[str] = ()) -> dict[str, Task]:
         ids = sorted(set(task_ids))
@@ -187,7 +255,7 @@ class Snapshot:
                 out.update({d["id"]: Task.from_api(d) for d in docs if d.get("id")})
             return out
 
-        return await self._once(("tasks_by_id", tuple(ids), fields), fetch)
+        return await self._once(("tasks_by_id", tuple(ids), fields), fetch, shared=True)
 
     async def task_log(self, task_id: str, lines: int = 100) -> list[str]:
         """The last `lines` console lines of a task, oldest first."""
@@ -200,7 +268,7 @@ class Snapshot:
             events.sort(key=lambda e: e.get("timestamp") or 0)
             return [str(e.get("msg", "")) for e in events]
 
-        return await self._once(("log", task_id, lines), fetch)
+        return await self._once(("log", task_id, lines), fetch, shared=True)
 
     async def queue_metrics(
         self, window: timedelta, interval_s: int, queue_ids: Iterable[str]
@@ -220,7 +288,9 @@ class Snapshot:
             )
             return [q for q in data.get("queues") or [] if isinstance(q, dict)]
 
-        return await self._once(("queue_metrics", window.total_seconds(), interval_s, tuple(ids)), fetch)
+        return await self._once(
+            ("queue_metrics", window.total_seconds(), interval_s, tuple(ids)), fetch, shared=True
+        )
 
     async def projects(self) -> dict[str, str]:
         """Project id -> name, hidden (dataset) projects included."""
@@ -231,7 +301,7 @@ class Snapshot:
             )
             return {p["id"]: p.get("name", "") for p in docs if p.get("id")}
 
-        return await self._once("projects", fetch)
+        return await self._once("projects", fetch, shared=True)
 
     async def datasets(self) -> list[Task]:
         """Dataset versions: data_processing tasks tagged `dataset`, in hidden projects, not archived."""
@@ -290,7 +360,7 @@ class Snapshot:
             docs = await self.client.get_all("tasks.get_all", payload, key="tasks")
             return [Task.from_api(t) for t in docs]
 
-        return await self._once(key, fetch)
+        return await self._once(key, fetch, shared=True)
 
     # -- generic memo (appended for the storage/dataset checks) -------------------------------------
     async def memoized(self, key: tuple[Any, ...], fetch: Callable[[], Awaitable[T]]) -> T:

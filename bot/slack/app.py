@@ -23,6 +23,7 @@ from slack_sdk import WebClient
 
 from bot.config import Settings
 from bot.slack import home
+from bot.engine.window import ReadWindow
 from bot.slack.client import make_web_client
 from bot.slack.listeners import actions, commands, datasets, incidents
 from bot.slack.outbox import Outbox
@@ -91,6 +92,7 @@ def create_app(
         command=settings.slack.command,
         slack_secrets=secrets,
         groups=UserGroups(outbox.usergroup_members),
+        reads=ReadWindow(settings.read_window_s),
     )
     _wire_actions(services)
     from bot.slack.incidents import build_pipeline

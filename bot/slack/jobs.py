@@ -102,7 +102,7 @@ async def run_command(services: BotServices, request: CommandRequest, parsed: Pa
 async def _status(services: BotServices, req: CommandRequest, parsed: ParsedCommand) -> Outcome:
     server = pick_server(services.settings, None)
     meta = Meta()
-    async with open_snapshot(services.settings, server, meta) as snap:
+    async with open_snapshot(services.settings, server, meta, window=services.reads, asked_at=req.received_at) as snap:
         view = await lookups.status(snap, meta, services.settings, services.playbooks())
     return Outcome(render_status(view, requested_by=req.user_id, command=req.command))
 
@@ -111,7 +111,7 @@ async def _agents(services: BotServices, req: CommandRequest, parsed: ParsedComm
     server = pick_server(services.settings, None)
     meta = Meta()
     pattern = parsed.args[0] if parsed.args else None
-    async with open_snapshot(services.settings, server, meta) as snap:
+    async with open_snapshot(services.settings, server, meta, window=services.reads, asked_at=req.received_at) as snap:
         view = await lookups.agents(snap, meta, pattern, services.playbooks())
     return Outcome(render_agents(view, requested_by=req.user_id))
 
@@ -119,7 +119,7 @@ async def _agents(services: BotServices, req: CommandRequest, parsed: ParsedComm
 async def _queues(services: BotServices, req: CommandRequest, parsed: ParsedCommand) -> Outcome:
     server = pick_server(services.settings, None)
     meta = Meta()
-    async with open_snapshot(services.settings, server, meta) as snap:
+    async with open_snapshot(services.settings, server, meta, window=services.reads, asked_at=req.received_at) as snap:
         view = await lookups.queues(snap, meta, services.playbooks())
     return Outcome(render_queues(view, requested_by=req.user_id))
 
@@ -128,7 +128,7 @@ async def _task(services: BotServices, req: CommandRequest, parsed: ParsedComman
     ref = parse_ref(parsed.args[0], services.servers, kind="task")
     server = pick_server(services.settings, ref.server)
     meta = Meta()
-    async with open_snapshot(services.settings, server, meta) as snap:
+    async with open_snapshot(services.settings, server, meta, window=services.reads, asked_at=req.received_at) as snap:
         diag = await lookups.task(snap, meta, ref.id, services.playbooks())
         queues = await queue_options(services, snap, server.name, diag.actions)
     buttons = (
@@ -166,7 +166,7 @@ async def _diff(services: BotServices, req: CommandRequest, parsed: ParsedComman
         )
     server = pick_server(services.settings, a.server or b.server)
     meta = Meta()
-    async with open_snapshot(services.settings, server, meta) as snap:
+    async with open_snapshot(services.settings, server, meta, window=services.reads, asked_at=req.received_at) as snap:
         view = await lookups.diff(snap, meta, a.id, b.id)
     return Outcome(render_diff(view, requested_by=req.user_id, secrets=services.secrets()))
 
@@ -188,24 +188,25 @@ async def _dataset(services: BotServices, req: CommandRequest, parsed: ParsedCom
     ref = parse_ref(parsed.args[0], services.servers, kind="dataset")
     server = pick_server(services.settings, ref.server)
     meta = Meta()
-    async with open_snapshot(services.settings, server, meta) as snap:
+    async with open_snapshot(services.settings, server, meta, window=services.reads, asked_at=req.received_at) as snap:
         view = await lookups.dataset(snap, meta, ref.id)
     value = _verify_button_value(services, server.name, view.id, req.channel_id)
     return Outcome(render_dataset(view, requested_by=req.user_id, secrets=services.secrets(), button_value=value))
 
 
 async def run_with_queues(
-    services: BotServices, playbook: Playbook, server: ServerSettings, trigger: str
+    services: BotServices, playbook: Playbook, server: ServerSettings, trigger: str, *, asked_at: float | None = None
 ) -> tuple[RunResult, list[tuple[str, str]]]:
     """Run a playbook; with the server's queues when a finding offers a button that can use one (from the run's
-    own snapshot: usually already fetched by the queue checks, so no extra call)."""
+    own snapshot: usually already fetched by the queue checks, so no extra call). Reads go through the shared
+    window, as fresh as the playbook's thresholds need (a scheduled run is asked for when it starts)."""
     from bot.clearml.client import ClearMLClient
     from bot.engine.runner import run_playbooks
     from bot.engine.snapshot import Snapshot
 
     client = ClearMLClient(server)
     try:
-        snap = Snapshot(client, server, services.settings)
+        snap = Snapshot(client, server, services.settings, window=services.reads, asked_at=asked_at)
         result = await run_playbooks([playbook], services.settings, server, trigger=trigger, snapshot=snap)
         if playbook.notify_owner:  # task findings name their owner, for the DM when their incident opens
             from bot.incidents.owners import attach_owners
@@ -222,7 +223,7 @@ async def _run(services: BotServices, req: CommandRequest, parsed: ParsedCommand
     playbook = services.find_playbook(parsed.args[0])
     server_name = parsed.args[1] if len(parsed.args) > 1 else playbook.server
     server = pick_server(services.settings, server_name)
-    result, queues = await run_with_queues(services, playbook, server, "slack")
+    result, queues = await run_with_queues(services, playbook, server, "slack", asked_at=req.received_at)
     try:
         await services.pool.io(services.store.record_run, result)
     except StoreError as exc:  # the report still matters more than its history

@@ -9,7 +9,8 @@ All methods block (they are Slack writes through the outbox); jobs call them thr
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import Any
 
 from bot.slack.messages.common import SlackMessage
@@ -30,6 +31,9 @@ class CommandRequest:
     channel_name: str = ""
     response_url: str | None = None
     team_id: str | None = None
+    # monotonic time the command arrived: shared ClearML data fetched no earlier than the read window before it
+    # may answer it, however long it waited for the work pool
+    received_at: float = field(default_factory=time.monotonic, compare=False)
 
     @classmethod
     def from_payload(cls, payload: dict[str, Any]) -> CommandRequest:

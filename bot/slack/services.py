@@ -26,6 +26,7 @@ from bot.engine.playbook import (
     find_playbooks,
     load_playbook,
 )
+from bot.engine.window import ReadWindow
 from bot.slack.messages.help import PlaybookInfo
 from bot.slack.outbox import Outbox
 from bot.slack.routing import Router
@@ -105,6 +106,8 @@ class BotServices:
     scheduler: Scheduler | None = None
     background: Any = None
     home: Any = None  # the App Home (bot/slack/home/service.py: HomeService), set by create_app
+    # ClearML reads shared by every command, run and Home view of this process (settings.read_window; 0: off)
+    reads: ReadWindow = field(default_factory=lambda: ReadWindow(0))
     _servers: list[ServerSettings] | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 

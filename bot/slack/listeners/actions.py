@@ -149,6 +149,7 @@ async def run_click(services: BotServices, click: Click) -> ActionOutcome:
     actor = Actor(id=click.user, name=click.user_name, via="slack")
     outcome = await execute_action(request, settings=services.settings, store=store, actor=actor,
                                    confirm_token=click.value, deps=deps)
+    services.reads.clear()  # the fleet may have changed: the next look-up must not show it as it was before
     try:
         await services.pool.io(deliver_outcome, services, click, outcome, params, incident)
     except Exception:  # the action is done and audited; only the telling failed

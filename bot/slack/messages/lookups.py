@@ -34,7 +34,7 @@ from bot.slack.messages.common import (
     section,
     severity_count,
 )
-from bot.slack.messages.report import finding_lines
+from bot.slack.messages.report import data_age_text, finding_lines
 
 if TYPE_CHECKING:
     from bot.slack.messages.actions import ActionButton
@@ -51,6 +51,7 @@ def meta_context(meta: Meta, *extra: str) -> list[str]:
         f"server *{safe(meta.server)}* ({safe(meta.server_url)})",
         f"{meta.duration_s:.1f} s",
         plural(meta.api_calls, "API call"),
+        *([data_age_text(meta.data_age_s)] if meta.data_age_s is not None else []),
         *[e for e in extra if e],
     ]
 

@@ -109,6 +109,8 @@ def finding_lines(
     facts = [f"{f.subject.kind} {link(url, subject_label)}"]
     for key, text in key_evidence(f, evidence_items):
         facts.append(f"{safe(key, secrets, 40)}: {safe(text, secrets, 100)}")
+    if f.data_age_s is not None:
+        facts.append(data_age_text(f.data_age_s))
     lines.append(" · ".join(facts))
     if f.detail and f.severity == "error":
         lines.append(safe(f.detail, secrets, 400))
@@ -186,6 +188,11 @@ def run_title(result: RunResult) -> str:
     return ", ".join(result.playbooks) or "run"
 
 
+def data_age_text(age_s: float) -> str:
+    """How old shared data was (the read window, bot/engine/window.py): said wherever it was used."""
+    return f"data {age_s:.0f} s old (shared)" if age_s >= 1 else "data under 1 s old (shared)"
+
+
 def run_context(result: RunResult, opts: ReportOptions) -> list[str]:
     parts = [
         f"server *{safe(result.server)}* ({safe(result.server_url)})",
@@ -193,6 +200,8 @@ def run_context(result: RunResult, opts: ReportOptions) -> list[str]:
         plural(result.api_calls, "API call"),
         plural(len(result.checks), "check"),
     ]
+    if result.data_age_s is not None:
+        parts.append(data_age_text(result.data_age_s))
     if opts.requested_by:
         parts.append(f"requested by <@{opts.requested_by}>")
     return parts
