@@ -341,9 +341,15 @@ async def queues(snap: Snapshot, meta: Meta, playbooks: Sequence[Playbook] = ())
     stale_after, _ = agent_thresholds(playbooks)
     all_queues = await snap.queues()
     workers = await snap.workers()
+    # who serves what, in one pass over the workers (not once per queue: 300 queues x 2,000 workers at L)
+    by_ref: dict[tuple[str, str], dict[int, Worker]] = {}
+    for w in workers:
+        for ref in w.queues:
+            by_ref.setdefault(("id", ref.id), {})[id(w)] = w
+            by_ref.setdefault(("name", ref.name), {})[id(w)] = w
     out = []
     for q in all_queues:
-        serving = [w for w in workers if any(ref.id == q.id or ref.name == q.name for ref in w.queues)]
+        serving = list({**by_ref.get(("id", q.id), {}), **by_ref.get(("name", q.name), {})}.values())
         alive = [w for w in serving if (age := snap.age_s(w.last_seen)) is not None and age <= stale_after]
         out.append(
             QueueState(

@@ -77,6 +77,7 @@ class Snapshot:
             self.asked_at = self.window.clock() if asked_at is None else asked_at
             self._not_before = self.window.not_before(asked_at=self.asked_at)
         self._served: dict[Any, float] = {}  # key -> send time, for data fetched before this snapshot was asked for
+        self._window_clock: tuple[datetime, float] | None = None  # (server time, monotonic) from the window
 
     # -- memoization -----------------------------------------------------------------------------
     async def _once(self, key: Any, fetch: Callable[[], Awaitable[T]], *, shared: bool = False) -> T:
@@ -135,8 +136,13 @@ class Snapshot:
             return self._clock()
         server_now = self.client.server_time()
         if server_now is None and self.window is not None:
-            # served from the window, this client may not have had an answer of its own yet
-            server_now = self.window.server_time(self._identity)
+            # served from the window, this client may not have had an answer of its own yet: the server's clock
+            # as another snapshot last read it (taken once; checks ask for "now" once per worker or task)
+            if self._window_clock is None:
+                mark = self.window.server_time(self._identity)
+                self._window_clock = (mark, time.monotonic()) if mark is not None else None
+            if self._window_clock is not None:
+                server_now = self._window_clock[0] + timedelta(seconds=time.monotonic() - self._window_clock[1])
         return server_now or datetime.now(UTC)
 
     def age_s(self, when: datetime | None) -> float | None:
