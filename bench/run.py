@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import datasets, failures, fleet, idle, signal, slash
+from bench import datasets, failures, fleet, idle, load, signal, slash
 from bench.common import REPO, temp_dir
 from bench.report import Row, render
 
@@ -37,6 +37,7 @@ BENCHMARKS: dict[str, Callable[..., tuple[dict[str, Any], list[Row]]]] = {
     "datasets": datasets.run,
     "idle": idle.run,
     "signal": signal.run,
+    "load": load.run,
 }
 
 

@@ -56,9 +56,10 @@ def fake_slack(workdir: Path) -> Iterator[FakeSlackProcess]:
         stop_process(proc)
 
 
-def write_config(workdir: Path, sim: Sim, slack_url: str, playbooks: Path, name: str = "bot") -> Path:
+def write_config(workdir: Path, sim: Sim, slack_url: str, playbooks: Path, name: str = "bot", extra: str = "") -> Path:
     config = workdir / f"{name}-config.yaml"
     config.write_text(
+        extra +
         "servers:\n"
         "  sim:\n"
         f"    api: {sim.api_url}\n    web: {sim.env['CLEARML_WEB_HOST']}\n    files: {sim.files_url}\n"

@@ -124,6 +124,11 @@ class Snapshot:
         return max(0.0, self.window.clock() - oldest)
 
     @property
+    def oldest_served_at(self) -> float | None:
+        """Send time (window clock) of the oldest data this snapshot was served from the window."""
+        return min(self._served.values(), default=None)
+
+    @property
     def data_age_s(self) -> float | None:
         """Age of the oldest data this snapshot was served from the window (None: all of it fetched for it)."""
         return self.age_of(self._served.values())

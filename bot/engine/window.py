@@ -111,9 +111,14 @@ class ReadWindow:
         *,
         not_before: float,
         server_time: Callable[[], datetime | None] | None = None,
+        data_time: Callable[[T], float | None] | None = None,
     ) -> Served:
         """`fetch()`'s value, from a request sent no earlier than `not_before` (monotonic): an answered one, one in
-        flight, or a new one made here. `server_time` reads the fetching client's clock after a new request."""
+        flight, or a new one made here. `server_time` reads the fetching client's clock after a new request.
+
+        `data_time(value)`: for values computed from other shared reads (a whole `status` view), the send time of
+        the oldest data in it; the entry then counts as that old. (An asker joining such a computation while it
+        runs accepts it by its start; the age it reports is still the data's true age.)"""
         full_key = (identity, key)
         while True:
             with self._lock:
@@ -138,7 +143,8 @@ class ReadWindow:
                 except _Abandoned:
                     continue  # its owner is gone: ask again (this time perhaps as the owner)
                 return Served(value, entry.sent_at, shared=True)
-            return Served(await self._lead(identity, full_key, entry, fetch, server_time), entry.sent_at, shared=False)
+            value = await self._lead(identity, full_key, entry, fetch, server_time, data_time)
+            return Served(value, entry.sent_at, shared=False)
 
     async def _lead(
         self,
@@ -147,6 +153,7 @@ class ReadWindow:
         entry: _Entry,
         fetch: Callable[[], Awaitable[T]],
         server_time: Callable[[], datetime | None] | None,
+        data_time: Callable[[T], float | None] | None = None,
     ) -> T:
         try:
             value = await fetch()
@@ -160,6 +167,9 @@ class ReadWindow:
         if now is not None:
             with self._lock:
                 self._clocks[identity] = (now, self.clock())
+        oldest = data_time(value) if data_time is not None else None
+        if oldest is not None:
+            entry.sent_at = min(entry.sent_at, oldest)  # before the result: askers read it once it is set
         entry.future.set_result(value)
         return value
 

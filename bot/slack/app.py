@@ -22,8 +22,8 @@ from slack_bolt.error import BoltError
 from slack_sdk import WebClient
 
 from bot.config import Settings
-from bot.slack import home
 from bot.engine.window import ReadWindow
+from bot.slack import home
 from bot.slack.client import make_web_client
 from bot.slack.listeners import actions, commands, datasets, incidents
 from bot.slack.outbox import Outbox

@@ -7,11 +7,14 @@ behind, whatever fails.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import logging
 import re
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from bot.clearml.errors import ClearMLError, CredentialsError, ServerUnavailableError
 from bot.config import ConfigError
@@ -43,6 +46,7 @@ if TYPE_CHECKING:
     from bot.engine.snapshot import Snapshot
 
 log = logging.getLogger(__name__)
+V = TypeVar("V")
 
 
 @dataclass
@@ -99,28 +103,79 @@ async def run_command(services: BotServices, request: CommandRequest, parsed: Pa
 # -- handlers -------------------------------------------------------------------------------------------------
 
 
+async def shared_view(
+    services: BotServices,
+    server: ServerSettings,
+    key: tuple[Any, ...],
+    req: CommandRequest,
+    compute: Callable[[Snapshot, Meta], Awaitable[V]],
+) -> V:
+    """A look-up's view (status, agents, queues), computed once for everyone who asks the same thing of the same
+    server at the same time or within the read window: fifty people typing `status` cost one computation, not only
+    one set of ClearML calls. Each asker's copy says what it cost them (no call) and how old its data is."""
+    window = services.reads
+
+    async def compute_fresh() -> tuple[V, float | None]:
+        meta = Meta()
+        async with open_snapshot(services.settings, server, meta, window=window, asked_at=req.received_at) as snap:
+            view = await compute(snap, meta)
+            oldest = snap.oldest_served_at
+        return view, oldest
+
+    if not window.enabled:
+        return (await compute_fresh())[0]
+    from bot.engine.window import server_identity
+
+    started = time.perf_counter()
+    served = await window.read(server_identity(server), ("view", *key), compute_fresh,
+                               not_before=window.not_before(asked_at=req.received_at), data_time=lambda v: v[1])
+    view: V = served.value[0]
+    if not served.shared:
+        return view
+    theirs: Meta = view.meta  # type: ignore[attr-defined]
+    age = window.clock() - served.sent_at if served.sent_at < req.received_at else None
+    mine = Meta(server=theirs.server, server_url=theirs.server_url, web_url=theirs.web_url,
+                duration_s=time.perf_counter() - started, api_calls=0, data_age_s=age)
+    return dataclasses.replace(view, meta=mine)  # type: ignore[type-var]
+
+
+def _playbooks_key(playbooks: list[Playbook]) -> str:
+    """Views depend on the playbooks' thresholds (edits apply without a restart): part of a shared view's key."""
+    text = "\n".join(pb.model_dump_json() for pb in playbooks)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 async def _status(services: BotServices, req: CommandRequest, parsed: ParsedCommand) -> Outcome:
     server = pick_server(services.settings, None)
-    meta = Meta()
-    async with open_snapshot(services.settings, server, meta, window=services.reads, asked_at=req.received_at) as snap:
-        view = await lookups.status(snap, meta, services.settings, services.playbooks())
+    playbooks = services.playbooks()
+
+    async def compute(snap: Snapshot, meta: Meta) -> lookups.StatusView:
+        return await lookups.status(snap, meta, services.settings, playbooks)
+
+    view = await shared_view(services, server, ("status", _playbooks_key(playbooks)), req, compute)
     return Outcome(render_status(view, requested_by=req.user_id, command=req.command))
 
 
 async def _agents(services: BotServices, req: CommandRequest, parsed: ParsedCommand) -> Outcome:
     server = pick_server(services.settings, None)
-    meta = Meta()
+    playbooks = services.playbooks()
     pattern = parsed.args[0] if parsed.args else None
-    async with open_snapshot(services.settings, server, meta, window=services.reads, asked_at=req.received_at) as snap:
-        view = await lookups.agents(snap, meta, pattern, services.playbooks())
+
+    async def compute(snap: Snapshot, meta: Meta) -> lookups.AgentsView:
+        return await lookups.agents(snap, meta, pattern, playbooks)
+
+    view = await shared_view(services, server, ("agents", pattern, _playbooks_key(playbooks)), req, compute)
     return Outcome(render_agents(view, requested_by=req.user_id))
 
 
 async def _queues(services: BotServices, req: CommandRequest, parsed: ParsedCommand) -> Outcome:
     server = pick_server(services.settings, None)
-    meta = Meta()
-    async with open_snapshot(services.settings, server, meta, window=services.reads, asked_at=req.received_at) as snap:
-        view = await lookups.queues(snap, meta, services.playbooks())
+    playbooks = services.playbooks()
+
+    async def compute(snap: Snapshot, meta: Meta) -> lookups.QueuesView:
+        return await lookups.queues(snap, meta, playbooks)
+
+    view = await shared_view(services, server, ("queues", _playbooks_key(playbooks)), req, compute)
     return Outcome(render_queues(view, requested_by=req.user_id))
 
 

@@ -29,6 +29,7 @@ from collections.abc import Mapping
 from datetime import UTC
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs
 
 from slack_bolt import App
 from slack_bolt.adapter.starlette.handler import to_bolt_request, to_starlette_response
@@ -43,6 +44,7 @@ from starlette.routing import Route
 from bot.config import ConfigError, Settings, load_settings
 from bot.slack.app import SlackAuthError, create_app, playbooks_directory, services_of, shutdown_app
 from bot.slack.client import api_base_url
+from bot.slack.listeners.commands import acks_without_io
 from bot.store import Store, StoreError
 
 log = logging.getLogger(__name__)
@@ -150,6 +152,17 @@ class Health:
         return ok, detail
 
 
+def _acks_on_loop(body: bytes) -> bool:
+    """A slash command whose ack does no I/O (bot/slack/listeners/commands.py): safe to dispatch on the event loop.
+    Interactions (`payload=`) and events (JSON) go to a thread: their listeners may read the store."""
+    if b"command=" not in body:
+        return False
+    form = parse_qs(body.decode("utf-8", "replace"), max_num_fields=64)
+    if "payload" in form or "command" not in form:
+        return False
+    return acks_without_io((form.get("text") or [""])[0], form["command"][0])
+
+
 MAX_BODY_BYTES = 1_000_000  # Slack's own payloads are a few kB; anything near this is not from Slack
 MAX_TIMESTAMP_DIGITS = 12  # epoch seconds have 10; a longer "number" only serves to overflow slack_sdk's int math
 
@@ -216,9 +229,14 @@ def build_asgi(app: App | None, health: Health, signing_secret: str | None = Non
             return _refuse(401, problem)
         try:
             bolt_request = to_bolt_request(request, body)
-            # Bolt's App is synchronous: dispatch in a worker thread so that one request never blocks the event loop
-            # (the adapter's own handler calls dispatch on the loop).
-            bolt_response = await run_in_threadpool(app.dispatch, bolt_request)  # type: ignore[union-attr]
+            if _acks_on_loop(body):
+                # verify, parse, ack: microseconds of CPU, no I/O. A hop to a worker thread would cost more than
+                # the work (and, with fifty at once, a queue for the thread pool and the GIL): do it right here.
+                bolt_response = app.dispatch(bolt_request)  # type: ignore[union-attr]
+            else:
+                # Bolt's App is synchronous: dispatch in a worker thread so that a listener reading the store or
+                # files never blocks the event loop (the adapter's own handler calls dispatch on the loop).
+                bolt_response = await run_in_threadpool(app.dispatch, bolt_request)  # type: ignore[union-attr]
         except Exception as exc:
             # A shape Slack never sends (`"user": false`, `"actions": {}`) trips Bolt's own parsing before any
             # listener runs: refuse it plainly instead of a 500 with a traceback.

@@ -78,6 +78,19 @@ def handle_command(ack: Ack, command: dict[str, Any], context: BoltContext) -> N
     ack()
 
 
+# Subcommands whose ack is computed from the text alone: no store, no playbook files, no ClearML (the work, if any,
+# goes to the work pool). `serve --http` runs their dispatch on its event loop instead of in a thread.
+_ACK_WITHOUT_IO = frozenset({"help", "checks", "status", "agents", "queues", "task", "diff", "dataset"})
+
+
+def acks_without_io(text: str, command: str = "/clearml") -> bool:
+    """Whether the ack of `command text` does no blocking I/O (a mistake in the text is answered from the text)."""
+    try:
+        return parse(text, command).name in _ACK_WITHOUT_IO
+    except UsageError:
+        return True
+
+
 def _instant(services: BotServices, parsed: ParsedCommand, request: CommandRequest) -> SlackMessage | None:
     """Subcommands answered from local data, in the ack itself."""
     if parsed.name == "help":
