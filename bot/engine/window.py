@@ -112,13 +112,15 @@ class ReadWindow:
         not_before: float,
         server_time: Callable[[], datetime | None] | None = None,
         data_time: Callable[[T], float | None] | None = None,
+        keep: Callable[[T], bool] | None = None,
     ) -> Served:
         """`fetch()`'s value, from a request sent no earlier than `not_before` (monotonic): an answered one, one in
         flight, or a new one made here. `server_time` reads the fetching client's clock after a new request.
 
         `data_time(value)`: for values computed from other shared reads (a whole `status` view), the send time of
         the oldest data in it; the entry then counts as that old. (An asker joining such a computation while it
-        runs accepts it by its start; the age it reports is still the data's true age.)"""
+        runs accepts it by its start; the age it reports is still the data's true age.) `keep(value)` False: the
+        value went to everyone waiting for it, but is not kept for later askers (a view that reports a failure)."""
         full_key = (identity, key)
         while True:
             with self._lock:
@@ -144,6 +146,10 @@ class ReadWindow:
                     continue  # its owner is gone: ask again (this time perhaps as the owner)
                 return Served(value, entry.sent_at, shared=True)
             value = await self._lead(identity, full_key, entry, fetch, server_time, data_time)
+            if keep is not None and not keep(value):
+                with self._lock:
+                    if self._entries.get(full_key) is entry:
+                        del self._entries[full_key]
             return Served(value, entry.sent_at, shared=False)
 
     async def _lead(

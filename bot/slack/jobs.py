@@ -109,6 +109,7 @@ async def shared_view(
     key: tuple[Any, ...],
     req: CommandRequest,
     compute: Callable[[Snapshot, Meta], Awaitable[V]],
+    keep: Callable[[V], bool] | None = None,
 ) -> V:
     """A look-up's view (status, agents, queues), computed once for everyone who asks the same thing of the same
     server at the same time or within the read window: fifty people typing `status` cost one computation, not only
@@ -128,7 +129,8 @@ async def shared_view(
 
     started = time.perf_counter()
     served = await window.read(server_identity(server), ("view", *key), compute_fresh,
-                               not_before=window.not_before(asked_at=req.received_at), data_time=lambda v: v[1])
+                               not_before=window.not_before(asked_at=req.received_at), data_time=lambda v: v[1],
+                               keep=(lambda v: keep(v[0])) if keep is not None else None)
     view: V = served.value[0]
     if not served.shared:
         return view
@@ -145,6 +147,13 @@ def _playbooks_key(playbooks: list[Playbook]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def _complete(view: lookups.StatusView) -> bool:
+    """A status that found ClearML answering every read: only such a view serves later askers (a failure is asked
+    again by the next command, as failed reads are)."""
+    failed_checks = view.result is not None and any(f.severity == "error" for f in view.result.findings)
+    return view.reachable and not view.error and not failed_checks
+
+
 async def _status(services: BotServices, req: CommandRequest, parsed: ParsedCommand) -> Outcome:
     server = pick_server(services.settings, None)
     playbooks = services.playbooks()
@@ -152,7 +161,7 @@ async def _status(services: BotServices, req: CommandRequest, parsed: ParsedComm
     async def compute(snap: Snapshot, meta: Meta) -> lookups.StatusView:
         return await lookups.status(snap, meta, services.settings, playbooks)
 
-    view = await shared_view(services, server, ("status", _playbooks_key(playbooks)), req, compute)
+    view = await shared_view(services, server, ("status", _playbooks_key(playbooks)), req, compute, _complete)
     return Outcome(render_status(view, requested_by=req.user_id, command=req.command))
 
 

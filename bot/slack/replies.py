@@ -31,13 +31,14 @@ class CommandRequest:
     channel_name: str = ""
     response_url: str | None = None
     team_id: str | None = None
-    # monotonic time the command arrived: shared ClearML data fetched no earlier than the read window before it
-    # may answer it, however long it waited for the work pool
+    # when the command arrived (the read window's clock, monotonic): shared ClearML data fetched no earlier than the
+    # window before it may answer it, however long it waited for the work pool
     received_at: float = field(default_factory=time.monotonic, compare=False)
 
     @classmethod
-    def from_payload(cls, payload: dict[str, Any]) -> CommandRequest:
+    def from_payload(cls, payload: dict[str, Any], *, received_at: float | None = None) -> CommandRequest:
         return cls(
+            received_at=time.monotonic() if received_at is None else received_at,
             command=str(payload.get("command") or "/clearml"),
             text=str(payload.get("text") or ""),
             user_id=str(payload.get("user_id") or ""),

@@ -44,7 +44,7 @@ def register(app: App) -> None:
 
 def handle_command(ack: Ack, command: dict[str, Any], context: BoltContext) -> None:
     services: BotServices = context["services"]
-    request = CommandRequest.from_payload(command)
+    request = CommandRequest.from_payload(command, received_at=services.reads.clock())
 
     def reply_now(message: SlackMessage, *, ephemeral: bool = True) -> None:
         ack(services.outbox.ack_body(message, ephemeral=ephemeral))
