@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import gc
+import hashlib
 import html
 import json
 import logging
@@ -18,6 +19,7 @@ import random
 import re
 import socket
 import ssl
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -227,6 +229,39 @@ def sort_like_server(docs: list[dict[str, Any]], order_by: list[str]) -> list[di
     return result
 
 
+def credential_key(server: ServerSettings) -> str:
+    """Who is asking whom: API URL, TLS verification and the key pair, hashed (a key never holds a secret). Two
+    configured names for the same server and keys are one identity; anything else never is."""
+    access = server.access_key.get_secret_value() if server.access_key is not None else ""
+    secret = server.secret_key.get_secret_value() if server.secret_key is not None else ""
+    raw = "\x00".join((server.api_url.rstrip("/").lower(), str(server.verify), access, secret))
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+class SharedLogins:
+    """Tokens shared by the clients of one process that talk to one server with one key pair (as the SDK keeps one
+    session per process): a command or run that opens a client of its own does not log in again while a token
+    another client got is fresh. Thread-safe; tokens stay in memory only."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._tokens: dict[str, tuple[str, dict[str, Any]]] = {}
+
+    def get(self, key: str) -> tuple[str, dict[str, Any]] | None:
+        with self._lock:
+            return self._tokens.get(key)
+
+    def put(self, key: str, token: str, claims: dict[str, Any]) -> None:
+        with self._lock:
+            self._tokens[key] = (token, claims)
+
+    def drop(self, key: str, token: str) -> None:
+        """Forget `token` (the server refused it) unless another client already replaced it."""
+        with self._lock:
+            if self._tokens.get(key, ("",))[0] == token:
+                del self._tokens[key]
+
+
 class ClearMLClient:
     """Async client of one ClearML API server. Use `async with ClearMLClient(server) as client:`."""
 
@@ -240,8 +275,11 @@ class ClearMLClient:
         retry_base_s: float = 0.2,
         retry_budget_s: float = 2.5,
         page_overlap: int = 10,
+        logins: SharedLogins | None = None,
     ) -> None:
         self.server = server
+        self._logins = logins
+        self._login_key = credential_key(server) if logins is not None else ""
         self.stats = CallStats(log=[] if record_calls else None)
         self._api = server.api_url.rstrip("/")
         self._files = server.files_url.rstrip("/")
@@ -376,7 +414,22 @@ class ClearMLClient:
             if self._token_fresh():
                 assert self._token is not None
                 return self._token
+            if self._adopt_shared():
+                assert self._token is not None
+                return self._token
             return await self._login_locked()
+
+    def _adopt_shared(self) -> bool:
+        """Take the token another client of this process got for the same server and keys, if it is fresh."""
+        shared = self._logins.get(self._login_key) if self._logins is not None else None
+        if shared is None:
+            return False
+        mine = self._token, self._claims
+        self._token, self._claims = shared
+        if self._token_fresh():
+            return True
+        self._token, self._claims = mine
+        return False
 
     async def login(self) -> str:
         """`auth.login` with Basic auth; returns the (cached) token. Callers that wait while another
@@ -391,6 +444,8 @@ class ClearMLClient:
         async with self._login_lock:
             if self._token == token:
                 self._token = None
+            if self._logins is not None:
+                self._logins.drop(self._login_key, token)
 
     async def _login_locked(self) -> str:
         access, secret = self.server.access_key, self.server.secret_key
@@ -416,6 +471,8 @@ class ClearMLClient:
         except jwt.PyJWTError:
             claims = {}  # not a JWT we can read: use it until the server rejects it
         self._token, self._claims = token, claims if isinstance(claims, dict) else {}
+        if self._logins is not None:
+            self._logins.put(self._login_key, self._token, self._claims)
         self._login_generation += 1
         self.stats.logins += 1
         log.debug("logged in to %s (api %s)", self.server.name, self.api_version)

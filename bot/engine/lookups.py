@@ -207,7 +207,7 @@ async def open_snapshot(
     from bot.clearml.client import ClearMLClient
 
     own = client is None
-    client = client or ClearMLClient(server)
+    client = client or ClearMLClient(server, logins=window.logins if window is not None else None)
     start, calls = time.perf_counter(), client.stats.calls
     meta.server, meta.server_url, meta.web_url = server.name, server.api_url, server.web_url
     snap = Snapshot(client, server, settings, window=window, asked_at=asked_at)

@@ -24,13 +24,14 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import hashlib
 import threading
 import time
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
+
+from bot.clearml.client import SharedLogins, credential_key
 
 if TYPE_CHECKING:
     from bot.config import ServerSettings
@@ -44,10 +45,7 @@ _PRUNE_ABOVE = 256
 def server_identity(server: ServerSettings) -> str:
     """Who is asking whom: API URL, TLS verification and the key pair (hashed: the window never holds a secret).
     Two configured names for the same server and keys share; anything else never does."""
-    access = server.access_key.get_secret_value() if server.access_key is not None else ""
-    secret = server.secret_key.get_secret_value() if server.secret_key is not None else ""
-    raw = "\x00".join((server.api_url.rstrip("/").lower(), str(server.verify), access, secret))
-    return hashlib.sha256(raw.encode()).hexdigest()
+    return credential_key(server)
 
 
 class _Abandoned(Exception):
@@ -83,6 +81,8 @@ class ReadWindow:
         # What the window saved (for /metrics-minded readers and the benchmarks): requests sent, reads served.
         self.requests = 0
         self.shared = 0
+        # ClearML tokens shared by the clients of commands and runs (none when the window is off: as before)
+        self.logins: SharedLogins | None = SharedLogins() if self.window_s > 0 else None
 
     @property
     def enabled(self) -> bool:

@@ -268,7 +268,7 @@ async def run_with_queues(
     from bot.engine.runner import run_playbooks
     from bot.engine.snapshot import Snapshot
 
-    client = ClearMLClient(server)
+    client = ClearMLClient(server, logins=services.reads.logins)
     try:
         snap = Snapshot(client, server, services.settings, window=services.reads, asked_at=asked_at)
         result = await run_playbooks([playbook], services.settings, server, trigger=trigger, snapshot=snap)

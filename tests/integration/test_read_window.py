@@ -183,3 +183,28 @@ def test_scheduled_runs_reuse_only_data_fresh_enough_for_their_thresholds(sim_fa
     assert len(sim.calls_to("workers.get_all")) == 1 and reused.data_age_s == 2.0
     fresh = asyncio.run(run(strict))  # 2 s old data is more than its 1 s allowance: fetched anew
     assert len(sim.calls_to("workers.get_all")) == 2 and fresh.data_age_s is None
+
+
+def test_commands_share_the_login_of_their_server_and_keys_only(sim_factory: Any) -> None:
+    sim = sim_factory("basic", keys=[("KEYONE", "SECRETONE"), ("KEYTWO", "SECRETTWO")])
+    first = server_settings(sim, access_key="KEYONE", secret_key="SECRETONE")
+    second = server_settings(sim, access_key="KEYTWO", secret_key="SECRETTWO")
+    clock = FakeClock()
+    window = ReadWindow(5, clock=clock)
+
+    async def workers(server: ServerSettings, w: ReadWindow) -> None:
+        async with ClearMLClient(server, logins=w.logins) as client:
+            await Snapshot(client, server, Settings(), window=w).workers()
+
+    for _ in range(3):  # three commands, each past the window: every read asked again, one login for all
+        asyncio.run(workers(first, window))
+        clock.now += 10
+    assert len(sim.calls_to("workers.get_all")) == 3 and len(sim.calls_to("auth.login")) == 1
+    asyncio.run(workers(second, window))  # other keys: their own login, never the first pair's token
+    assert len(sim.calls_to("auth.login")) == 2
+
+    sim.reset_calls()
+    off = ReadWindow(0)
+    for _ in range(2):
+        asyncio.run(workers(first, off))
+    assert len(sim.calls_to("auth.login")) == 2  # window 0: as before, every client logs in
