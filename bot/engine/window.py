@@ -186,10 +186,14 @@ class ReadWindow:
         for k in [k for k, e in self._entries.items() if e.future.done() and e.sent_at < oldest]:
             del self._entries[k]
 
-    def clear(self) -> None:
-        """Forget every answered read (the next asker fetches): e.g. after an action changed the fleet."""
+    def clear(self, match: Callable[[Hashable], bool] | None = None) -> None:
+        """Forget answered reads (all, or those whose key `match`es): the next asker fetches. E.g. after an action
+        changed the fleet."""
         with self._lock:
-            self._entries = {k: e for k, e in self._entries.items() if not e.future.done()}
+            self._entries = {
+                k: e for k, e in self._entries.items()
+                if not e.future.done() or (match is not None and not match(k[1]))
+            }
 
 
 def _failed(future: concurrent.futures.Future[Any]) -> bool:

@@ -9,6 +9,7 @@ Scheduled runs are started by the test (`scheduler.run_job`): the schedules neve
 from __future__ import annotations
 
 import json
+import re
 import struct
 import time
 import urllib.parse
@@ -173,7 +174,10 @@ def test_home_tab_on_the_incident_zoo_shows_state_pools_queues_incidents_and_run
         assert view["blocks"][0]["type"] == "header" and "prod: critical" in view["blocks"][0]["text"]["text"]
         assert "Agents per pool" in text and "gpu-a10-spot" in text and "dead" in text
         assert "Queues with waiting tasks" in text and "gpu-train" in text and "oldest" in text
-        assert "3 API calls" in text  # what the look cost: login, workers, queues
+        # what the look cost: at most login, workers, queues; right after the scheduled run, the shared read window
+        # (issue #17) may serve some or all of it from what the run fetched
+        cost = re.search(r"(\d+) API calls?", text)
+        assert cost is not None and int(cost.group(1)) <= 3
         # open incidents: severity, age, ack state, thread link, and their buttons
         assert f"Open incidents ({len(incidents)})" in text
         worst = incidents[0]

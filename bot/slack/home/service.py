@@ -68,7 +68,8 @@ class HomeService:
         clock: Any = time.monotonic,
     ) -> None:
         self.services = services
-        self.cache = FleetCache(self._fetch, ttl_s=ttl_s, clock=clock)
+        # the Home tab's fleet states live in the process's shared read window (no cache of its own)
+        self.cache = FleetCache(self._fetch, ttl_s=ttl_s, clock=clock, window=services.reads)
         self.republish_s = republish_s
         self.viewers_s = viewers_s
         self._clock = clock
@@ -83,7 +84,7 @@ class HomeService:
     async def _fetch(self, server: ServerSettings) -> FleetState:
         try:
             playbooks = await self.services.pool.io(self.services.playbooks)
-            return await fetch_fleet(self.services.settings, server, playbooks)
+            return await fetch_fleet(self.services.settings, server, playbooks, self.services.reads)
         except Exception as exc:  # a bug must not blank everyone's Home tab: show it as this server's state
             log.exception("the Home tab's look at %s failed", server.name)
             return FleetState(server=server.name, web_url=server.web_url, fetched_at=_now(), reachable=False,
@@ -226,7 +227,7 @@ class HomeService:
         server = pick_server(services.settings, server_name or None)
         playbooks = await services.pool.io(services.playbooks)
         meta = Meta()
-        async with open_snapshot(services.settings, server, meta) as snap:
+        async with open_snapshot(services.settings, server, meta, window=services.reads) as snap:
             view = await lookups.status(snap, meta, services.settings, playbooks)
         message = render_status(view, requested_by=user, command=services.command)
         return HomeResult(f"`status` of {server.name}", list(message.blocks), at=_now())

@@ -8,18 +8,18 @@ at once (they all await the same task). Everything runs on the work pool's event
 
 from __future__ import annotations
 
-import asyncio
 import fnmatch
 import json
 import logging
 import sqlite3
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from bot.clearml.errors import ClearMLError
 from bot.engine.lookups import Meta, agent_thresholds, open_snapshot, worker_state
+from bot.engine.window import ReadWindow, server_identity
 from bot.incidents.db import parse_iso, row, transaction, utc
 from bot.incidents.digest import TREND_METRICS, Trend
 from bot.incidents.tracker import IncidentView, root_key
@@ -128,14 +128,17 @@ def _expected_pools(playbooks: list[Playbook]) -> list[tuple[str, int]]:
     return []
 
 
-async def fetch_fleet(settings: Settings, server: ServerSettings, playbooks: list[Playbook]) -> FleetState:
-    """One snapshot: workers and queues (with their entries) of `server`. Never raises for ClearML trouble: an
-    unreachable server or refused keys are a state the Home tab shows."""
+async def fetch_fleet(
+    settings: Settings, server: ServerSettings, playbooks: list[Playbook], window: ReadWindow | None = None
+) -> FleetState:
+    """One snapshot: workers and queues (with their entries) of `server`, through the shared read `window` when
+    given (then `fetched_at` is when its oldest data was fetched). Never raises for ClearML trouble: an unreachable
+    server or refused keys are a state the Home tab shows."""
     meta = Meta()
     now = utc(None)
     secrets = server.secrets()
     try:
-        async with open_snapshot(settings, server, meta) as snap:
+        async with open_snapshot(settings, server, meta, window=window) as snap:
             workers = await snap.workers()
             queues = await snap.queues()
             stale_after, dead_after = agent_thresholds(playbooks)
@@ -163,7 +166,9 @@ async def fetch_fleet(settings: Settings, server: ServerSettings, playbooks: lis
     except ClearMLError as exc:
         return FleetState(server=server.name, web_url=server.web_url, fetched_at=now, reachable=False,
                           error=redact(exc.describe(), secrets), api_calls=meta.api_calls)
-    # after the snapshot closed: `meta` has its call count now
+    # after the snapshot closed: `meta` has its call count now, and the age of what the window served
+    if meta.data_age_s is not None:
+        now -= timedelta(seconds=meta.data_age_s)
     return FleetState(
         server=server.name, web_url=server.web_url, fetched_at=now, reachable=True,
         agents={s: sum(1 for w in states if w.state == s) for s in ("alive", "stale", "dead")},
@@ -173,38 +178,44 @@ async def fetch_fleet(settings: Settings, server: ServerSettings, playbooks: lis
 
 
 class FleetCache:
-    """Each server's FleetState for `ttl_s`; concurrent requests share the one fetch in flight. Loop-bound."""
+    """Each server's FleetState, through the process's shared read window (bot/engine/window.py) when one is given,
+    so the Home tab keeps no cache of its own: concurrent opens share the one fetch in flight, and a state younger
+    than `ttl_s` serves the next viewer. Its snapshot's reads go through the same window, so a Home view right after
+    a command or a scheduled run reuses what they fetched. Without a window (tests), a private one of `ttl_s`."""
 
-    def __init__(self, fetch: Any, *, ttl_s: float = 30.0, clock: Any = time.monotonic) -> None:
+    def __init__(self, fetch: Any, *, ttl_s: float = 30.0, clock: Any = time.monotonic,
+                 window: ReadWindow | None = None) -> None:
         self._fetch = fetch  # async (server) -> FleetState
         self.ttl_s = ttl_s
-        self._clock = clock
-        self._states: dict[str, tuple[float, FleetState]] = {}
-        self._inflight: dict[str, asyncio.Task[FleetState]] = {}
+        self.window = window if window is not None else ReadWindow(ttl_s, clock=clock)
         self.fetches = 0  # how many times ClearML was asked (for tests and /metrics-minded readers)
 
     async def get(self, server: ServerSettings, *, max_age_s: float | None = None) -> FleetState:
         max_age = self.ttl_s if max_age_s is None else max_age_s
-        hit = self._states.get(server.name)
-        if hit is not None and self._clock() - hit[0] <= max_age:
-            return hit[1]
-        task = self._inflight.get(server.name)
-        if task is None:
-            task = asyncio.ensure_future(self._load(server))
-            self._inflight[server.name] = task
-        return await asyncio.shield(task)
+        if not self.window.enabled:  # read_window 0: nothing is shared, every look asks ClearML
+            return await self._load(server)
+        served = await self.window.read(_identity(server), HOME_KEY, lambda: self._load(server),
+                                        not_before=self.window.clock() - max_age, keep=lambda st: st.reachable)
+        state: FleetState = served.value
+        return state
 
     async def _load(self, server: ServerSettings) -> FleetState:
-        try:
-            self.fetches += 1
-            state = await self._fetch(server)
-            self._states[server.name] = (self._clock(), state)
-            return state
-        finally:
-            self._inflight.pop(server.name, None)
+        self.fetches += 1
+        state: FleetState = await self._fetch(server)
+        return state
 
     def invalidate(self) -> None:
-        self._states.clear()
+        """Drop the Home tab's fleet states (the collections in the window stay: fresh ones serve the next look)."""
+        self.window.clear(lambda key: key == HOME_KEY)
+
+
+HOME_KEY = ("view", "home-fleet")
+
+
+def _identity(server: ServerSettings) -> str:
+    from bot.config import ServerSettings as Settings_
+
+    return server_identity(server) if isinstance(server, Settings_) else f"name:{server.name}"
 
 
 # -- the store: incidents, schedules, the last digest -------------------------------------------------------------
