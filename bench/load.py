@@ -240,7 +240,7 @@ def run(workdir: Path, *, quick: bool) -> tuple[dict[str, Any], list[Row]]:
                 "label": label, "fleet": {"workers": w, "queues": q, "tasks": t},
                 "scheduled_no_window": scheduled_hour(server, 0),
                 "scheduled_window": scheduled_hour(server, WINDOW_S),
-                "outage": outage_hour(server, minutes=5 if quick else 10),
+                "outage": outage_hour(server, minutes=3 if quick else 5),
                 "web_ui": web_ui(server, sim),
             })
     rows: list[Row] = []

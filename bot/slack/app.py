@@ -87,7 +87,7 @@ def create_app(
         store=store,
         outbox=outbox,
         router=Router(settings.slack),
-        pool=pool or WorkPool(),
+        pool=pool or WorkPool(quiet_s=0.02),  # a burst of commands is acked before their work starts
         playbooks_dir=playbooks_directory(settings, playbooks_dir),
         command=settings.slack.command,
         slack_secrets=secrets,

@@ -12,6 +12,7 @@ import asyncio
 import concurrent.futures
 import logging
 import threading
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -28,9 +29,23 @@ class PoolBusyError(Exception):
 
 
 class WorkPool:
-    def __init__(self, *, max_concurrent: int = 16, max_waiting: int = 200, io_threads: int = 8) -> None:
+    def __init__(
+        self,
+        *,
+        max_concurrent: int = 16,
+        max_waiting: int = 200,
+        io_threads: int = 8,
+        quiet_s: float = 0.0,
+        max_defer_s: float = 0.1,
+    ) -> None:
         self.max_concurrent = max_concurrent
         self.max_waiting = max_waiting
+        # Acks first: a job starts once no other job was submitted for `quiet_s` (at most `max_defer_s` after its
+        # own submission), so in a burst of commands the listeners' acks do not share the CPU with the jobs'
+        # work (Slack posts, parsing, rendering). 0: start at once.
+        self.quiet_s = quiet_s
+        self.max_defer_s = max_defer_s
+        self._last_submit = 0.0
         self._io = concurrent.futures.ThreadPoolExecutor(max_workers=io_threads, thread_name_prefix="slack-io")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -92,10 +107,12 @@ class WorkPool:
             if self._pending >= self.max_concurrent + self.max_waiting:
                 raise PoolBusyError(self._pending - self.max_concurrent)
             self._pending += 1
+            submitted = self._last_submit = time.monotonic()
 
         async def guarded() -> T:
             assert self._sem is not None
             try:
+                await self._quiet(submitted)
                 async with self._sem:
                     return await job()
             except asyncio.CancelledError:
@@ -115,6 +132,15 @@ class WorkPool:
 
         fut.add_done_callback(done)
         return fut
+
+    async def _quiet(self, submitted: float) -> None:
+        """Wait until submissions paused for `quiet_s`, or `max_defer_s` passed since `submitted`."""
+        while self.quiet_s > 0:
+            now = time.monotonic()
+            wait = min(self._last_submit + self.quiet_s, submitted + self.max_defer_s) - now
+            if wait <= 0:
+                return
+            await asyncio.sleep(wait)
 
     async def io(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run a blocking call (a Slack write with its retry sleeps) off the loop."""
