@@ -1,4 +1,4 @@
-"""Benchmark 6: the bot's load on the ClearML server, in calls and bytes per hour.
+"""Benchmark 7: the bot's load on the ClearML server, in calls and bytes per hour.
 
 For each fleet (S, M, L of benchmark 1; the simulator in its own process, no added latency):
 
@@ -245,7 +245,7 @@ def run(workdir: Path, *, quick: bool) -> tuple[dict[str, Any], list[Row]]:
             })
     rows: list[Row] = []
     for r in results:
-        name = f"6 load {r['label']}"
+        name = f"7 load {r['label']}"
         off, on = r["scheduled_no_window"], r["scheduled_window"]
         rows.append(Row(name, "scheduled hour: ClearML calls (window 5 s vs off)", on["calls"], off["calls"],
                         "no window", "calls/h"))

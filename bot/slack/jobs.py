@@ -74,7 +74,10 @@ async def run_command(services: BotServices, request: CommandRequest, parsed: Pa
     what = describe(parsed, secrets)
     await pool.io(reply.start, render_running(what, requested_by=request.user_id))
     try:
-        outcome = await HANDLERS[parsed.name](services, request, parsed)
+        # a pool slot bounds how many commands ask ClearML at once; the placeholder before and the answer after
+        # are Slack posts that never wait for one (fifty people typing `status`: fifty placeholders at once)
+        async with pool.slot():
+            outcome = await HANDLERS[parsed.name](services, request, parsed)
     except (LookupInputError, PlaybookError, ConfigError) as exc:
         msg = render_input_error(redact(str(exc), secrets), sub=parsed.sub, command=request.command)
         await pool.io(reply.reject, msg)

@@ -99,8 +99,17 @@ class WorkPool:
         return self._pending
 
     # -- work -------------------------------------------------------------------------------------------------
-    def submit(self, job: Callable[[], Awaitable[T]], *, name: str = "job") -> concurrent.futures.Future[T]:
-        """Schedule `job()` on the loop; returns at once. Raises PoolBusyError when too much is waiting."""
+    def slot(self) -> asyncio.Semaphore:
+        """One of the `max_concurrent` slots, for a job submitted with `limited=False` to hold only around the part
+        that asks ClearML (`async with pool.slot(): ...`): its Slack posts then never wait for a slot."""
+        assert self._sem is not None, "WorkPool.start() was not called"
+        return self._sem
+
+    def submit(
+        self, job: Callable[[], Awaitable[T]], *, name: str = "job", limited: bool = True
+    ) -> concurrent.futures.Future[T]:
+        """Schedule `job()` on the loop; returns at once. Raises PoolBusyError when too much is waiting. A `limited`
+        job holds one of the `max_concurrent` slots while it runs; others take one themselves (`slot()`)."""
         if self._loop is None:
             raise RuntimeError("WorkPool.start() was not called")
         with self._lock:
@@ -113,6 +122,8 @@ class WorkPool:
             assert self._sem is not None
             try:
                 await self._quiet(submitted)
+                if not limited:
+                    return await job()
                 async with self._sem:
                     return await job()
             except asyncio.CancelledError:

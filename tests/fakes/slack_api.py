@@ -203,6 +203,12 @@ class Fault:
     channel: str | None = None  # only for calls to this channel (id or name)
 
 
+class _Server(ThreadingHTTPServer):
+    # socketserver's default listen backlog is 5: a burst of posts (fifty commands' placeholders) overflowed it and
+    # the kernel's one-second SYN retry showed up as a slow bot. Slack's edge has no such queue.
+    request_queue_size = 128
+
+
 class FakeSlack:
     def __init__(self, *, strict: bool = True, bot_token: str = BOT_TOKEN, app_token: str = APP_TOKEN) -> None:
         self.bot_token = bot_token
@@ -248,7 +254,7 @@ class FakeSlack:
             def do_GET(self) -> None:
                 fake._handle(self)
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = _Server(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-slack", daemon=True

@@ -69,8 +69,8 @@ def handle_command(ack: Ack, command: dict[str, Any], context: BoltContext) -> N
         reply_now(render_input_error(problem, sub=parsed.sub, command=request.command))
         return
     try:
-        services.pool.submit(
-            lambda: jobs.run_command(services, request, parsed), name=f"{request.command} {parsed.name}"
+        services.pool.submit(  # run_command takes a pool slot only around its ClearML work
+            lambda: jobs.run_command(services, request, parsed), name=f"{request.command} {parsed.name}", limited=False
         )
     except PoolBusyError as exc:
         reply_now(render_busy(exc.waiting))
