@@ -43,7 +43,7 @@ SECRET = "profile-signing-secret-0123456789"
 class DroppingPool(WorkPool):
     """Accepts work and drops it: the profile sees the ack path only."""
 
-    def submit(self, job: Any, *, name: str = "job") -> concurrent.futures.Future[Any]:
+    def submit(self, job: Any, *, name: str = "job", limited: bool = True) -> concurrent.futures.Future[Any]:
         fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
         fut.set_result(None)
         return fut

@@ -56,8 +56,6 @@ class _Abandoned(Exception):
 class _Entry:
     future: concurrent.futures.Future[Any]
     sent_at: float  # monotonic: when the request was sent (the data is at least this recent)
-    server_time: datetime | None = None  # the server's clock when the answer came (its Date header)
-    answered_at: float | None = None  # monotonic, with server_time
 
 
 @dataclass(frozen=True)
