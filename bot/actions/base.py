@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from bot.engine.findings import ACTION_IDS
+
 if TYPE_CHECKING:
     from bot.actions.context import ActionContext
 
@@ -37,7 +39,6 @@ OutcomeStatus = Literal[
     "duplicate",  # already executed (double click / second person): the earlier result is returned
     "cancelled",  # the terminal user answered no at the prompt
 ]
-ACTION_IDS: tuple[str, ...] = ("clone", "requeue", "abort", "rotate", "reproduce", "prioritize")
 
 
 class ActionError(Exception):

@@ -22,10 +22,11 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from bot.actions import audit as audit_mod
-from bot.actions.base import ACTION_IDS, ActionError, ActionOutcome, ActionRequest, Actor, Refusal, get_spec
+from bot.actions.base import ActionError, ActionOutcome, ActionRequest, Actor, Refusal, get_spec
 from bot.actions.executor import ActionDeps, execute_action, plan_action
 from bot.config import ConfigError, Settings, load_settings
 from bot.durations import format_duration
+from bot.engine.findings import ACTION_IDS
 
 if TYPE_CHECKING:
     from bot.store import Store

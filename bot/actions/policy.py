@@ -20,8 +20,9 @@ import weakref
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
-from bot.actions.base import ACTION_IDS, Actor
+from bot.actions.base import Actor
 from bot.config import ActionsSettings
+from bot.engine.findings import ACTION_IDS
 
 log = logging.getLogger(__name__)
 

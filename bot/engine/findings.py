@@ -6,13 +6,15 @@ Field names are a public contract (`run --format json`, the store, Slack renderi
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, Field, model_validator
 
 Severity = Literal["ok", "info", "warning", "critical", "error"]
 SubjectKind = Literal["server", "worker", "queue", "task", "dataset", "storage"]
 ActionId = Literal["clone", "requeue", "abort", "rotate", "reproduce", "prioritize"]
+# The one list of action ids (the actions package, its CLI and the authorizer read this).
+ACTION_IDS: tuple[ActionId, ...] = get_args(ActionId)
 
 # `error` means "the check itself could not run": worse than a warning (someone must look), but the
 # fleet is not known to be broken, so it ranks below critical.
