@@ -147,8 +147,8 @@ async def _status(server: Any, window: Any) -> tuple[int, int]:
     """One `/clearml status` as the bot answers it (health playbook plus the views): its client's calls and bytes."""
     from bot.clearml.client import ClearMLClient
     from bot.config import Settings
-    from bot.engine import lookups
-    from bot.engine.lookups import Meta, open_snapshot
+    from bot.slack.commands import lookups
+    from bot.slack.commands.lookups import Meta, open_snapshot
 
     settings = Settings()
     client = ClearMLClient(server)

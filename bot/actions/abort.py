@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from bot.actions.base import ActionParams, Link, Plan, Refusal, Step, action
-from bot.actions.context import ActionContext, parse_task_ref
+from bot.actions.context import ActionContext
+from bot.diagnosis.refs import task_id_of
 
 
 class AbortParams(ActionParams):
@@ -13,7 +14,7 @@ class AbortParams(ActionParams):
 @action("abort", params=AbortParams, subject="task", title="Abort task", danger=True)
 async def plan_abort(ctx: ActionContext, subject: str, params: AbortParams) -> Plan:
     """Stop a running or queued task (force when its worker is gone)."""
-    task = await ctx.task(parse_task_ref(subject))
+    task = await ctx.task(task_id_of(subject))
     status = task.get("status")
     label = ctx.task_label(task)
     notes: list[str] = []

@@ -9,8 +9,9 @@ from __future__ import annotations
 from pydantic import Field
 
 from bot.actions.base import ActionParams, ExecState, Link, Plan, Ref, Step, action
-from bot.actions.context import ActionContext, parse_task_ref
+from bot.actions.context import ActionContext
 from bot.actions.requeue import enqueue_step, note_unwatched
+from bot.diagnosis.refs import task_id_of
 
 
 class CloneParams(ActionParams):
@@ -39,7 +40,7 @@ NEW_TASK = Ref("clone", "id", "<new task>")
 @action("clone", params=CloneParams, subject="task", title="Clone task", user_choices=("queue",))
 async def plan_clone(ctx: ActionContext, subject: str, params: CloneParams) -> Plan:
     """Clone a task (a new draft with the same code and parameters), optionally enqueue the clone."""
-    task = await ctx.task(parse_task_ref(subject))
+    task = await ctx.task(task_id_of(subject))
     label = ctx.task_label(task)
     steps = [clone_step(ctx, task, "Cloned from", params.name)]
     summary = f"Create a draft copy of {label}"

@@ -1,7 +1,7 @@
 """How a reproduction run compares with its original: status, duration, last metrics (with tolerances) and
 environment differences.
 
-Environment differences come from the repro.compare check's `compare_tasks` (bot/checks/repro.py), so the
+Environment differences come from `compare_tasks` (bot/diagnosis/compare.py), as the repro.compare check's, so the
 button and the check report the same fields the same way; this module adds what only makes sense once the
 re-run has finished: outcome, run time and metric values.
 """
@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from bot.clearml.models import Task, parse_time
+from bot.diagnosis.compare import compare_tasks
 from bot.durations import format_duration
 
 
@@ -128,8 +129,6 @@ def _close(a: float, b: float, tol: Tolerances) -> bool:
 
 
 def environment_lines(original: dict[str, Any], clone: dict[str, Any]) -> list[str]:
-    from bot.checks.repro import compare_tasks
-
     diff = compare_tasks(Task.from_api(original), Task.from_api(clone))
     lines: list[str] = []
     for part, value in diff.items():

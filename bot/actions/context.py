@@ -6,7 +6,6 @@ Look-ups are memoized per context (one action), so a planner and its helpers can
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -15,11 +14,8 @@ from urllib.parse import quote
 from bot.actions.base import Actor, Named, Refusal
 from bot.clearml.errors import NotFoundError
 from bot.config import ServerSettings, Settings
+from bot.diagnosis.refs import TASK_ID
 from bot.store import Store
-
-_HEX32 = re.compile(r"^[0-9a-f]{32}$")
-# Task ids out of pasted web UI links: .../projects/<p>/experiments/<id>/... or .../tasks/<id>/...
-_TASK_URL = re.compile(r"/(?:experiments|tasks)/([0-9a-f]{32})(?:[/?#]|$)")
 
 
 class ClientLike(Protocol):
@@ -62,15 +58,6 @@ class ReadOnlyClient:
 
     async def aclose(self) -> None:
         await self.inner.aclose()
-
-
-def parse_task_ref(subject: str) -> str:
-    """A task id, also out of a pasted web UI link; anything else is returned stripped (the server judges)."""
-    text = subject.strip()
-    match = _TASK_URL.search(text)
-    if match:
-        return match.group(1)
-    return text
 
 
 class ActionContext:
@@ -190,7 +177,7 @@ class ActionContext:
         """A queue chosen by id or exact name. Never creates one: tasks.enqueue(queue_name=…) would auto-create
         a queue nobody listens to on a typo, so the bot always resolves to an existing id first."""
         ref = ref.strip()
-        if _HEX32.match(ref):
+        if TASK_ID.match(ref):
             queue = await self.queue_by_id(ref)
             if queue:
                 return Named(queue["id"], queue.get("display_name") or queue.get("name") or ref)

@@ -76,7 +76,9 @@ class ActionDeps:
         return self.clock() if self.clock else datetime.now(UTC)
 
 
-def _default_client(server: ServerSettings) -> ClientLike:
+def default_client(server: ServerSettings) -> ClientLike:
+    """The ClearML client an action uses when `ActionDeps.client_factory` is not set (public: the reproduce
+    watcher opens its clients the same way)."""
     from bot.clearml.client import ClearMLClient
 
     return ClearMLClient(server)
@@ -103,7 +105,8 @@ def signer_for(store: Store | None, deps: ActionDeps | None = None) -> Signer:
     return signer
 
 
-def _resolver(settings: Settings, deps: ActionDeps) -> Callable[[str | None], ServerSettings]:
+def server_resolver_for(settings: Settings, deps: ActionDeps) -> Callable[[str | None], ServerSettings]:
+    """Server name -> its settings: `deps.server_resolver`, else the configuration's."""
     return deps.server_resolver or (lambda name: resolve_server(settings, name))
 
 
@@ -175,8 +178,8 @@ async def queue_choices(
 ) -> list[tuple[str, str]]:
     """(id, name) of the server's queues, for a queue select (clone, requeue, reproduce)."""
     deps = deps or ActionDeps()
-    srv = _resolver(settings, deps)(server)
-    client = (deps.client_factory or _default_client)(srv)
+    srv = server_resolver_for(settings, deps)(server)
+    client = (deps.client_factory or default_client)(srv)
     try:
         queues = await client.get_all("queues.get_all", {}, key="queues")
     finally:
@@ -203,8 +206,8 @@ async def plan_action(
         raise ActionError("an action and a subject are required")
     spec = get_spec(request.action)
     params = _validate(spec, request.params)
-    server = _resolver(settings, deps)(request.server)
-    client = (deps.client_factory or _default_client)(server)
+    server = server_resolver_for(settings, deps)(request.server)
+    client = (deps.client_factory or default_client)(server)
     try:
         ctx = ActionContext(client=client, server=server, settings=settings, actor=actor, clock=deps.clock,
                             dry_run=True)
@@ -414,7 +417,7 @@ async def execute_action(
 
     # -- 4. server ------------------------------------------------------------------------------------
     try:
-        server = _resolver(settings, deps)(server_name)
+        server = server_resolver_for(settings, deps)(server_name)
     except ConfigError as exc:
         return finish("failed", f"Not done: {exc}", error=str(exc))
     ctx_info["server"] = server.name
@@ -435,7 +438,7 @@ async def execute_action(
         claimed = True
 
     # -- 6. plan and execute --------------------------------------------------------------------------
-    client = (deps.client_factory or _default_client)(server)
+    client = (deps.client_factory or default_client)(server)
     outcome: ActionOutcome
     try:
         ctx = ActionContext(client=client, server=server, settings=settings, actor=actor, clock=deps.clock,

@@ -11,7 +11,8 @@ from typing import Any
 from pydantic import Field
 
 from bot.actions.base import ActionParams, Link, Named, Plan, Refusal, Step, action
-from bot.actions.context import ActionContext, parse_task_ref
+from bot.actions.context import ActionContext
+from bot.diagnosis.refs import task_id_of
 
 
 class PrioritizeParams(ActionParams):
@@ -56,7 +57,7 @@ async def _find_queue(ctx: ActionContext, task: dict[str, Any], wanted: str | No
 @action("prioritize", params=PrioritizeParams, subject="task", title="Move task to the front")
 async def plan_prioritize(ctx: ActionContext, subject: str, params: PrioritizeParams) -> Plan:
     """Move a waiting task to the front of its queue."""
-    task = await ctx.task(parse_task_ref(subject))
+    task = await ctx.task(task_id_of(subject))
     label = ctx.task_label(task)
     if task.get("status") != "queued":
         raise Refusal(f"{label} is {task.get('status')}, not waiting in a queue: there is nothing to move")

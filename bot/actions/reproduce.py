@@ -23,9 +23,10 @@ from pydantic import Field
 from bot.actions.base import ActionParams, ExecState, Link, Plan, Refusal, Step, action
 from bot.actions.clone import NEW_TASK, clone_step
 from bot.actions.compare import Comparison, Tolerances, compare_runs
-from bot.actions.context import ActionContext, parse_task_ref
+from bot.actions.context import ActionContext
 from bot.actions.requeue import enqueue_step, note_unwatched
 from bot.clearml.errors import ClearMLError, NotFoundError
+from bot.diagnosis.refs import task_id_of
 from bot.durations import parse_duration
 from bot.store import Store
 
@@ -127,7 +128,7 @@ def get_watch(store: Store, watch_id: int) -> dict[str, Any] | None:
 @action("reproduce", params=ReproduceParams, subject="task", title="Reproduce task", user_choices=("queue",))
 async def plan_reproduce(ctx: ActionContext, subject: str, params: ReproduceParams) -> Plan:
     """Clone and re-run a finished task, then report how the re-run compares with it."""
-    task = await ctx.task(parse_task_ref(subject))
+    task = await ctx.task(task_id_of(subject))
     label = ctx.task_label(task)
     status = task.get("status")
     if status not in ENDED:
@@ -229,7 +230,7 @@ def _finish_watch(store: Store, watch_id: int, status: str, text: str, result: d
 
 async def tick(store: Store, settings: Settings, *, deps: ActionDeps | None = None) -> list[WatchResult]:
     """Poll every pending watch once; returns the watches that ended (finished, timed out, clone gone)."""
-    from bot.actions.executor import ActionDeps, _default_client, _resolver, release
+    from bot.actions.executor import ActionDeps, default_client, release, server_resolver_for
 
     deps = deps or ActionDeps()
     now = deps.now()
@@ -240,11 +241,11 @@ async def tick(store: Store, settings: Settings, *, deps: ActionDeps | None = No
     results: list[WatchResult] = []
     for server_name, watches in by_server.items():
         try:
-            server = _resolver(settings, deps)(server_name)
+            server = server_resolver_for(settings, deps)(server_name)
         except Exception as exc:  # the server was removed from the config: keep the watch, say why in the log
             log.warning("repro watch: server %s cannot be resolved: %s", server_name, exc)
             continue
-        client = (deps.client_factory or _default_client)(server)
+        client = (deps.client_factory or default_client)(server)
         ctx = ActionContext(client=client, server=server, settings=settings, actor=_watch_actor(watches[0]))
         try:
             for row in watches:

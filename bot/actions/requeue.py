@@ -17,7 +17,8 @@ from typing import Any
 from pydantic import Field
 
 from bot.actions.base import ActionParams, Condition, ExecState, Link, Named, Plan, Refusal, Step, action
-from bot.actions.context import ActionContext, parse_task_ref
+from bot.actions.context import ActionContext
+from bot.diagnosis.refs import task_id_of
 
 FINISHED_FOR_GOOD = ("completed", "published", "publishing", "closed")
 ENQUEUEABLE = ("created", "stopped", "failed")
@@ -133,7 +134,7 @@ async def requeue_steps(
 @action("requeue", params=RequeueParams, subject="task", title="Requeue task", user_choices=("queue",))
 async def plan_requeue(ctx: ActionContext, subject: str, params: RequeueParams) -> Plan:
     """Enqueue a failed, stopped or orphaned task again (its original queue, or a chosen one)."""
-    task = await ctx.task(parse_task_ref(subject))
+    task = await ctx.task(task_id_of(subject))
     steps, queue, notes = await requeue_steps(ctx, task, params.queue)
     label = ctx.task_label(task)
     plan = Plan(

@@ -24,6 +24,7 @@ from pydantic import Field
 
 from bot.checks.common import CheckError, Duration, Patterns, server_subject
 from bot.clearml.errors import ClearMLError, ForbiddenError, ServerUnavailableError
+from bot.diagnosis.failure_causes import CAUSES, classify_failure
 from bot.engine.findings import Finding, Severity, fingerprint_for
 from bot.engine.registry import CheckParams, check
 
@@ -397,7 +398,6 @@ async def canary_queue(snap: Snapshot, params: CanaryQueueParams) -> list[Findin
     if not params.queues:
         return []
     from bot.checks.common import selected, worker_ref, workers_by_queue
-    from bot.checks.repro import CAUSES, classify_failure
 
     queues = [q for q in await snap.queues() if selected((q.name, q.id), params.queues)]
     if not queues:

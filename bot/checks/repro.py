@@ -10,205 +10,32 @@ fifty, and compare two runs field by field.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import re
-from collections.abc import Iterable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
 from bot.checks.common import Duration, Patterns, iso, related
-from bot.checks.storage import FAILED_TASK_FIELDS, log_tails, match_storage_errors, project_filter, redact_obj
+from bot.checks.storage import FAILED_TASK_FIELDS, log_tails, project_filter, redact_obj
 from bot.clearml.errors import NotFoundError
-from bot.engine.findings import SEVERITY_RANK, ActionId, Finding, Severity, Subject, fingerprint_for
+from bot.diagnosis.compare import compare_tasks
+from bot.diagnosis.environment import GAP_FIX, GAP_SEVERITY, GapName, environment_gaps
+from bot.diagnosis.failure_causes import CAUSE_IDS, CAUSES, CauseName, classify_failure
+from bot.diagnosis.requirements import python_version
+from bot.engine.findings import SEVERITY_RANK, Finding, Severity, Subject, fingerprint_for
 from bot.engine.registry import CheckParams, check
-from bot.redact import MARK, is_secret_name, redact
+from bot.redact import redact
 
 if TYPE_CHECKING:
     from bot.clearml.models import Task
     from bot.engine.snapshot import Snapshot
 
 
-# ================================================================================================
-# Requirements parsing
-
-
-@dataclass
-class Requirement:
-    name: str  # normalized: lower case, "_" and "." -> "-"
-    spec: str  # "==2.3.0", ">=1.0", "@ https://...", "" (none)
-    pinned: bool
-    local: bool = False  # installed from a local path (pip freeze inside conda: "@ file:///...")
-    line: str = ""
-
-
-_NAME = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)\s*(\[[^\]]*\])?\s*(.*)$")
-_PY_LINE = re.compile(r"^#\s*Python\s+(\d+\.\d+(?:\.\d+)?)", re.I)
-_COMMIT_REF = re.compile(r"@[0-9a-f]{7,40}\b")
-
-
-def normalize(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
-def parse_pip(text: str | None) -> tuple[list[Requirement], str | None]:
-    """Requirements from pip requirements text, plus the Python version of the SDK's "# Python x.y" line."""
-    reqs: list[Requirement] = []
-    python: str | None = None
-    for raw in (text or "").splitlines():
-        line = raw.strip()
-        if not line:
-            continue
-        if line.startswith("#"):
-            match = _PY_LINE.match(line)
-            if match and python is None:
-                python = match.group(1)
-            continue
-        line = line.split(" #", 1)[0].strip()
-        if line.startswith(("-e ", "--editable ")):
-            url = line.split(None, 1)[1]
-            name = url.rsplit("#egg=", 1)[-1] if "#egg=" in url else url.rstrip("/").rsplit("/", 1)[-1]
-            local = url.startswith(("file:", ".", "/"))
-            reqs.append(Requirement(normalize(name), url, bool(_COMMIT_REF.search(url)) and not local, local, raw))
-            continue
-        if line.startswith("-"):
-            continue  # --extra-index-url, -r, --find-links: options, not packages
-        if line.startswith(("git+", "http://", "https://")):
-            name = line.rsplit("#egg=", 1)[-1] if "#egg=" in line else line.rstrip("/").rsplit("/", 1)[-1]
-            reqs.append(Requirement(normalize(name.split("@")[0]), line, bool(_COMMIT_REF.search(line)), False, raw))
-            continue
-        line = line.split(";", 1)[0].strip()  # environment markers
-        match = _NAME.match(line)
-        if not match:
-            continue
-        name, spec = match.group(1), match.group(3).strip()
-        if spec.startswith("@"):
-            url = spec[1:].strip()
-            local = url.startswith(("file:", "/", "."))
-            pinned = not local and (bool(_COMMIT_REF.search(url)) or url.endswith((".whl", ".tar.gz", ".zip")))
-            reqs.append(Requirement(normalize(name), spec, pinned, local, raw))
-            continue
-        pinned = bool(re.match(r"^===?\s*[^*,\s]+$", spec))
-        reqs.append(Requirement(normalize(name), spec, pinned, False, raw))
-    return reqs, python
-
-
-def parse_conda(text: str | None) -> list[Requirement]:
-    """Packages from a conda environment / `conda list --export` text (name=version=build)."""
-    reqs: list[Requirement] = []
-    for raw in (text or "").splitlines():
-        line = raw.strip()
-        if not line or line.startswith(("#", "@", "name:", "channels:", "dependencies:", "prefix:")):
-            continue
-        line = line.lstrip("- ").strip()
-        if not line or line.endswith(":") or "://" in line:
-            continue
-        if "==" in line:
-            name, _, version = line.partition("==")
-        else:
-            name, _, version = line.partition("=")
-        version = version.split("=", 1)[0].strip()
-        reqs.append(
-            Requirement(
-                normalize(name.strip()),
-                f"={version}" if version else "",
-                bool(version) and "*" not in version,
-                False,
-                raw,
-            )
-        )
-    return reqs
-
-
-def python_version(task: Task) -> tuple[str | None, str]:
-    """(version, source): from script.binary ("python3.10") or the requirements' "# Python 3.10.4" line."""
-    binary = str(task.get("script.binary") or "")
-    match = re.search(r"python(\d+\.\d+)", binary)
-    if match:
-        return match.group(1), "script.binary"
-    _, from_reqs = parse_pip(_req_text(task, "pip"))
-    if from_reqs:
-        return from_reqs, "requirements"
-    return None, ""
-
-
-def _req_text(task: Task, kind: str) -> str:
-    reqs = task.get("script.requirements")
-    if not isinstance(reqs, dict):
-        return ""
-    value = reqs.get(kind)
-    if isinstance(value, list):  # some SDK versions store a list of lines
-        return "\n".join(str(v) for v in value)
-    return str(value or "")
-
-
-def requirements_of(task: Task) -> dict[str, Requirement]:
-    pip, _ = parse_pip(_req_text(task, "pip"))
-    conda = parse_conda(_req_text(task, "conda"))
-    out = {r.name: r for r in conda}
-    out.update({r.name: r for r in pip})  # pip wins: it is what the agent installs by default
-    return out
-
-
-def _diff_lines(diff: str) -> int:
-    return sum(1 for line in diff.splitlines() if line.startswith(("+", "-")) and not line.startswith(("+++", "---")))
-
+# Requirements parsing, the failure-cause catalogue and run comparison live in bot/diagnosis (the slash-command
+# look-ups and the actions use them too); these checks apply them to a snapshot.
 
 # ================================================================================================
 # repro.environment
-
-GapName = Literal[
-    "no_requirements",
-    "local_requirements",
-    "unpinned_requirements",
-    "no_code",
-    "no_repository",
-    "no_commit",
-    "uncommitted_changes",
-    "no_python_version",
-]
-
-# Default severity per gap, and why:
-# - no_requirements / no_code / no_commit: the run cannot be rebuilt at all (the agent installs nothing, has
-#   no code, or checks out whatever the branch is today): warning.
-# - local_requirements: "pkg @ file:///..." lines (pip freeze inside conda) fail to install anywhere else:
-#   warning.
-# - unpinned_requirements, uncommitted_changes, no_repository (a standalone script kept in the diff),
-#   no_python_version: the run can be rebuilt, but may differ (newer packages, a diff that no longer
-#   applies, another interpreter): info.
-GAP_SEVERITY: dict[str, Severity] = {
-    "no_requirements": "warning",
-    "local_requirements": "warning",
-    "no_code": "warning",
-    "no_commit": "warning",
-    "unpinned_requirements": "info",
-    "uncommitted_changes": "info",
-    "no_repository": "info",
-    "no_python_version": "info",
-}
-
-_GAP_FIX: dict[str, str] = {
-    "no_requirements": "Let the SDK record the packages (do not set `sdk.development.detect_with_pip_freeze: "
-    "false` together with disabled auto-detection; call `Task.add_requirements(...)` for packages it misses), or "
-    "set the requirements in the task's Execution tab before cloning.",
-    "local_requirements": "Replace `pkg @ file:///...` lines with pinned versions (`pkg==x.y`): set "
-    "`sdk.development.detect_with_pip_freeze: false` so the SDK records imports, not a conda freeze.",
-    "unpinned_requirements": "Pin versions (`pkg==x.y.z`), e.g. with `sdk.development.detect_with_pip_freeze: "
-    "true` in clearml.conf, so a clone installs what the original ran with.",
-    "no_code": "Run from a git repository (the SDK records repository, commit and diff), or keep the script in "
-    "the task (`Task.init` stores a standalone script in the diff).",
-    "no_repository": "The code is a standalone script stored in the task; consider running it from a git "
-    "repository so changes are versioned.",
-    "no_commit": "Push the commit and run from a clean checkout so `script.version_num` is recorded.",
-    "uncommitted_changes": "Commit and push before running: an agent re-applies the stored diff, and "
-    "`Failed applying git diff` is a common failure when the base commit moved or was never pushed.",
-    "no_python_version": "Record the interpreter: set `script.binary` (e.g. python3.10) or run in a container "
-    "image (`Task.set_base_docker(...)` / agent `--docker`).",
-}
 
 
 class EnvironmentParams(CheckParams):
@@ -227,40 +54,6 @@ class EnvironmentParams(CheckParams):
         default_factory=dict, description="override the severity of a gap kind, e.g. {unpinned_requirements: warning}"
     )
     max_unpinned_listed: int = Field(default=10, ge=1, le=200, description="unpinned packages listed per task")
-
-
-def environment_gaps(task: Task) -> dict[str, Any]:
-    """Gap name -> details for one task (empty when the environment is fully captured)."""
-    gaps: dict[str, Any] = {}
-    pip_text, conda_text = _req_text(task, "pip"), _req_text(task, "conda")
-    pip, _ = parse_pip(pip_text)
-    conda = parse_conda(conda_text)
-    packages = pip + conda
-    if not packages:
-        gaps["no_requirements"] = "script.requirements has no pip or conda packages"
-    else:
-        local = [r.line.strip() for r in packages if r.local]
-        unpinned = [r.line.strip() for r in packages if not r.pinned and not r.local]
-        if local:
-            gaps["local_requirements"] = local
-        if unpinned:
-            gaps["unpinned_requirements"] = unpinned
-    repository = str(task.get("script.repository") or "").strip()
-    diff = str(task.get("script.diff") or "")
-    if not repository:
-        gaps["no_code" if not diff.strip() else "no_repository"] = (
-            "no repository and no stored script" if not diff.strip() else "standalone script stored in script.diff"
-        )
-    else:
-        if not str(task.get("script.version_num") or "").strip():
-            gaps["no_commit"] = f"{repository} without a commit (script.version_num)"
-        if diff.strip():
-            gaps["uncommitted_changes"] = f"{_diff_lines(diff)} changed lines in script.diff"
-    version, _ = python_version(task)
-    image = str(task.get("container.image") or "").strip()
-    if not version and not image:
-        gaps["no_python_version"] = "neither script.binary / '# Python' nor container.image"
-    return gaps
 
 
 @check("repro.environment", params=EnvironmentParams)
@@ -338,7 +131,7 @@ async def environment(snap: Snapshot, params: EnvironmentParams) -> list[Finding
                     secrets,
                 ),
                 links=[snap.task_link(task)],
-                remediation=" ".join(_GAP_FIX[g] for g in names),
+                remediation=" ".join(GAP_FIX[g] for g in names),
                 actions=[],
             )
         )
@@ -347,97 +140,6 @@ async def environment(snap: Snapshot, params: EnvironmentParams) -> list[Finding
 
 # ================================================================================================
 # repro.failure_causes
-
-
-@dataclass
-class Cause:
-    id: str
-    title: str
-    patterns: list[re.Pattern[str]]
-    remediation: str
-    actions: list[ActionId]
-    severity: Severity = "warning"
-    matcher: Literal["patterns", "storage"] = "patterns"
-    sources: list[str] = field(default_factory=list)
-
-
-FAILURE_CAUSES_PATH = Path(__file__).parent / "data" / "failure_causes.yaml"
-
-
-class _CauseSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    id: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
-    title: str = Field(min_length=1)
-    patterns: list[str] = Field(default_factory=list)
-    matcher: Literal["patterns", "storage"] = "patterns"
-    remediation: str = Field(min_length=1)
-    actions: list[ActionId] = Field(default_factory=list)
-    severity: Literal["info", "warning"] = "warning"
-    sources: list[str] = Field(default_factory=list)
-
-
-def load_causes(path: Path = FAILURE_CAUSES_PATH) -> list[Cause]:
-    """The failure-cause catalogue (bot/checks/data/failure_causes.yaml), in match order, `unknown` last.
-
-    A malformed entry or regular expression raises ValueError naming the cause, so a bad edit fails at import
-    (in every test), never silently at run time."""
-    doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    causes: list[Cause] = []
-    for i, raw in enumerate(doc.get("causes") or []):
-        try:
-            spec = _CauseSpec.model_validate(raw)
-            patterns = [re.compile(p, re.I) for p in spec.patterns]
-        except (ValidationError, re.error) as exc:
-            name = raw.get("id", f"#{i}") if isinstance(raw, dict) else f"#{i}"
-            raise ValueError(f"{path.name}: cause {name}: {exc}") from None
-        causes.append(Cause(spec.id, spec.title, patterns, " ".join(spec.remediation.split()), spec.actions,
-                            spec.severity, spec.matcher, spec.sources))
-    ids = [c.id for c in causes]
-    if len(set(ids)) != len(ids) or not ids or ids[-1] != "unknown":
-        raise ValueError(f"{path.name}: cause ids must be unique and end with `unknown`: {ids}")
-    return causes
-
-
-# Ordered most specific / most upstream first (see the data file): the first matching cause is the root cause.
-CAUSES: list[Cause] = load_causes()
-CAUSE_IDS: tuple[str, ...] = tuple(c.id for c in CAUSES)
-# The ids as a type, for the `severities` parameter (tests keep it equal to the catalogue's ids).
-CauseName = Literal[
-    "python_not_found",
-    "disk_full",
-    "image_pull",
-    "gpu_not_visible",
-    "cuda_mismatch",
-    "requirements_install",
-    "git_diff",
-    "repository",
-    "upload_too_large",
-    "storage_credentials",
-    "missing_module",
-    "cuda_oom",
-    "storage",
-    "shared_memory",
-    "host_oom",
-    "watchdog_stop",
-    "spot_preemption",
-    "agent_killed",
-    "user_code",
-    "unknown",
-]
-
-
-def classify_failure(lines: list[str], status_reason: str = "", status_message: str = "") -> tuple[str, list[str]]:
-    """(cause id, the matching lines) for one failed task."""
-    texts = [t for t in (status_reason, status_message) if t] + list(lines)
-    for cause in CAUSES:
-        if cause.matcher == "storage":
-            hits = [line for line, _ in match_storage_errors(texts)]
-        else:
-            hits = [t for t in texts if any(p.search(t) for p in cause.patterns)]
-        if hits:
-            return cause.id, hits
-    return "unknown", []
 
 
 class FailureCausesParams(CheckParams):
@@ -462,7 +164,7 @@ class FailureCausesParams(CheckParams):
 async def failure_causes(snap: Snapshot, params: FailureCausesParams) -> list[Finding]:
     """Recent failed tasks grouped by cause, from the status reason/message and the console log tail.
 
-    Causes, most upstream first, from the catalogue bot/checks/data/failure_causes.yaml: requested Python not
+    Causes, most upstream first, from the catalogue bot/diagnosis/data/failure_causes.yaml: requested Python not
     found, disk full, image pull, GPU not visible, CUDA/driver mismatch, requirements install (pip/conda), git diff,
     repository checkout, upload too large (413), storage credentials, missing module, GPU out of memory, storage
     error, shared memory, host out of memory, watchdog forced stop, spot preemption, killed by a signal, user code
@@ -612,131 +314,6 @@ class CompareParams(CheckParams):
         if bool(self.task_a) != bool(self.task_b):
             raise ValueError("give both task_a and task_b (two task ids), or neither for automatic mode")
         return self
-
-
-def _masked(diff: dict[str, Any]) -> dict[str, Any]:
-    """A `_dict_diff` of parameters with the values of secret-named ones (Args/db_password, Args/HF_TOKEN) blanked
-    on both sides: that it changed is shown, never what it was or became."""
-    out: dict[str, Any] = {}
-    for part, entries in diff.items():
-        out[part] = {
-            name: ([MARK if v else v for v in value] if isinstance(value, list) else MARK if value else value)
-            if is_secret_name(name) else value
-            for name, value in entries.items()
-        }
-    return out
-
-
-def _flat_hyperparams(task: Task) -> dict[str, str]:
-    out: dict[str, str] = {}
-    hp = task.get("hyperparams") or {}
-    if isinstance(hp, dict):
-        for section, params in hp.items():
-            if not isinstance(params, dict):
-                continue
-            for name, value in params.items():
-                if isinstance(value, dict):
-                    out[f"{section}/{name}"] = str(value.get("value", ""))
-                else:
-                    out[f"{section}/{name}"] = str(value)
-    legacy = task.get("execution.parameters") or {}
-    if isinstance(legacy, dict):
-        for name, value in legacy.items():
-            out.setdefault(name if "/" in name else f"Args/{name}", str(value))
-    return out
-
-
-def _input_models(task: Task) -> dict[str, str]:
-    models = task.get("models.input") or []
-    out = {str(m.get("name") or m.get("model")): str(m.get("model") or "") for m in models if isinstance(m, dict)}
-    legacy = task.get("execution.model")
-    if legacy and not out:
-        out["input"] = str(legacy)
-    return out
-
-
-def _changed(a: Any, b: Any) -> list[Any] | None:
-    return None if a == b else [a, b]
-
-
-def _dict_diff(a: dict[str, str], b: dict[str, str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    added = {k: b[k] for k in sorted(set(b) - set(a))}
-    removed = {k: a[k] for k in sorted(set(a) - set(b))}
-    changed = {k: [a[k], b[k]] for k in sorted(set(a) & set(b)) if a[k] != b[k]}
-    if added:
-        out["added"] = added
-    if removed:
-        out["removed"] = removed
-    if changed:
-        out["changed"] = changed
-    return out
-
-
-def compare_tasks(a: Task, b: Task, ignore_hyperparams: Iterable[str] = ()) -> dict[str, Any]:
-    """The differences between two task documents, by part; a part is absent when it is the same."""
-    from bot.checks.common import matches_any
-
-    diff: dict[str, Any] = {}
-    commit = {
-        key: pair
-        for key in ("repository", "branch", "version_num", "entry_point", "working_dir")
-        if (pair := _changed(a.get(f"script.{key}") or None, b.get(f"script.{key}") or None)) is not None
-    }
-    if commit:
-        diff["commit"] = commit
-    da, db = str(a.get("script.diff") or ""), str(b.get("script.diff") or "")
-    if da != db:
-        diff["diff"] = {
-            "a": {
-                "changed_lines": _diff_lines(da),
-                "sha256": hashlib.sha256(da.encode()).hexdigest()[:12] if da else None,
-            },
-            "b": {
-                "changed_lines": _diff_lines(db),
-                "sha256": hashlib.sha256(db.encode()).hexdigest()[:12] if db else None,
-            },
-        }
-    ra = {k: v.spec or "(any)" for k, v in requirements_of(a).items()}
-    rb = {k: v.spec or "(any)" for k, v in requirements_of(b).items()}
-    req = _dict_diff(ra, rb)
-    if req:
-        diff["requirements"] = req
-    pa, pb = python_version(a)[0], python_version(b)[0]
-    if pa != pb:
-        diff["python"] = [pa, pb]
-    container = {  # arguments and setup scripts carry `-e HF_TOKEN=…`, `export AWS_SECRET…`: redacted as text
-        key: [redact(str(v)) if v is not None else None for v in pair]
-        for key in ("image", "arguments", "setup_shell_script")
-        if (pair := _changed(a.get(f"container.{key}") or None, b.get(f"container.{key}") or None)) is not None
-    }
-    if container:
-        diff["container"] = container
-    ha, hb = _flat_hyperparams(a), _flat_hyperparams(b)
-    ignore = list(ignore_hyperparams)
-    datasets_a = {k: v for k, v in ha.items() if k.startswith("Datasets/")}
-    datasets_b = {k: v for k, v in hb.items() if k.startswith("Datasets/")}
-    ha = {k: v for k, v in ha.items() if not k.startswith("Datasets/") and not matches_any(k, ignore)}
-    hb = {k: v for k, v in hb.items() if not k.startswith("Datasets/") and not matches_any(k, ignore)}
-    hyper = _masked(_dict_diff(ha, hb))
-    if hyper:
-        diff["hyperparams"] = hyper
-    ds = _dict_diff(datasets_a, datasets_b)
-    if ds:
-        diff["datasets"] = ds
-    models = _dict_diff(_input_models(a), _input_models(b))
-    if models:
-        diff["models"] = models
-    conf_a, conf_b = a.get("configuration") or {}, b.get("configuration") or {}
-    if isinstance(conf_a, dict) and isinstance(conf_b, dict):
-        changed_conf = sorted(
-            k
-            for k in set(conf_a) | set(conf_b)
-            if (conf_a.get(k) or {}).get("value") != (conf_b.get(k) or {}).get("value")
-        )
-        if changed_conf:
-            diff["configuration"] = changed_conf
-    return diff
 
 
 def _summary(diff: dict[str, Any]) -> str:
@@ -909,18 +486,3 @@ def _compare_finding(
         remediation=remediation,
         actions=["clone", "reproduce"] if auto else [],
     )
-
-
-__all__ = [
-    "CAUSES",
-    "CAUSE_IDS",
-    "GAP_SEVERITY",
-    "Requirement",
-    "classify_failure",
-    "compare_tasks",
-    "environment_gaps",
-    "parse_conda",
-    "parse_pip",
-    "python_version",
-    "requirements_of",
-]

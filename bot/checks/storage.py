@@ -23,6 +23,7 @@ from pydantic import Field
 
 from bot.checks.common import CheckError, Duration, Patterns, iso, matches_any, related, server_subject
 from bot.clearml.errors import ClearMLError, NotFoundError
+from bot.diagnosis.storage_errors import match_storage_errors
 from bot.engine.findings import Finding, Severity, Subject
 from bot.engine.registry import CheckParams, check
 from bot.redact import redact, redact_tree
@@ -583,60 +584,7 @@ async def _output_model_uris(snap: Snapshot, tasks: list[Task]) -> dict[str, lis
 # Extra fields of the failed-task list; repro.failure_causes asks for the same list so one fetch serves both.
 FAILED_TASK_FIELDS: tuple[str, ...] = ("output.destination",)
 
-# (compiled pattern, failure class). Classes reuse the probe's names so the two can be compared.
-STORAGE_ERROR_PATTERNS: list[tuple[re.Pattern[str], str]] = [
-    (re.compile(r"Insufficient permissions \(write failed\)", re.I), r.ACCESS_DENIED_WRITE),
-    (re.compile(r"Insufficient permissions \(delete failed\)", re.I), r.ACCESS_DENIED_DELETE),
-    (re.compile(r"InvalidAccessKeyId", re.I), r.INVALID_ACCESS_KEY),
-    (re.compile(r"SignatureDoesNotMatch", re.I), r.SIGNATURE_MISMATCH),
-    (re.compile(r"AuthorizationHeaderMalformed|PermanentRedirect|IllegalLocationConstraint", re.I), r.REGION_MISMATCH),
-    (re.compile(r"NoSuchBucket", re.I), r.NO_SUCH_BUCKET),
-    (
-        re.compile(r"(cannot|can't|could not|unable to) (find|locate|get access) credentials|NoCredentialsError", re.I),
-        r.NO_CREDENTIALS,
-    ),
-    (re.compile(r"Could not connect to the endpoint URL", re.I), r.ENDPOINT_UNREACHABLE),
-    (
-        re.compile(
-            r"(AccessDenied|Access Denied).*(PutObject|upload|write)|"
-            r"(PutObject|upload).*(AccessDenied|Access Denied)",
-            re.I,
-        ),
-        r.ACCESS_DENIED_WRITE,
-    ),
-    (
-        re.compile(
-            r"SSL.*(WRONG_VERSION_NUMBER|CERTIFICATE_VERIFY_FAILED|certificate verify failed)"
-            r"|SSLError",
-            re.I,
-        ),
-        r.TLS,
-    ),
-    (
-        re.compile(
-            r"Exception encountered while uploading|Failed uploading|Upload failed|failed to upload"
-            r"|Could not upload|Error uploading",
-            re.I,
-        ),
-        r.UPLOAD_REFUSED,
-    ),
-]
-# An SSL error line is a storage problem only when it is about an upload / a bucket / the file server.
-_STORAGE_CONTEXT = re.compile(r"upload|s3://|gs://|azure://|bucket|storage|files?server|:8081|artifact", re.I)
 _URI_IN_LINE = re.compile(r"\b(?:s3|gs|azure|https?)://[^\s'\"<>),\]]+", re.I)
-
-
-def match_storage_errors(lines: Iterable[str]) -> list[tuple[str, str]]:
-    """[(line, failure class)] for log lines that show an upload/storage error."""
-    out: list[tuple[str, str]] = []
-    for line in lines:
-        for pattern, kind in STORAGE_ERROR_PATTERNS:
-            if pattern.search(line):
-                if kind == r.TLS and not _STORAGE_CONTEXT.search(line):
-                    continue
-                out.append((line, kind))
-                break
-    return out
 
 
 def storage_uris(lines: Iterable[str], api_url: str = "") -> list[str]:

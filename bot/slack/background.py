@@ -129,7 +129,7 @@ class Background:
     # -- jobs ------------------------------------------------------------------------------------------------------
     def run_playbook(self, playbook: Playbook, trigger: str) -> RunResult:
         """One scheduled run: run, record, incidents (queued messages), and the report when configured."""
-        from bot.engine.lookups import pick_server
+        from bot.slack.commands.lookups import pick_server
         from bot.slack.delivery import queue_run_report
         from bot.slack.jobs import run_with_queues
         from bot.slack.messages.report import ReportOptions

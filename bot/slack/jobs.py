@@ -18,10 +18,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from bot.clearml.errors import ClearMLError, CredentialsError, ServerUnavailableError
 from bot.config import ConfigError
-from bot.engine import lookups
-from bot.engine.lookups import LookupInputError, Meta, open_snapshot, parse_ref, pick_server
+from bot.diagnosis.refs import parse_ref
 from bot.engine.playbook import PlaybookError
+from bot.errors import LookupInputError
 from bot.redact import redact
+from bot.slack.commands import lookups
+from bot.slack.commands.lookups import Meta, open_snapshot, pick_server
 from bot.slack.messages.actions import queue_choice_actions
 from bot.slack.messages.common import SlackMessage
 from bot.slack.messages.help import render_failure, render_input_error, render_running

@@ -531,8 +531,8 @@ def _setup_logging() -> None:
 
 def _register_secrets(settings: Settings) -> None:
     """The ClearML keys of every configured server never appear in a log line, whatever variables hold them."""
-    from bot.engine.lookups import configured_servers
     from bot.logs import add_secrets
+    from bot.slack.commands.lookups import configured_servers
 
     add_secrets(s for server in configured_servers(settings) for s in server.secrets())
 

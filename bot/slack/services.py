@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bot.config import ServerSettings, Settings
-from bot.engine.lookups import configured_servers
 from bot.engine.playbook import (
     IntervalSchedule,
     Playbook,
@@ -27,6 +26,7 @@ from bot.engine.playbook import (
     load_playbook,
 )
 from bot.engine.window import ReadWindow
+from bot.slack.commands.lookups import configured_servers
 from bot.slack.messages.help import PlaybookInfo
 from bot.slack.outbox import Outbox
 from bot.slack.routing import Router

@@ -6,11 +6,11 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from bot.checks.repro import CAUSE_IDS, CAUSES
 from bot.config import Settings
-from bot.engine import lookups
+from bot.diagnosis.failure_causes import CAUSE_IDS, CAUSES
 from bot.engine.playbook import CheckEntry, Playbook
 from bot.engine.runner import run_playbooks
+from bot.slack.commands import lookups
 from tests.helpers import server_settings
 
 BUTTONS = {c.id: c.actions for c in CAUSES}

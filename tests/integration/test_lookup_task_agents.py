@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from bot.config import Settings
-from bot.engine import lookups
+from bot.slack.commands import lookups
 from bot.slack.messages.lookups import render_task
 from tests.helpers import server_settings
 

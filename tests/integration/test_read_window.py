@@ -11,12 +11,12 @@ from typing import Any
 
 from bot.clearml.client import ClearMLClient
 from bot.config import ServerSettings, Settings
-from bot.engine import lookups
-from bot.engine.lookups import Meta, open_snapshot
 from bot.engine.playbook import CheckEntry, Playbook
 from bot.engine.runner import reuse_limit_s, run_playbooks
 from bot.engine.snapshot import Snapshot
 from bot.engine.window import ReadWindow
+from bot.slack.commands import lookups
+from bot.slack.commands.lookups import Meta, open_snapshot
 from bot.slack.messages.lookups import render_status
 from tests.helpers import server_settings
 

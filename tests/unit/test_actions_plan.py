@@ -7,10 +7,10 @@ import pytest
 
 from bot.actions import REGISTRY, confirm_spec
 from bot.actions.base import ActionParams, Named, Plan, Ref, Refusal, Step, action
-from bot.actions.context import parse_task_ref
 from bot.actions.rotate import select_backend
 from bot.actions.rotate.ec2 import instance_id_from_worker
 from bot.config import RotateBackend
+from bot.diagnosis.refs import task_id_of
 
 TID = "3f2a9c1e" + "0" * 24
 
@@ -68,4 +68,4 @@ def test_instance_ids_and_task_references() -> None:
     assert instance_id_from_worker("gpu-box:0") is None
     assert instance_id_from_worker("x:i-nothex00") is None
     url = f"https://app.clearml.acme/projects/p1/experiments/{TID}/output/log"
-    assert parse_task_ref(url) == TID and parse_task_ref(f" {TID} ") == TID
+    assert task_id_of(url) == TID and task_id_of(f" {TID} ") == TID

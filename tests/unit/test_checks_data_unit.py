@@ -18,17 +18,14 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError, SSLError
 
-from bot.checks.repro import (
-    classify_failure,
-    compare_tasks,
-    environment_gaps,
-    parse_conda,
-    parse_pip,
-    python_version,
-)
-from bot.checks.storage import match_storage_errors, storage_uris
+from bot.checks.storage import storage_uris
 from bot.clearml.models import Task
 from bot.config import StorageTarget
+from bot.diagnosis.compare import compare_tasks
+from bot.diagnosis.environment import environment_gaps
+from bot.diagnosis.failure_causes import classify_failure
+from bot.diagnosis.requirements import parse_conda, parse_pip, python_version
+from bot.diagnosis.storage_errors import match_storage_errors
 from bot.storage import results as r
 from bot.storage.credentials import ClearmlConf, load_clearml_conf, resolve_azure, resolve_gcs, resolve_s3
 from bot.storage.datasets import (

@@ -1,5 +1,5 @@
 # ruff: noqa: E501  (log excerpts keep their real line lengths)
-"""The failure-cause catalogue (bot/checks/data/failure_causes.yaml), line by line against log excerpts written in
+"""The failure-cause catalogue (bot/diagnosis/data/failure_causes.yaml), line by line against log excerpts written in
 the style of real pip, conda, docker, nvidia-container-toolkit, CUDA, PyTorch, clearml-agent and kernel output.
 
 Each excerpt is the tail of a failed task's console log as an agent leaves it; the test asserts the cause the
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.checks.repro import CAUSE_IDS, CAUSES, CauseName, classify_failure, load_causes
+from bot.diagnosis.failure_causes import CAUSE_IDS, CAUSES, CauseName, classify_failure, load_causes
 
 # cause -> [(status_reason, log excerpt, the evidence line that must be among the hits)]
 EXCERPTS: dict[str, list[tuple[str, str, str]]] = {

@@ -6,14 +6,14 @@ from __future__ import annotations
 import pytest
 
 from bot.config import ServerSettings
-from bot.engine.lookups import (
-    LookupInputError,
+from bot.diagnosis.refs import parse_ref
+from bot.engine.playbook import CheckEntry, Playbook
+from bot.errors import LookupInputError
+from bot.slack.commands.lookups import (
     _differences,
     agent_thresholds,
     classify_failure,
-    parse_ref,
 )
-from bot.engine.playbook import CheckEntry, Playbook
 
 TASK = "4f2c0d7e9a8b4c1d8e5f6a7b8c9d0e1f"
 PROJECT = "0123456789abcdef0123456789abcdef"

@@ -11,7 +11,8 @@ import pytest
 from slack_sdk.models.blocks import ActionsBlock, Block
 
 from bot.engine.findings import Finding, Subject
-from bot.engine.lookups import (
+from bot.engine.runner import CheckRun, RunResult
+from bot.slack.commands.lookups import (
     AgentsView,
     DatasetView,
     DiffView,
@@ -26,7 +27,6 @@ from bot.engine.lookups import (
     TaskDiagnosis,
     WorkerState,
 )
-from bot.engine.runner import CheckRun, RunResult
 from bot.slack.messages.common import MAX_BLOCKS, SlackMessage, chunk_lines, escape, link
 from bot.slack.messages.help import PlaybookInfo, render_checks, render_help, render_playbooks
 from bot.slack.messages.lookups import (

@@ -25,9 +25,10 @@ from typing import TYPE_CHECKING, Any
 
 from bot.clearml.errors import ClearMLError, CredentialsError
 from bot.config import ConfigError, ServerSettings
-from bot.engine.lookups import LookupInputError, Meta, open_snapshot, pick_server
 from bot.engine.playbook import PlaybookError
+from bot.errors import LookupInputError
 from bot.redact import redact
+from bot.slack.commands.lookups import Meta, open_snapshot, pick_server
 from bot.slack.home.state import (
     FleetCache,
     FleetState,
@@ -220,7 +221,7 @@ class HomeService:
                 self._busy.discard(user)
 
     async def _status(self, user: str, server_name: str) -> HomeResult:
-        from bot.engine import lookups
+        from bot.slack.commands import lookups
         from bot.slack.messages.lookups import render_status
 
         services = self.services

@@ -15,9 +15,10 @@ from typing import Any
 from slack_bolt import Ack, App, BoltContext
 
 from bot.config import ConfigError
-from bot.engine.lookups import LookupInputError, parse_ref
+from bot.diagnosis.refs import parse_ref
 from bot.engine.playbook import PlaybookError
 from bot.engine.registry import REGISTRY, load_builtin_checks
+from bot.errors import LookupInputError
 from bot.incidents.silences import SilenceError, parse_silence_args
 from bot.slack import incident_commands, jobs
 from bot.slack.messages.common import SlackMessage

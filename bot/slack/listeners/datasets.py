@@ -17,9 +17,11 @@ from bot.actions import audit
 from bot.actions.base import Actor
 from bot.actions.policy import VERIFY_HASHES
 from bot.actions.tokens import ExpiredToken, TokenError
-from bot.engine.lookups import TASK_ID, LookupInputError, integrity_params, pick_server
+from bot.diagnosis.refs import TASK_ID
 from bot.engine.playbook import CheckEntry, Playbook
 from bot.engine.registry import REGISTRY, load_builtin_checks
+from bot.errors import LookupInputError
+from bot.slack.commands.lookups import integrity_params, pick_server
 from bot.slack.messages.help import render_failure, render_input_error, render_running
 from bot.slack.messages.lookups import VERIFY_DATASET_ACTION
 from bot.slack.messages.report import ReportOptions, render_run

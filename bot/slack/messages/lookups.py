@@ -1,4 +1,4 @@
-"""Messages for the look-up subcommands: status, agents, queues, task, diff, dataset (from bot.engine.lookups)."""
+"""Messages for the look-up subcommands: status, agents, queues, task, diff, dataset (bot.slack.commands.lookups)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from slack_sdk.models.blocks import ActionsBlock, Block, ButtonElement, ConfirmObject, PlainTextObject
 
 from bot.durations import format_duration
-from bot.engine.lookups import (
+from bot.slack.commands.lookups import (
     AgentsView,
     DatasetView,
     DiffView,

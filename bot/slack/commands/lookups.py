@@ -12,21 +12,25 @@ with a message that says what was wrong and what to type instead.
 from __future__ import annotations
 
 import fnmatch
-import re
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs, urlsplit
 
 from bot.clearml.errors import ClearMLError, NotFoundError
 from bot.config import ConfigError, ServerSettings, Settings, resolve_server
+from bot.diagnosis.environment import GAP_SEVERITY
+from bot.diagnosis.environment import environment_gaps as gaps_of
+from bot.diagnosis.failure_causes import CAUSES
+from bot.diagnosis.failure_causes import classify_failure as classify
+from bot.diagnosis.refs import short
 from bot.durations import format_duration
 from bot.engine.findings import SEVERITY_RANK, Finding, is_problem
 from bot.engine.playbook import CheckEntry, Playbook
 from bot.engine.registry import REGISTRY, load_builtin_checks
 from bot.engine.snapshot import Snapshot
+from bot.errors import LookupInputError
 
 # clearml-server's non-responsive tasks watchdog: running tasks without an update for 2 h are stopped; the task
 # look-up says so from 75 % of that (agents.watchdog_risk's default share)
@@ -39,11 +43,6 @@ if TYPE_CHECKING:
     from bot.engine.runner import RunResult
     from bot.engine.window import ReadWindow
 
-TASK_ID = re.compile(r"^[0-9a-f]{32}$")
-# Path segments after which the web UI puts a task id: /projects/<p>/experiments/<id>/..., /tasks/<id>,
-# /datasets/simple/<p>/experiments/<id>.
-_ID_AFTER = ("experiments", "tasks", "task", "datasets")
-
 DEFAULT_STALE_AFTER = 120.0
 DEFAULT_DEAD_AFTER = 480.0
 # The cheap, read-only checks behind `status` when no `health` playbook is installed.
@@ -54,10 +53,6 @@ STATUS_CHECKS = (
     "agents.unserved_queues",
     "queues.backlog",
 )
-
-
-class LookupInputError(Exception):
-    """The user asked for something that does not exist or is malformed; the message says what to type."""
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -74,98 +69,6 @@ def configured_servers(settings: Settings) -> list[ServerSettings]:
         except ConfigError:
             continue  # a half-configured server cannot be the one a link points at
     return out
-
-
-def _netloc(url: str) -> str:
-    parts = urlsplit(url if "://" in url else f"https://{url}")
-    host = (parts.hostname or "").lower()
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    return f"{host}:{port}"
-
-
-def _known_netlocs(server: ServerSettings) -> tuple[str, ...]:
-    out = []
-    for url in (server.web_url, server.api_url):
-        try:
-            out.append(_netloc(url))
-        except ValueError:  # a misconfigured server URL matches nothing (doctor reports it)
-            continue
-    return tuple(out)
-
-
-@dataclass(frozen=True)
-class Ref:
-    """A task or dataset reference as the user gave it: the id, and the server a link pointed at (if any)."""
-
-    id: str
-    server: str | None = None  # server name when given by a link
-    from_url: bool = False
-
-
-def parse_ref(text: str, servers: Sequence[ServerSettings], *, kind: str = "task") -> Ref:
-    """A task/dataset id (32 hex characters) or a ClearML web UI link to one.
-
-    A link must come from one of the configured servers' web (or API) hosts; a link to any other ClearML server is
-    refused with a message naming the servers this bot knows, since silently looking the id up elsewhere would show
-    the wrong thing or nothing.
-    """
-    value = text.strip().strip("<>").split("|", 1)[0]
-    if TASK_ID.match(value.lower()):
-        return Ref(value.lower())
-    if not re.match(r"^https?://", value, re.I):
-        raise LookupInputError(
-            f"`{_short(value)}` is not a {kind} id (32 hexadecimal characters, like "
-            f"`4f2c0d7e9a8b4c1d8e5f6a7b8c9d0e1f`) or a link to the {kind} in the ClearML web UI."
-        )
-    try:
-        where = _netloc(value)
-    except ValueError:  # `http://h:8080.evil/…`, `http://[::1/…`, port 99999: urllib refuses to read the port
-        raise LookupInputError(
-            f"`{_short(value)}` is not a valid link (its host or port cannot be read). Paste the address from the "
-            f"ClearML web UI as it is, or just the 32-character {kind} id."
-        ) from None
-    match = next((s for s in servers if where in (_known_netlocs(s))), None)
-    if match is None:
-        known = ", ".join(f"{s.name} ({s.web_url})" for s in servers) or "none configured"
-        raise LookupInputError(
-            f"That link points at `{urlsplit(value).netloc}`, which is not a ClearML server this bot watches "
-            f"({known}). Paste a link from one of those, or just the {kind} id."
-        )
-    found = _id_from_url(value)
-    if found is None:
-        raise LookupInputError(
-            f"I found no {kind} id in that link. Open the {kind} in the ClearML web UI and copy the address "
-            f"(it contains `/experiments/<id>`), or paste the 32-character {kind} id."
-        )
-    return Ref(found, server=match.name, from_url=True)
-
-
-def _id_from_url(url: str) -> str | None:
-    parts = urlsplit(url)
-    segments = [s for s in parts.path.split("/") if s]
-    for i, seg in enumerate(segments[:-1]):
-        if seg.lower() in _ID_AFTER and TASK_ID.match(segments[i + 1].lower()):
-            candidate = segments[i + 1].lower()
-            # /datasets/simple/<project>/experiments/<id>: keep looking for the later, more specific id
-            later = _id_after(segments[i + 2 :])
-            return later or candidate
-    for values in parse_qs(parts.query).values():
-        for v in values:
-            if TASK_ID.match(v.lower()):
-                return v.lower()
-    return None
-
-
-def _id_after(segments: list[str]) -> str | None:
-    for i, seg in enumerate(segments[:-1]):
-        if seg.lower() in ("experiments", "tasks") and TASK_ID.match(segments[i + 1].lower()):
-            return segments[i + 1].lower()
-    return None
-
-
-def _short(text: str, limit: int = 60) -> str:
-    text = text.replace("`", "'")
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def pick_server(settings: Settings, name: str | None) -> ServerSettings:
@@ -478,9 +381,6 @@ class EnvGap:
 
 def classify_failure(status_reason: str, status_message: str, log_lines: Sequence[str]) -> FailureCause | None:
     """The failure cause as `repro.failure_causes` classifies it (same patterns, same advice)."""
-    from bot.checks.repro import CAUSES
-    from bot.checks.repro import classify_failure as classify
-
     cause_id, hits = classify(list(log_lines), status_reason, status_message)
     if cause_id == "unknown":
         return None
@@ -493,9 +393,6 @@ def classify_failure(status_reason: str, status_message: str, log_lines: Sequenc
 
 def environment_gaps(task: Task) -> list[EnvGap]:
     """What the task did not capture that a faithful rerun needs, as `repro.environment` sees it."""
-    from bot.checks.repro import GAP_SEVERITY
-    from bot.checks.repro import environment_gaps as gaps_of
-
     out = []
     for name, detail in gaps_of(task).items():
         if isinstance(detail, list):
@@ -541,7 +438,7 @@ async def get_task(snap: Snapshot, task_id: str, *, kind: str = "task") -> Task:
     except NotFoundError as exc:
         raise LookupInputError(
             f"There is no {kind} `{task_id}` on server {snap.server.name} (ClearML answered "
-            f"{exc.code}/{exc.subcode}: {_short(exc.message, 80)}). Check the id, or paste the {kind}'s link from "
+            f"{exc.code}/{exc.subcode}: {short(exc.message, 80)}). Check the id, or paste the {kind}'s link from "
             f"the web UI: `/clearml {kind} <id or link>`."
         ) from None
 
