@@ -20,12 +20,9 @@ from bot.config import ConfigError, ServerSettings, Settings, load_settings, res
 from bot.durations import parse_duration
 from bot.engine.playbook import Playbook, PlaybookError, find_playbooks, load_playbook, resolve_playbook
 from bot.engine.registry import load_builtin_checks
+from bot.errors import UsageError
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
-
-
-class UsageError(Exception):
-    """A user error that ends the command with exit code 2 and one clear line."""
 
 
 def _err(message: str) -> None:

@@ -16,10 +16,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from bot.durations import parse_duration
+from bot.errors import BotError
 from bot.incidents.digest import DigestSettings
 
 
-class ConfigError(Exception):
+class ConfigError(BotError):
     """A missing, malformed or contradictory setting. The message names the setting and the fix."""
 
 

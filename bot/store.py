@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 import sqlite_utils
 
+from bot.errors import BotError
+
 if TYPE_CHECKING:
     from bot.engine.baseline import AgentVersionSeen, PoolObservation
     from bot.engine.runner import RunResult
@@ -28,7 +30,7 @@ FLEET_POOLS_KEEP_S = 30 * 86400.0
 AGENT_VERSIONS_KEEP_S = 30 * 86400.0
 
 
-class StoreError(Exception):
+class StoreError(BotError):
     """The store cannot be opened or written; the message names the path and the fix."""
 
 

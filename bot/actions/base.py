@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from bot.engine.findings import ACTION_IDS
+from bot.errors import BotError
 
 if TYPE_CHECKING:
     from bot.actions.context import ActionContext
@@ -41,11 +42,11 @@ OutcomeStatus = Literal[
 ]
 
 
-class ActionError(Exception):
+class ActionError(BotError):
     """A usage problem with a request (unknown action, bad params, bad subject): nothing was attempted."""
 
 
-class Refusal(Exception):
+class Refusal(BotError):
     """Raised by a planner when the action must not run in the subject's current state.
 
     `alternative` names another action that does what the user probably wants (e.g. clone for a completed
@@ -58,7 +59,7 @@ class Refusal(Exception):
         self.alternative = alternative
 
 
-class BackendError(Exception):
+class BackendError(BotError):
     """A rotate backend call failed (EC2, Kubernetes, command). `retry`: worth trying again."""
 
     def __init__(self, message: str, *, retry: bool = False, output: str = "") -> None:

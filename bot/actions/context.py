@@ -15,6 +15,7 @@ from bot.actions.base import Actor, Named, Refusal
 from bot.clearml.errors import NotFoundError
 from bot.config import ServerSettings, Settings
 from bot.diagnosis.refs import TASK_ID
+from bot.errors import BotError
 from bot.store import Store
 
 
@@ -28,7 +29,7 @@ class ClientLike(Protocol):
     async def aclose(self) -> None: ...
 
 
-class DryRunViolation(RuntimeError):
+class DryRunViolation(BotError, RuntimeError):
     """A mutating ClearML call was attempted during a dry run (a bug in a planner): nothing was sent."""
 
 

@@ -43,6 +43,7 @@ from bot.actions.tokens import ButtonClaims, ExpiredToken, Signer, TokenError
 from bot.clearml.errors import ClearMLError, ServerUnavailableError, StatusTransitionError
 from bot.config import ConfigError, ServerSettings, Settings, resolve_server
 from bot.durations import parse_duration
+from bot.errors import BotError
 from bot.redact import redact
 from bot.store import Store
 
@@ -228,7 +229,7 @@ def _validate(spec: ActionSpec, params: dict[str, Any]) -> Any:
 # ------------------------------------------------------------------------------------------ execute
 
 
-class StepFailed(Exception):
+class StepFailed(BotError):
     def __init__(self, index: int, error: BaseException, state: ExecState) -> None:
         super().__init__(str(error))
         self.index = index

@@ -24,13 +24,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bot.errors import BotError
+
 ENV_KEY = "CLEARML_CHATOPS_SIGNING_KEY"
 KEY_FILE = "signing.key"
 MAX_VALUE_LEN = 2000  # Slack's limit for a button value
 _VERSION = 1
 
 
-class TokenError(Exception):
+class TokenError(BotError):
     """A button value that must not be acted on."""
 
     outcome = "tampered"

@@ -28,13 +28,14 @@ from pydantic import BeforeValidator, Field
 
 from bot.durations import format_duration, parse_duration
 from bot.engine.findings import Severity, Subject
+from bot.errors import BotError
 
 if TYPE_CHECKING:
     from bot.clearml.models import Queue, Task, Worker
     from bot.engine.snapshot import Snapshot
 
 
-class CheckError(RuntimeError):
+class CheckError(BotError, RuntimeError):
     """A check could not do its job; the message says why (and what to change) for the error finding."""
 
 

@@ -6,8 +6,10 @@ message can say exactly what the server answered. Messages never contain credent
 
 from __future__ import annotations
 
+from bot.errors import BotError
 
-class ClearMLError(Exception):
+
+class ClearMLError(BotError):
     """Any failure talking to a ClearML server."""
 
     attempts: int = 1  # how many requests were made before giving up (reads retry)

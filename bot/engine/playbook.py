@@ -14,9 +14,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from bot.durations import parse_duration
 from bot.engine.registry import REGISTRY, load_builtin_checks
+from bot.errors import BotError
+from bot.yamlload import LocatedDict, load_with_lines
 
 
-class PlaybookError(Exception):
+class PlaybookError(BotError):
     """A playbook that cannot be used; the message says where and what to change."""
 
 
@@ -126,40 +128,13 @@ class Playbook(BaseModel):
 # Loading with line numbers
 
 
-# libyaml's safe loader when PyYAML was built with it (10-30x faster than the pure-Python one); same safety.
-_SafeBase: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
-class _LineLoader(_SafeBase):  # type: ignore[misc, valid-type]
-    """A safe loader that remembers the line of every mapping key (for error messages)."""
-
-
-def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> dict[Any, Any]:
-    mapping = loader.construct_mapping(node, deep=True)
-    lines = {}
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=True)
-        lines[key] = key_node.start_mark.line + 1
-    mapping = _Located(mapping)
-    mapping.key_lines = lines
-    mapping.line = node.start_mark.line + 1
-    return mapping
-
-
-class _Located(dict):  # type: ignore[type-arg]
-    key_lines: dict[Any, int]
-    line: int
-
-
-_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-
-
 def _line_of(doc: Any, loc: tuple[Any, ...]) -> int | None:
     """The line of the deepest key in `loc` that we can find in the located document."""
     node, line = doc, getattr(doc, "line", None)
     for part in loc:
-        if isinstance(node, _Located):
-            line = node.key_lines.get(part, line)
+        if isinstance(node, LocatedDict):
+            found = node.key_lines.get(part)
+            line = found[1] if found else line
             node = node.get(part)
         elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
             node = node[part]
@@ -205,7 +180,7 @@ def parse_playbook(text: str, source: str = "<playbook>") -> Playbook:
         raise _too_big(source, len(text.encode("utf-8", errors="replace")))
     load_builtin_checks()
     try:
-        doc = yaml.load(text, Loader=_LineLoader)
+        doc = load_with_lines(text, source)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f":{mark.line + 1}" if mark is not None else ""

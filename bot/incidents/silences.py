@@ -24,6 +24,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from bot.durations import format_duration, parse_duration
+from bot.errors import BotError
 from bot.incidents.db import insert, iso, parse_iso, rows, transaction, utc
 
 if TYPE_CHECKING:
@@ -37,7 +38,7 @@ USAGE = (
 )
 
 
-class SilenceError(ValueError):
+class SilenceError(BotError, ValueError):
     """Bad silence input; the message says what was wrong and shows the usage."""
 
 

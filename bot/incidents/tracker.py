@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from bot.durations import format_duration
 from bot.engine.findings import SEVERITY_RANK, Finding, Subject, SubjectKind
+from bot.errors import BotError
 from bot.incidents import silences as silences_mod
 from bot.incidents.db import insert, iso, parse_iso, row, rows, transaction, update, utc
 
@@ -59,7 +60,7 @@ CLEAN_STATUSES = ("ok", "failed")  # the check ran to the end; anything else (er
 _SUBJECT_KINDS = set(get_args(SubjectKind))
 
 
-class IncidentError(Exception):
+class IncidentError(BotError):
     """An action on an incident that cannot be done (unknown id, already resolved); the message says why."""
 
 

@@ -33,6 +33,8 @@ from typing import Any
 
 import psutil
 
+from bot.errors import BotError
+
 LIVE_EXTRA_HINT = "pip install 'clearml-chatops[live]' (it installs clearml-agent)"
 REGISTRY_FILE = "agents.json"
 # Environment variables an agent (and the tasks it runs) inherits from us; nothing else (no Slack or cloud tokens).
@@ -104,7 +106,7 @@ def clearml_conf(server: ServerRef, worker_id: str, home: Path) -> str:
     ])
 
 
-class AgentError(RuntimeError):
+class AgentError(BotError, RuntimeError):
     """An agent could not be started (or is unknown); the message says which and why."""
 
 

@@ -40,6 +40,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from bot.errors import BotError
 from bot.live.agents import AgentFleet, AgentSpec, ServerRef, agent_missing_reason
 
 if TYPE_CHECKING:  # the heavy modules are imported when the demo runs, not when the CLI starts
@@ -80,7 +81,7 @@ PACES = {
 }
 
 
-class DemoFailed(Exception):
+class DemoFailed(BotError):
     """The story did not complete; the message says which step."""
 
 

@@ -202,6 +202,7 @@ from bot.sim.state import (
     Watchdog,
     derived_id,
 )
+from bot.yamlload import LocatedDict, LocatedList, YamlKeyError, load_with_lines
 
 SCENARIO_DIR = Path(__file__).parent / "scenarios"
 DEFAULT_KEYS: list[tuple[str, str]] = [("SIMDEMOKEY0000000001", "SIMDEMOSECRET00000000000000000000000000000000001")]
@@ -260,55 +261,6 @@ class ScenarioError(Exception):
     """A scenario that cannot be loaded; the message names the file, the line if known, and the key."""
 
 
-# ================================================================================================ YAML with lines
-class LocDict(dict):  # type: ignore[type-arg]
-    """A mapping that remembers where it (and each of its keys) came from."""
-
-    source: str = "<dict>"
-    line: int | None = None
-    key_lines: dict[Any, tuple[str, int]]
-
-
-class LocList(list):  # type: ignore[type-arg]
-    source: str = "<dict>"
-    line: int | None = None
-    item_lines: list[tuple[str, int] | None]
-
-
-def _make_loader(source: str) -> type[yaml.SafeLoader]:
-    base: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-    class Loader(base):  # type: ignore[misc, valid-type]
-        pass
-
-    def construct_mapping(loader: Any, node: yaml.MappingNode) -> LocDict:
-        out = LocDict()
-        out.source, out.line, out.key_lines = source, node.start_mark.line + 1, {}
-        loader.flatten_mapping(node)
-        for key_node, value_node in node.value:
-            key = loader.construct_object(key_node, deep=True)
-            try:
-                hash(key)
-            except TypeError:
-                raise ScenarioError(f"{source}:{key_node.start_mark.line + 1}: a mapping key must be a "
-                                    "plain value") from None
-            if key in out:
-                raise ScenarioError(f"{source}:{key_node.start_mark.line + 1}: duplicate key {key!r}")
-            out[key] = loader.construct_object(value_node, deep=True)
-            out.key_lines[key] = (source, key_node.start_mark.line + 1)
-        return out
-
-    def construct_sequence(loader: Any, node: yaml.SequenceNode) -> LocList:
-        out = LocList(loader.construct_object(child, deep=True) for child in node.value)
-        out.source, out.line = source, node.start_mark.line + 1
-        out.item_lines = [(source, child.start_mark.line + 1) for child in node.value]
-        return out
-
-    Loader.add_constructor("tag:yaml.org,2002:map", construct_mapping)
-    Loader.add_constructor("tag:yaml.org,2002:seq", construct_sequence)
-    return Loader
-
-
 def _read_yaml(path: Path) -> Any:
     source = str(path)
     try:
@@ -316,7 +268,9 @@ def _read_yaml(path: Path) -> Any:
     except OSError as exc:
         raise ScenarioError(f"{source}: cannot read scenario file: {exc.strerror or exc}") from None
     try:
-        return yaml.load(text, Loader=_make_loader(source))
+        return load_with_lines(text, source, strict_keys=True, located_lists=True)
+    except YamlKeyError as exc:
+        raise ScenarioError(str(exc)) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = f":{mark.line + 1}" if mark else ""
@@ -331,7 +285,7 @@ def _merge(base: Any, top: Any, top_level: bool) -> Any:
     merged recursively, and for anything else `top` (the including file) wins. `top_level` is True for the
     scenario mapping itself."""
     if isinstance(base, dict) and isinstance(top, dict):
-        out = LocDict(base)
+        out = LocatedDict(base)
         out.source = getattr(top, "source", getattr(base, "source", "<dict>"))
         out.line = getattr(top, "line", None)
         out.key_lines = {**getattr(base, "key_lines", {}), **getattr(top, "key_lines", {})}
@@ -346,8 +300,8 @@ def _merge(base: Any, top: Any, top_level: bool) -> Any:
     return top
 
 
-def _concat(base: list[Any], top: list[Any]) -> LocList:
-    out_list = LocList([*base, *top])
+def _concat(base: list[Any], top: list[Any]) -> LocatedList:
+    out_list = LocatedList([*base, *top])
     out_list.source = getattr(top, "source", "<dict>")
     out_list.line = getattr(top, "line", None)
     out_list.item_lines = [*getattr(base, "item_lines", [None] * len(base)),
@@ -362,7 +316,7 @@ def _load_file(path: Path, stack: tuple[Path, ...] = ()) -> dict[str, Any]:
         raise ScenarioError(f"{stack[-1]}: include cycle: {chain}")
     data = _read_yaml(path)
     if data is None:
-        data = LocDict()
+        data = LocatedDict()
         data.source, data.line, data.key_lines = str(path), 1, {}
     if not isinstance(data, dict):
         raise ScenarioError(f"{path}:1: a scenario must be a mapping (name:, tasks:, ...), not "
@@ -372,7 +326,7 @@ def _load_file(path: Path, stack: tuple[Path, ...] = ()) -> dict[str, Any]:
         includes = [includes]
     if not isinstance(includes, list):
         _fail(data, "include", "include must be a list of file names")
-    merged: dict[str, Any] = LocDict()
+    merged: dict[str, Any] = LocatedDict()
     for i, name in enumerate(includes):
         if not isinstance(name, str):
             _fail(includes, i, "include entries must be file names", path=f"include[{i}]")
@@ -380,7 +334,7 @@ def _load_file(path: Path, stack: tuple[Path, ...] = ()) -> dict[str, Any]:
         if not target.exists():
             _fail(data, "include", f"included file {name!r} not found (looked in {path.parent})")
         merged = _merge(merged, _load_file(target, (*stack, path)), True)
-    own = LocDict({k: v for k, v in data.items() if k != "include"})
+    own = LocatedDict({k: v for k, v in data.items() if k != "include"})
     own.source, own.line = getattr(data, "source", str(path)), getattr(data, "line", 1)
     own.key_lines = dict(getattr(data, "key_lines", {}))
     return _merge(merged, own, True) if merged else own
@@ -419,10 +373,10 @@ def list_scenarios() -> list[str]:
 # ================================================================================================ errors
 def _where(container: Any, key: Any = None) -> str:
     source = getattr(container, "source", "<dict>")
-    if key is not None and isinstance(container, LocDict) and key in getattr(container, "key_lines", {}):
+    if key is not None and isinstance(container, LocatedDict) and key in getattr(container, "key_lines", {}):
         file, line = container.key_lines[key]
         return f"{file}:{line}"
-    if key is not None and isinstance(container, LocList) and isinstance(key, int):
+    if key is not None and isinstance(container, LocatedList) and isinstance(key, int):
         lines = getattr(container, "item_lines", [])
         if key < len(lines) and lines[key]:
             file, line_no = lines[key]

@@ -23,6 +23,7 @@ from slack_sdk import WebClient
 
 from bot.config import Settings
 from bot.engine.window import ReadWindow
+from bot.errors import BotError
 from bot.slack import home
 from bot.slack.client import make_web_client
 from bot.slack.listeners import actions, commands, datasets, incidents
@@ -40,7 +41,7 @@ LISTENER_MODULES = (commands, datasets, actions, incidents, home)
 _SERVICES: weakref.WeakKeyDictionary[App, BotServices] = weakref.WeakKeyDictionary()
 
 
-class SlackAuthError(Exception):
+class SlackAuthError(BotError):
     """Slack refused the bot token (invalid_auth and friends): the message says which variable to fix."""
 
 

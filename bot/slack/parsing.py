@@ -10,6 +10,8 @@ import difflib
 import re
 from dataclasses import dataclass, field
 
+from bot.errors import UsageError
+
 MAX_TEXT = 2000  # whole command text; Slack allows more, but nothing we accept is that long
 MAX_ARG = 300  # one argument (a ClearML URL with query string fits comfortably)
 
@@ -110,8 +112,8 @@ class ParsedCommand:
         return self.sub.name
 
 
-class UsageError(Exception):
-    """Bad command text; `message` says what was wrong, `suggestion` is the closest valid command (if any)."""
+class CommandUsageError(UsageError):
+    """Bad slash-command text; `message` says what was wrong, `suggestion` is the closest valid command (if any)."""
 
     def __init__(self, message: str, *, suggestion: str | None = None, sub: Subcommand | None = None) -> None:
         super().__init__(message)
@@ -145,10 +147,10 @@ def shorten(text: str, limit: int = 60) -> str:
 
 
 def parse(text: str, command: str = "/clearml") -> ParsedCommand:
-    """Parse the text after the slash command; raises UsageError with what to type instead."""
+    """Parse the text after the slash command; raises CommandUsageError with what to type instead."""
     text = (text or "").strip()
     if len(text) > MAX_TEXT:
-        raise UsageError(
+        raise CommandUsageError(
             f"That command is {len(text)} characters long; nothing I understand is longer than {MAX_TEXT}."
         )
     if not text:
@@ -160,16 +162,16 @@ def parse(text: str, command: str = "/clearml") -> ParsedCommand:
         guess = closest(word, list(BY_NAME))
         shown = shorten(tokens[0], 40)
         if guess:
-            raise UsageError(
+            raise CommandUsageError(
                 f"I don't know the subcommand `{shown}`. Did you mean `{BY_NAME[guess].usage(command)}`?",
                 suggestion=BY_NAME[guess].usage(command),
             )
-        raise UsageError(f"I don't know the subcommand `{shown}`.")
+        raise CommandUsageError(f"I don't know the subcommand `{shown}`.")
     flags: set[str] = set()
     args: list[str] = []
     for token in rest:
         if len(token) > MAX_ARG:
-            raise UsageError(
+            raise CommandUsageError(
                 f"An argument of `{sub.name}` is {len(token)} characters long (at most {MAX_ARG}): "
                 f"`{shorten(token, 40)}`.",
                 sub=sub,
@@ -180,16 +182,16 @@ def parse(text: str, command: str = "/clearml") -> ParsedCommand:
                 continue
             guess = closest(token.lower(), list(sub.flags)) if sub.flags else None
             hint = f" Did you mean `{guess}`?" if guess else ""
-            raise UsageError(f"`{sub.name}` has no option `{shorten(token, 30)}`.{hint}", sub=sub)
+            raise CommandUsageError(f"`{sub.name}` has no option `{shorten(token, 30)}`.{hint}", sub=sub)
         args.append(token)
     if len(args) < sub.min_args:
-        raise UsageError(f"`{sub.name}` needs {_needs(sub)}.", sub=sub)
+        raise CommandUsageError(f"`{sub.name}` needs {_needs(sub)}.", sub=sub)
     if len(args) > sub.max_args:
         extra = " ".join(shorten(a, 30) for a in args[sub.max_args :])
         if sub.max_args == 0:
-            raise UsageError(f"`{sub.name}` takes no arguments (got `{shorten(extra, 60)}`).", sub=sub)
+            raise CommandUsageError(f"`{sub.name}` takes no arguments (got `{shorten(extra, 60)}`).", sub=sub)
         noun = "argument" if sub.max_args == 1 else "arguments"
-        raise UsageError(
+        raise CommandUsageError(
             f"`{sub.name}` takes at most {sub.max_args} {noun}; I don't know what to do with `{shorten(extra, 60)}`.",
             sub=sub,
         )

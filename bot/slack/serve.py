@@ -42,6 +42,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from bot.config import ConfigError, Settings, load_settings
+from bot.errors import BotError
 from bot.slack.app import SlackAuthError, create_app, playbooks_directory, services_of, shutdown_app
 from bot.slack.client import api_base_url
 from bot.slack.listeners.commands import acks_without_io
@@ -55,7 +56,7 @@ EVENTS_PATH = "/slack/events"
 HEALTH_PATH = "/healthz"
 
 
-class SetupError(Exception):
+class SetupError(BotError):
     """The bot cannot start: a token is missing or refused, a port is taken, ... The message says what to fix."""
 
 

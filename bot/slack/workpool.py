@@ -16,11 +16,13 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
+from bot.errors import BotError
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-class PoolBusyError(Exception):
+class PoolBusyError(BotError):
     """Too many jobs waiting: the caller tells the user to retry rather than queueing without bound."""
 
     def __init__(self, waiting: int) -> None:

@@ -33,6 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any
 
+from bot.errors import BotError
 from bot.storage import s3
 from bot.storage.credentials import locate, resolve_s3
 from bot.storage.fileserver import classify_http_exception
@@ -50,7 +51,7 @@ BLOCK = 1 << 20  # read buffer per hashing thread
 MAX_STATE_BYTES = 256 << 20
 
 
-class ArtifactError(Exception):
+class ArtifactError(BotError):
     """An artifact could not be read; the message says why in words (no secrets)."""
 
 
@@ -574,7 +575,7 @@ def plan_chunks(
     return sorted(plans.values(), key=lambda p: (p.owner_id, p.artifact_name)), problems
 
 
-class HashCancelled(Exception):
+class HashCancelled(BotError):
     """The run's deadline passed or the bot is shutting down: hashing stopped between two blocks."""
 
 

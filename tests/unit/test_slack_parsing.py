@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bot.slack.parsing import BY_NAME, MAX_ARG, SUBCOMMANDS, UsageError, parse, unwrap, usage_hint
+from bot.slack.parsing import BY_NAME, MAX_ARG, SUBCOMMANDS, CommandUsageError, parse, unwrap, usage_hint
 
 
 def test_every_subcommand_parses_with_its_example() -> None:
@@ -29,9 +29,9 @@ def test_case_and_spacing() -> None:
 def test_flags() -> None:
     parsed = parse("run health --all")
     assert parsed.args == ["health"] and parsed.flags == {"--all"}
-    with pytest.raises(UsageError, match=r"has no option `--al`\. Did you mean `--all`"):
+    with pytest.raises(CommandUsageError, match=r"has no option `--al`\. Did you mean `--all`"):
         parse("run health --al")
-    with pytest.raises(UsageError, match="has no option"):
+    with pytest.raises(CommandUsageError, match="has no option"):
         parse("status --verbose")
 
 
@@ -50,37 +50,37 @@ def test_flags() -> None:
 )
 def test_closest_command_is_suggested(typed: str, suggested: str | None) -> None:
     if suggested is None:
-        with pytest.raises(UsageError):
+        with pytest.raises(CommandUsageError):
             parse(typed)  # `dataset` exists but needs an argument
         return
-    with pytest.raises(UsageError) as err:
+    with pytest.raises(CommandUsageError) as err:
         parse(typed + " x")
     assert err.value.suggestion is not None and err.value.suggestion.startswith(f"/clearml {suggested}")
     assert f"`/clearml {suggested}" in err.value.message
 
 
 def test_garbage_gets_no_wild_guess() -> None:
-    with pytest.raises(UsageError) as err:
+    with pytest.raises(CommandUsageError) as err:
         parse("@@@@ ####")
     assert err.value.suggestion is None and "I don't know the subcommand" in err.value.message
 
 
 def test_argument_counts() -> None:
-    with pytest.raises(UsageError, match="needs a task id"):
+    with pytest.raises(CommandUsageError, match="needs a task id"):
         parse("task")
-    with pytest.raises(UsageError, match="needs two task ids"):
+    with pytest.raises(CommandUsageError, match="needs two task ids"):
         parse("diff abc")
-    with pytest.raises(UsageError, match="takes no arguments"):
+    with pytest.raises(CommandUsageError, match="takes no arguments"):
         parse("status now")
-    with pytest.raises(UsageError, match="at most 2 arguments"):
+    with pytest.raises(CommandUsageError, match="at most 2 arguments"):
         parse("run a b c")
 
 
 def test_long_input_is_refused_without_echoing_it() -> None:
-    with pytest.raises(UsageError) as err:
+    with pytest.raises(CommandUsageError) as err:
         parse("task " + "a" * (MAX_ARG + 1))
     assert len(err.value.message) < 200
-    with pytest.raises(UsageError) as err:
+    with pytest.raises(CommandUsageError) as err:
         parse("x" * 5000)
     assert "5000 characters" in err.value.message and len(err.value.message) < 200
 
@@ -107,7 +107,7 @@ def test_usage_hint_lists_every_subcommand() -> None:
 def test_any_text_parses_or_gives_a_usage_error(text: str) -> None:
     try:
         parsed = parse(text)
-    except UsageError as err:
+    except CommandUsageError as err:
         assert err.message and len(err.message) < 600
     else:
         assert parsed.sub.min_args <= len(parsed.args) <= parsed.sub.max_args

@@ -30,7 +30,7 @@ from bot.slack.messages.help import (
     render_playbooks,
     render_usage_error,
 )
-from bot.slack.parsing import ParsedCommand, UsageError, closest, parse
+from bot.slack.parsing import CommandUsageError, ParsedCommand, closest, parse
 from bot.slack.replies import CommandRequest
 from bot.slack.services import BotServices
 from bot.slack.workpool import PoolBusyError
@@ -52,7 +52,7 @@ def handle_command(ack: Ack, command: dict[str, Any], context: BoltContext) -> N
 
     try:
         parsed = parse(request.text, request.command)
-    except UsageError as err:
+    except CommandUsageError as err:
         reply_now(render_usage_error(err, request.command))
         return
     if parsed.name in incident_commands.COMMANDS:

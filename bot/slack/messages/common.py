@@ -22,6 +22,7 @@ from slack_sdk.models.blocks import (
     SectionBlock,
 )
 
+from bot.errors import BotError
 from bot.redact import redact
 
 # Slack's limits (docs: Block Kit reference). slack_sdk checks most of them in to_dict(); the block count per
@@ -58,7 +59,7 @@ def severity_count(n: int, severity: str, prefix: str = "") -> str:
     return f"{n} {prefix}{one if n == 1 else many}"
 
 
-class MessageTooLargeError(ValueError):
+class MessageTooLargeError(BotError, ValueError):
     """A builder produced more blocks than Slack accepts: a bug in the builder, never the user's fault."""
 
 

@@ -21,7 +21,7 @@ from bot.slack.messages.common import (
     safe,
     section,
 )
-from bot.slack.parsing import SUBCOMMANDS, Subcommand, UsageError
+from bot.slack.parsing import SUBCOMMANDS, CommandUsageError, Subcommand
 
 
 def _usage_lines(command: str) -> list[str]:
@@ -40,7 +40,7 @@ def render_help(command: str = "/clearml") -> SlackMessage:
     return SlackMessage(text=f"{command}: subcommands " + ", ".join(s.name for s in SUBCOMMANDS), blocks=blocks)
 
 
-def render_usage_error(err: UsageError, command: str = "/clearml") -> SlackMessage:
+def render_usage_error(err: CommandUsageError, command: str = "/clearml") -> SlackMessage:
     """What was wrong, the closest valid command, and the full usage (an ephemeral reply)."""
     lines = [f":thinking_face: {err.message}"]
     if err.sub is not None:
