@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from bot.checks.common import queue_subject, related, selected, server_subject
 from bot.clearml.models import parse_time
+from bot.diagnosis.failure_causes import CAUSES, classify_failure
 from bot.engine.findings import Finding, Severity
 from bot.storage.datasets import ArtifactError, artifacts_of, read_artifact
 from bot.storage.probe import StorageContext
@@ -227,8 +228,6 @@ async def integrity_on_agent(snap: Snapshot, params: IntegrityParams, datasets: 
                            lambda ds: note(ds, f"being verified by agent {worker} (queue {queue.name})", ""))[0]
 
     if status in ("failed", "stopped"):
-        from bot.checks.repro import CAUSES, classify_failure
-
         tail = await snap.task_log(task_id, params.log_lines)
         cause_id, hits = classify_failure(tail, str(doc.get("status_reason") or ""),
                                           str(doc.get("status_message") or ""))
