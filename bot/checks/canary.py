@@ -27,6 +27,7 @@ from bot.clearml.errors import ClearMLError, ForbiddenError, ServerUnavailableEr
 from bot.diagnosis.failure_causes import CAUSES, classify_failure
 from bot.engine.findings import Finding, Severity, fingerprint_for
 from bot.engine.registry import CheckParams, check
+from bot.errors import BotError
 
 if TYPE_CHECKING:
     from bot.clearml.models import Queue
@@ -86,7 +87,7 @@ class CanaryEventsParams(CheckParams):
     )
 
 
-class _Failure(Exception):
+class _Failure(BotError):
     def __init__(self, backend: Backend, kind: str, step: str, error: ClearMLError | None = None, detail: str = ""):
         super().__init__(detail or (error.describe() if error else step))
         self.backend, self.kind, self.step, self.error, self.detail = backend, kind, step, error, detail

@@ -155,7 +155,7 @@ MAX_NODES = 100_000  # YAML anchors can make a tiny file expand to billions of v
 MAX_PLAYBOOK_BYTES = 64 * 1024
 
 
-class _TooLarge(Exception):
+class _TooLarge(BotError):
     pass
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from bot.errors import BotError
+
 # (http code, subcode) -> default message, from clearml-server apierrors/errors.conf (only those we raise).
 DEFAULT_MESSAGES: dict[tuple[int, int], str] = {
     (400, 0): "bad request",
@@ -69,7 +71,7 @@ def _format_value(value: Any) -> str:
     return str(value)
 
 
-class ApiError(Exception):
+class ApiError(BotError):
     """An error the simulator answers with (HTTP status == result_code)."""
 
     def __init__(

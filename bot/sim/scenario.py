@@ -187,6 +187,7 @@ from typing import Any, NoReturn
 import yaml
 
 from bot.durations import parse_duration
+from bot.errors import BotError
 from bot.sim.clock import SimClock, ms_precision
 from bot.sim.ep_misc import log_event
 from bot.sim.state import (
@@ -257,7 +258,7 @@ FILESERVER_KEYS = ("enabled", "fail_uploads", "fail_deletes")
 LOG_KEYS = ("msg", "at", "level", "worker", "iter")
 
 
-class ScenarioError(Exception):
+class ScenarioError(BotError):
     """A scenario that cannot be loaded; the message names the file, the line if known, and the key."""
 
 
