@@ -32,6 +32,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from bot.clearml.client import SharedLogins, credential_key
+from bot.errors import BotError
 
 if TYPE_CHECKING:
     from bot.config import ServerSettings
@@ -48,7 +49,7 @@ def server_identity(server: ServerSettings) -> str:
     return credential_key(server)
 
 
-class _Abandoned(Exception):
+class _Abandoned(BotError):
     """The request's owner went away before it finished (its event loop ended): askers fetch on their own."""
 
 

@@ -88,7 +88,7 @@ def acks_without_io(text: str, command: str = "/clearml") -> bool:
     """Whether the ack of `command text` does no blocking I/O (a mistake in the text is answered from the text)."""
     try:
         return parse(text, command).name in _ACK_WITHOUT_IO
-    except UsageError:
+    except CommandUsageError:
         return True
 
 
