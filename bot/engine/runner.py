@@ -67,6 +67,8 @@ class RunResult:
     agent_versions: dict[str, AgentVersionSeen] | None = None
     # age (s) of the oldest data the run was served from the shared read window; None: all fetched for this run
     data_age_s: float | None = None
+    # kind -> ids the server listed in this run (workers, queues): a subject missing here vanished; not in to_json
+    listed: dict[str, set[str]] = field(default_factory=dict)
 
     @property
     def problems(self) -> list[Finding]:
@@ -307,6 +309,7 @@ async def run_playbooks(
         fleet_pools=snap.observed_pools(),
         agent_versions=dict(snap.seen_agent_versions) or None,
         data_age_s=snap.data_age_s,
+        listed=snap.listed(),
     )
     metrics.record_run(result)
     return result

@@ -79,6 +79,17 @@ class Snapshot:
         self._served: dict[Any, float] = {}  # key -> send time, for data fetched before this snapshot was asked for
         self._window_clock: tuple[datetime, float] | None = None  # (server time, monotonic) from the window
 
+    def listed(self) -> dict[str, set[str]]:
+        """The ids of the workers and queues the server listed in this run, for the kinds this run fetched (and got
+        in full). Incidents tell a subject that recovered from one that vanished by it (bot/incidents)."""
+        out: dict[str, set[str]] = {}
+        for kind, key in (("worker", "workers"), ("queue", "queues")):
+            fut = self._memo.get(key)
+            if fut is None or not fut.done() or fut.cancelled() or fut.exception() is not None:
+                continue
+            out[kind] = {str(item.id) for item in fut.result()}
+        return out
+
     # -- memoization -----------------------------------------------------------------------------
     async def _once(self, key: Any, fetch: Callable[[], Awaitable[T]], *, shared: bool = False) -> T:
         fut = self._memo.get(key)

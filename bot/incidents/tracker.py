@@ -70,10 +70,20 @@ class TrackerPolicy:
     reopen_grace_s: float = 900.0  # flapping: back within 15 min of resolving -> same incident, same thread
     manual_resolve_grace_s: float = 900.0  # a manual resolve is believed for this long before it can reopen
     open_severities: frozenset[str] = frozenset({"warning", "critical"})
+    # Alertmanager's group_wait: a new incident's first post waits this long, so that the rest of a cascade
+    # arriving a run later (another playbook's run at the same minute, the orphan one run after its agent) joins it
+    # before anyone is notified. 0: post at once. `serve` takes it from `incidents.settle` (default 60 s).
+    settle_s: float = 0.0
+    # A storm: this many new incidents in one run become one storm incident listing them. 0: never.
+    storm_threshold: int = 0
 
     def __post_init__(self) -> None:
         if self.resolve_after < 1:
             raise ValueError("resolve_after must be at least 1")
+        if self.settle_s < 0:
+            raise ValueError("settle_s must not be negative")
+        if self.storm_threshold < 0 or self.storm_threshold == 1:
+            raise ValueError("storm_threshold must be 0 (off) or at least 2")
 
 
 # -- views (what renderers get) ------------------------------------------------------------------------------
@@ -94,10 +104,15 @@ class MemberView:
     silenced: bool
     finding: Finding
     moved_to: int | None = None
+    gone_at: datetime | None = None  # the server stopped listing the subject (still open: it did not recover)
 
     @property
     def label(self) -> str:
         return f"{self.subject.kind} {self.subject.name or self.subject.id}"
+
+    @property
+    def gone(self) -> bool:
+        return self.gone_at is not None and self.state == "firing"
 
     @property
     def live(self) -> bool:
@@ -128,6 +143,15 @@ class IncidentView:
     snoozed_by: str | None
     announced: bool
     split_from: int | None
+    storm: int = 0  # a storm incident: how many new problems of one run it groups (0: an ordinary incident)
+    mirrors: tuple[str, ...] = ()  # other channels the root is posted to (the critical route after an escalation)
+    refused_channel: str | None = None  # the routed channel that refused the root; `channel` is the fallback
+    refused_error: str | None = None
+
+    @property
+    def gone(self) -> list[MemberView]:
+        """Firing members whose subject the server no longer lists (a dropped worker, a deleted queue)."""
+        return [m for m in self.members if m.gone]
 
     @property
     def cause(self) -> MemberView | None:
@@ -202,15 +226,33 @@ class Notification:
     seq: int
     lines: tuple[str, ...] = ()  # what happened, one line each: the thread reply's content
     quiet: bool = False  # for `resolve`: edit the root message only, no thread note (the incident is muted)
+    severity_change: tuple[str, str] | None = None  # (before, after) when this run changed the incident's severity
+
+    @property
+    def escalated_to_critical(self) -> bool:
+        return self.severity_change is not None and self.severity_change[1] == "critical"
 
 
 # -- evidence comparison ---------------------------------------------------------------------------------------
 
-# Keys whose values change every run without anything new happening (ages, timestamps, latencies). Comparing
-# them would post a thread reply every minute; they still show in the updated root message.
+# Keys whose values change every run without anything new happening (ages, timestamps, latencies, the random
+# name of a probe object). Comparing them would post a thread reply every minute; they still show in the updated
+# root message.
 _VOLATILE = re.compile(
-    r"(^|_)(age|ages|at|seen|last_seen|last_update|last_activity|updated|latency|elapsed|duration|ms|s|ts|"
-    r"time|timestamp|checked|since|now|waited|wait)$"
+    r"(^|_)(age|ages|at|seen|last_seen|last_update|last_activity|last_report|updated|latency|elapsed|duration|ms|"
+    r"s|ts|time|timestamp|checked|since|now|waited|wait|started|registered|probe_object|probe_key|object_key|"
+    r"request_id|trace_id|nonce)$"
+)
+# Inside text (a message, "gpu-box-5 has been silent for 8m"), the parts that change every run: times, durations,
+# random ids and probe object names. Replaced by a placeholder before comparing.
+_VOLATILE_TEXT = (
+    (re.compile(r"\d{4}-\d\d-\d\d[T ]\d\d:\d\d(:\d\d(\.\d+)?)?(Z|[+-]\d\d:?\d\d| ?UTC)?"), "<time>"),
+    (re.compile(r"\b\d\d:\d\d(:\d\d)?( ?UTC)?\b"), "<time>"),
+    (re.compile(r"[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}"), "<id>"),
+    (re.compile(r"(?<![0-9A-Za-z])(?=[0-9A-Za-z]*\d)[0-9a-f]{8,}(?![0-9A-Za-z])"), "<id>"),
+    (re.compile(r"(probe|chatops)[-_.][0-9A-Za-z_.-]+"), "<probe>"),
+    # durations: 8m, 5h 1m, 2.5 s, 1d 3h, 340 ms
+    (re.compile(r"\b\d+(\.\d+)?\s?(ms|s|sec|secs|m|min|mins|h|d|w)\b(\s\d+(\.\d+)?\s?(ms|s|m|h|d)\b)*"), "<dur>"),
 )
 
 
@@ -221,6 +263,13 @@ def _bucket(value: float) -> float:
     return math.copysign(2 ** math.floor(math.log2(abs(value))), value)
 
 
+def stable_text(text: str) -> str:
+    """`text` with its volatile parts (times, durations, random ids, probe names) replaced by placeholders."""
+    for pattern, placeholder in _VOLATILE_TEXT:
+        text = pattern.sub(placeholder, text)
+    return text
+
+
 def key_evidence(value: Any) -> Any:
     """The part of a finding's evidence whose change is worth a thread reply."""
     if isinstance(value, dict):
@@ -229,8 +278,10 @@ def key_evidence(value: Any) -> Any:
         }
     if isinstance(value, list):
         return [key_evidence(v) for v in value]
-    if isinstance(value, bool) or value is None or isinstance(value, str):
+    if isinstance(value, bool) or value is None:
         return value
+    if isinstance(value, str):
+        return stable_text(value)
     if isinstance(value, int | float):
         return _bucket(float(value))
     return str(value)
@@ -337,6 +388,22 @@ def ensure_schema(store: Store) -> None:
         )
         conn.execute("CREATE INDEX IF NOT EXISTS incident_held_lines_incident ON incident_held_lines(incident_id)")
         conn.execute("CREATE INDEX IF NOT EXISTS incident_members_fp ON incident_members(server, fingerprint, state)")
+        # Columns added after the first release: stores created before get them here (NULL / default = as before).
+        for table, column, decl in _ADDED_COLUMNS:
+            have = {r[1] for r in conn.execute(f"PRAGMA table_info({table})").fetchall()}
+            if column not in have:
+                conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
+
+
+_ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("incidents", "storm", "INTEGER NOT NULL DEFAULT 0"),
+    ("incidents", "mirrors", "TEXT NOT NULL DEFAULT '[]'"),
+    ("incidents", "refused_channel", "TEXT"),
+    ("incidents", "refused_error", "TEXT"),
+    ("incidents", "refused_checked_at", "TEXT"),
+    ("incident_members", "gone_at", "TEXT"),
+    ("incident_members", "caused_by", "TEXT"),
+)
 
 
 # -- the tracker -------------------------------------------------------------------------------------------------
@@ -461,13 +528,14 @@ class IncidentTracker:
                 t.fired = True
                 t.lines.extend(self._refresh_member(conn, m, f, scopes_of(f), silences, now))
 
-            # 2. new fingerprints: place them by anchor
+            # 2. new fingerprints: place them by root cause (caused_by), then by anchor (related)
             self._place(
                 conn, server, fresh, reported, scopes_of, silences,
-                lambda f: playbook_of.get(f.check, default_playbook), now, touch,
+                lambda f: playbook_of.get(f.check, default_playbook), now, touch, live,
             )
 
-            # 3. live members not reported: clean, or unknown
+            # 3. live members not reported: clean, gone, or unknown
+            listed: dict[str, Any] = getattr(result, "listed", None) or {}
             for fp, m in live.items():
                 if fp in reported:
                     continue
@@ -479,18 +547,59 @@ class IncidentTracker:
                     if m["clean_runs"]:
                         update(conn, "incident_members", m["id"], {"clean_runs": 0})
                     continue
+                label = f"{m['subject_kind']} {m['subject_name'] or m['subject_id']}"
+                present = listed.get(m["subject_kind"])
+                if present is not None and m["subject_id"] not in present:
+                    # The check passed because the subject is not there any more (the server drops a worker 10
+                    # minutes after its last report; a queue was deleted): that is not a recovery.
+                    if m["state"] == "firing" and not m["gone_at"]:
+                        update(conn, "incident_members", m["id"], {"gone_at": iso(now), "clean_runs": 0})
+                        touch(m["incident_id"]).lines.append(
+                            f"👻 {label} is gone: the server no longer lists it. That is not a recovery, so the "
+                            "incident stays open until a check sees it healthy again or someone resolves it."
+                        )
+                    continue
                 clean_runs = m["clean_runs"] + 1
                 values: dict[str, Any] = {"clean_runs": clean_runs}
                 if m["state"] == "firing" and clean_runs >= self.policy.resolve_after:
-                    values.update(state="cleared", cleared_at=iso(now))
-                    label = f"{m['subject_kind']} {m['subject_name'] or m['subject_id']}"
-                    touch(m["incident_id"]).lines.append(f"✅ {m['check_id']} passes again for {label}")
+                    values.update(state="cleared", cleared_at=iso(now), gone_at=None)
+                    back = " (listed by the server again)" if m["gone_at"] else ""
+                    touch(m["incident_id"]).lines.append(f"✅ {m['check_id']} passes again for {label}{back}")
                 update(conn, "incident_members", m["id"], values)
 
             # 4. decide per incident
             notes: list[Notification] = []
             for incident_id in sorted(touched):
                 notes.extend(self._settle(conn, incident_id, touched[incident_id], now))
+            # incidents held for the settle time that this run did not touch
+            notes.extend(self._announce_due(conn, now, server=server, skip=set(touched)))
+        return notes
+
+    def announce_due(self, now: datetime | None = None) -> list[Notification]:
+        """Post the incidents whose settle time is over (the pipeline's timer calls this between runs)."""
+        now = utc(now)
+        with transaction(self.store) as conn:
+            return self._announce_due(conn, now)
+
+    def _announce_due(
+        self, conn: sqlite3.Connection, now: datetime, *, server: str | None = None, skip: set[int] | None = None
+    ) -> list[Notification]:
+        sql = "SELECT id, opened_at FROM incidents WHERE status = 'open' AND announced = 0"
+        args: list[Any] = []
+        if server is not None:
+            sql += " AND server = ?"
+            args.append(server)
+        notes: list[Notification] = []
+        for r in rows(conn, sql + " ORDER BY id", args):
+            if skip and r["id"] in skip:
+                continue
+            opened_at = parse_iso(r["opened_at"]) or now
+            if (now - opened_at).total_seconds() < self.policy.settle_s:
+                continue
+            view = self._view(conn, r["id"])
+            if view is None or view.muted(now) or not view.firing:
+                continue
+            notes.append(self._note(conn, r["id"], "open", "opened", ()))
         return notes
 
     def _refresh_member(
@@ -508,6 +617,8 @@ class IncidentTracker:
         old = Finding.model_validate_json(m["finding"])
         if m["state"] == "cleared":
             lines.append(f"🔁 {f.check} fails again for {label}: {f.title}")
+        elif m["gone_at"]:
+            lines.append(f"↩️ {label} is listed by the server again, and still fails: {f.title}")
         elif old.severity != f.severity:
             lines.append(f"{f.check} for {label}: {old.severity} → {f.severity} ({f.title})")
         new_key = evidence_key(f.evidence)
@@ -531,6 +642,8 @@ class IncidentTracker:
                 "silenced": int(silences_mod.matching_silence(silences, f) is not None),
                 "subject_name": f.subject.name,
                 "finding": f.model_dump_json(),
+                "gone_at": None,
+                "caused_by": f.caused_by,
             },
         )
         return lines
@@ -546,15 +659,30 @@ class IncidentTracker:
         playbook_of: Callable[[Finding], str | None],
         now: datetime,
         touch: Any,
+        live: dict[str, dict[str, Any]],
     ) -> None:
+        open_rows = rows(
+            conn,
+            "SELECT id, anchor_kind, anchor_id, anchor_name, announced, storm FROM incidents WHERE server = ? "
+            "AND status = 'open' ORDER BY id",
+            (server,),
+        )
+        incidents_by_id = {r["id"]: r for r in open_rows}
         open_by_anchor: dict[tuple[str, str], int] = {
-            (r["anchor_kind"], r["anchor_id"]): r["id"]
-            for r in rows(
-                conn,
-                "SELECT id, anchor_kind, anchor_id FROM incidents WHERE server = ? AND status = 'open' ORDER BY id",
-                (server,),
-            )
+            (r["anchor_kind"], r["anchor_id"]): r["id"] for r in open_rows if not r["storm"]
         }
+        # Where each live fingerprint and subject is: a finding caused by a live root, or about a subject that is
+        # already part of an incident (as its cause first), joins that incident instead of opening another.
+        incident_of_fp = {fp: m["incident_id"] for fp, m in live.items()}
+        incident_of_subject: dict[tuple[str, str], int] = {}
+        for m in sorted(live.values(), key=lambda m: (m["role"] != "cause", m["id"])):
+            incident_of_subject.setdefault((m["subject_kind"], m["subject_id"]), m["incident_id"])
+        # Live members whose root (caused_by) had no finding when they were placed: the root joins them later.
+        awaiting_root: dict[str, int] = {}
+        for m in live.values():
+            if m["caused_by"] and m["caused_by"] not in live:
+                awaiting_root.setdefault(m["caused_by"], m["incident_id"])
+        fresh_fps = {f.fingerprint for f in fresh}
         firing_on: dict[tuple[str, str], Finding] = {}
         for f in sorted(reported.values(), key=lambda f: -f.rank):
             firing_on.setdefault(_subject_key(f.subject), f)
@@ -591,22 +719,65 @@ class IncidentTracker:
                     return chosen
             return candidates[0]
 
-        groups: dict[tuple[str, str], tuple[Subject, list[Finding]]] = {}
-        for f in fresh:
+        def target_of(f: Finding, depth: int = 0) -> tuple[tuple[str, ...], Subject | None]:
+            """(("incident", id) | ("new", kind, id), the anchor) for a new finding."""
+            root = f.caused_by
+            if root and root != f.fingerprint and depth < 8:
+                if root in incident_of_fp:  # the root is live: its incident, whatever run it came from
+                    return ("incident", str(incident_of_fp[root])), None
+                if root in fresh_fps:  # the root is new in this run too: wherever it goes
+                    return target_of(reported[root], depth + 1)
+            if f.fingerprint in awaiting_root:  # this is the root a live consequence was waiting for
+                return ("incident", str(awaiting_root[f.fingerprint])), f.subject
             anchor = anchor_of(f)
-            groups.setdefault(_subject_key(anchor), (anchor, []))[1].append(f)
+            key = _subject_key(anchor)
+            if key in open_by_anchor:
+                return ("incident", str(open_by_anchor[key])), anchor
+            if key in incident_of_subject:
+                return ("incident", str(incident_of_subject[key])), None
+            if _subject_key(f.subject) in incident_of_subject:
+                return ("incident", str(incident_of_subject[_subject_key(f.subject)])), None
+            return ("new", *key), anchor
 
-        for key in sorted(groups):
-            anchor, findings = groups[key]
-            target = open_by_anchor.get(key)
-            if target is not None:
-                t = touch(target)
-                t.fired = True
-                for f in findings:
-                    self._add_member(conn, target, server, f, anchor, scopes_of(f), silences, now)
-                    t.lines.append(f"➕ also affected: {f.subject.kind} {f.subject.name or f.subject.id}: {f.title}")
-                continue
-            # No open incident for this cause: perhaps a recently resolved one (flapping / manual resolve).
+        groups: dict[tuple[str, ...], tuple[Subject | None, list[Finding]]] = {}
+        for f in fresh:
+            target, anchor = target_of(f)
+            if target in groups:
+                groups[target][1].append(f)
+                if anchor is not None and groups[target][0] is None:
+                    groups[target] = (anchor, groups[target][1])
+            else:
+                groups[target] = (anchor, [f])
+
+        # Findings joining an open incident (an ongoing cascade, or the root its consequences were waiting for).
+        for target in sorted(t for t in groups if t[0] == "incident"):
+            new_anchor, findings = groups[target]
+            incident_id = int(target[1])
+            inc = incidents_by_id.get(incident_id) or row(conn, "SELECT * FROM incidents WHERE id = ?",
+                                                          (incident_id,))
+            assert inc is not None
+            anchor = Subject(kind=inc["anchor_kind"], id=inc["anchor_id"], name=inc["anchor_name"])
+            if (new_anchor is not None and not inc["storm"] and _subject_key(new_anchor) != _subject_key(anchor)
+                    and any(f.fingerprint in awaiting_root for f in findings)):
+                anchor = new_anchor  # the root arrived: the incident is about it now
+                self._reanchor(conn, incident_id, anchor)
+                open_by_anchor[_subject_key(anchor)] = incident_id
+            t = touch(incident_id)
+            t.fired = True
+            for f in sorted(findings, key=lambda f: -f.rank):
+                self._add_member(conn, incident_id, server, f, anchor, scopes_of(f), silences, now)
+                incident_of_fp[f.fingerprint] = incident_id
+                label = f"{f.subject.kind} {f.subject.name or f.subject.id}"
+                if _subject_key(f.subject) == _subject_key(anchor) and not inc["storm"]:
+                    t.lines.append(f"🔎 Likely cause: {label}: {f.title}")
+                else:
+                    t.lines.append(f"➕ also affected: {label}: {f.title}")
+
+        # Findings of a new root cause: reopen a recently resolved incident (flapping / manual resolve), or open one.
+        to_open: list[tuple[Subject, list[Finding]]] = []
+        for target in sorted(t for t in groups if t[0] == "new"):
+            group_anchor, findings = groups[target]
+            assert group_anchor is not None
             remaining: list[Finding] = []
             reopen: dict[str, Any] | None = None
             for f in findings:
@@ -665,14 +836,58 @@ class IncidentTracker:
                     self._add_member(conn, incident_id, server, f, anchor, scopes_of(f), silences, now)
                 open_by_anchor.setdefault((reopen["anchor_kind"], reopen["anchor_id"]), incident_id)
                 continue
-            worst = max(remaining, key=lambda f: f.rank)
-            incident_id = self._new_incident(conn, server, anchor, remaining, playbook_of(worst), now)
-            for f in remaining:
+            to_open.append((group_anchor, remaining))
+
+        if not to_open:
+            return
+        storm = next((r for r in open_rows if r["storm"] and not r["announced"]), None)
+        threshold = self.policy.storm_threshold
+        if storm is None and threshold and len(to_open) >= threshold:
+            # Many new root causes at once (a fleet-wide outage): one storm incident that lists them, not one root
+            # message each. Its members keep their own checks and subjects; it resolves when they all do.
+            every = [f for _, findings in to_open for f in findings]
+            anchor = Subject(kind="server", id=f"storm:{server}", name=f"{server} (storm)")
+            incident_id = self._new_incident(conn, server, anchor, every, playbook_of(max(every, key=lambda f: f.rank)),
+                                             now)
+            update(conn, "incidents", incident_id, {"storm": len(to_open)})
+            storm = {"id": incident_id, "storm": len(to_open), "anchor_kind": anchor.kind, "anchor_id": anchor.id,
+                     "anchor_name": anchor.name}
+            opened = True
+        elif storm is not None:
+            update(conn, "incidents", storm["id"], {"storm": storm["storm"] + len(to_open)})
+            opened = False
+        if storm is not None:
+            anchor = Subject(kind=storm["anchor_kind"], id=storm["anchor_id"], name=storm["anchor_name"])
+            t = touch(storm["id"])
+            t.fired = True
+            if opened:
+                t.opened = "opened"
+            for _, findings in to_open:
+                for f in findings:
+                    self._add_member(conn, storm["id"], server, f, anchor, scopes_of(f), silences, now)
+                    if not opened:
+                        t.lines.append(f"➕ also affected: {f.subject.kind} {f.subject.name or f.subject.id}: "
+                                       f"{f.title}")
+            return
+        for anchor, findings in to_open:
+            worst = max(findings, key=lambda f: f.rank)
+            incident_id = self._new_incident(conn, server, anchor, findings, playbook_of(worst), now)
+            for f in findings:
                 self._add_member(conn, incident_id, server, f, anchor, scopes_of(f), silences, now)
             t = touch(incident_id)
             t.fired = True
             t.opened = "opened"
-            open_by_anchor[key] = incident_id
+            open_by_anchor[_subject_key(anchor)] = incident_id
+
+    def _reanchor(self, conn: sqlite3.Connection, incident_id: int, anchor: Subject) -> None:
+        """The incident's likely cause is `anchor` now: its members about that subject are the cause."""
+        update(conn, "incidents", incident_id,
+               {"anchor_kind": anchor.kind, "anchor_id": anchor.id, "anchor_name": anchor.name})
+        conn.execute(
+            "UPDATE incident_members SET role = CASE WHEN subject_kind = ? AND subject_id = ? THEN 'cause' "
+            "ELSE 'consequence' END WHERE incident_id = ? AND state != 'moved'",
+            (anchor.kind, anchor.id, incident_id),
+        )
 
     def _after_resolve(self, previous: dict[str, Any] | None, now: datetime) -> str:
         """For a fingerprint firing with no live member: "new", "reopen" its last incident, or "absorb" it."""
@@ -763,6 +978,8 @@ class IncidentTracker:
             "evidence_key": evidence_key(f.evidence),
             "silenced": int(silences_mod.matching_silence(silences, f) is not None),
             "finding": f.model_dump_json(),
+            "gone_at": None,
+            "caused_by": f.caused_by,
         }
         if closed is not None:  # reopening: the same member row comes back to life, history kept
             values["count"] = closed["count"] + 1
@@ -806,7 +1023,9 @@ class IncidentTracker:
         if t.fired:
             values["last_seen"] = iso(now)
         lines = list(t.lines)
+        change: tuple[str, str] | None = None
         if t.severity_before and severity != t.severity_before and t.opened != "opened":
+            change = (t.severity_before, severity)
             arrow = "raised" if SEVERITY_RANK[severity] > SEVERITY_RANK[t.severity_before] else "lowered"
             lines.insert(0, f"Severity {arrow}: {t.severity_before} → {severity}")
         update(conn, "incidents", incident_id, values)
@@ -815,17 +1034,21 @@ class IncidentTracker:
         muted = view.muted(now)
         notes: list[Notification] = []
         if not inc["announced"]:
-            if not muted:
+            opened_at = parse_iso(inc["opened_at"]) or now
+            settling = t.opened != "split" and (now - opened_at).total_seconds() < self.policy.settle_s
+            if not muted and not settling:
                 reason = "unmuted" if not t.opened else ("split" if t.opened == "split" else t.opened)
                 notes.append(self._note(conn, incident_id, "open", reason, ()))
             return notes
         if t.fired or lines or held:
-            notes.append(self._note(conn, incident_id, "update", t.opened or ("changed" if lines else "repeat"), ()))
+            notes.append(self._note(conn, incident_id, "update", t.opened or ("changed" if lines else "repeat"), (),
+                                    severity_change=change))
         if lines and muted:
             self._hold(conn, incident_id, lines, "snooze" if view.snoozed(now) else "silence", now)
         elif lines or held:
             reason = t.opened or ("changed" if lines else "unmuted")
-            notes.append(self._note(conn, incident_id, "reply", reason, (*held, *lines)))
+            notes.append(self._note(conn, incident_id, "reply", reason, (*held, *lines),
+                                    severity_change=change if lines else None))
         return notes
 
     MAX_HELD_LINES = 15
@@ -947,6 +1170,7 @@ class IncidentTracker:
         lines: tuple[str, ...],
         *,
         quiet: bool = False,
+        severity_change: tuple[str, str] | None = None,
     ) -> Notification:
         conn.execute(
             "UPDATE incidents SET events = events + 1, announced = CASE WHEN ? = 'open' THEN 1 ELSE announced END "
@@ -956,10 +1180,17 @@ class IncidentTracker:
         seq = int(conn.execute("SELECT events FROM incidents WHERE id = ?", (incident_id,)).fetchone()[0])
         view = self._view(conn, incident_id)
         assert view is not None
-        return Notification(kind=kind, incident=view, reason=reason, seq=seq, lines=lines, quiet=quiet)
+        return Notification(kind=kind, incident=view, reason=reason, seq=seq, lines=lines, quiet=quiet,
+                            severity_change=severity_change)
 
     @staticmethod
     def _title(view: IncidentView) -> str:
+        if view.storm:
+            live = [m for m in view.members if m.live]
+            firing = [m for m in live if m.state == "firing"]
+            still = f", {len(firing)} still failing" if len(firing) != len(live) else ""
+            return (f"Storm on {view.server}: {len(live)} problems started at once "
+                    f"({view.storm} likely causes{still})")
         primary = view.primary
         if view.cause_inferred:
             base = f"{primary.finding.title} (likely cause: {view.anchor.kind} {view.anchor.name or view.anchor.id})"
@@ -1047,6 +1278,7 @@ class IncidentTracker:
                 silenced=bool(m["silenced"]),
                 finding=Finding.model_validate_json(m["finding"]),
                 moved_to=m["moved_to"],
+                gone_at=parse_iso(m["gone_at"]),
             )
             for m in rows(conn, "SELECT * FROM incident_members WHERE incident_id = ? ORDER BY id", (incident_id,))
         )
@@ -1073,6 +1305,10 @@ class IncidentTracker:
             snoozed_by=inc["snoozed_by"],
             announced=bool(inc["announced"]),
             split_from=inc["split_from"],
+            storm=int(inc["storm"] or 0),
+            mirrors=tuple(json.loads(inc["mirrors"] or "[]")),
+            refused_channel=inc["refused_channel"],
+            refused_error=inc["refused_error"],
         )
 
 

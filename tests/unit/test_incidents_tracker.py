@@ -124,7 +124,7 @@ def test_dead_worker_orphaned_task_unserved_queue_are_one_incident(store: Store)
     assert [n.kind for n in later] == ["update", "reply"]
     assert len(other.list_incidents()) == 1
     assert not later[0].incident.cause_inferred
-    assert any(line.startswith("➕ also affected: worker gpu-9") for line in later[1].lines)
+    assert any(line.startswith("🔎 Likely cause: worker gpu-9") for line in later[1].lines)
 
 
 def test_storage_target_and_its_upload_failures_are_one_incident(store: Store) -> None:
