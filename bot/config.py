@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
@@ -18,6 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from bot.durations import parse_duration
 from bot.errors import BotError
 from bot.incidents.digest import DigestSettings
+
+if TYPE_CHECKING:
+    from bot.incidents.tracker import TrackerPolicy
 
 
 class ConfigError(BotError):
@@ -115,6 +118,46 @@ class SlackSettings(_Strict):
     scheduled_reports: bool = False
 
 
+class IncidentSettings(_Strict):
+    """How scheduled runs become incidents (docs/slack.md, "Incidents")."""
+
+    # Alertmanager's group_wait: a new incident's first post waits this long, so that a cascade arriving over two
+    # runs (another playbook's run the same minute, the orphaned task one run after its agent) is one post. 0: at once.
+    settle: str | float = "60s"
+    # this many new incidents in one run are one storm incident listing them (a fleet-wide outage); 0: never
+    storm_threshold: int = Field(default=10, ge=0)
+    # how often to check whether the bot was invited to a channel that refused an incident's root
+    refused_retry: str | float = "5m"
+    resolve_after: int = Field(default=1, ge=1)  # consecutive clean runs before a problem counts as recovered
+
+    @field_validator("settle", "refused_retry")
+    @classmethod
+    def _duration(cls, value: str | float) -> str | float:
+        parse_duration(value)
+        return value
+
+    @field_validator("storm_threshold")
+    @classmethod
+    def _storm(cls, value: int) -> int:
+        if value == 1:
+            raise ValueError("storm_threshold must be 0 (off) or at least 2")
+        return value
+
+    @property
+    def settle_s(self) -> float:
+        return parse_duration(self.settle)
+
+    @property
+    def refused_retry_s(self) -> float:
+        return parse_duration(self.refused_retry)
+
+    def policy(self) -> TrackerPolicy:
+        from bot.incidents.tracker import TrackerPolicy
+
+        return TrackerPolicy(resolve_after=self.resolve_after, settle_s=self.settle_s,
+                             storm_threshold=self.storm_threshold)
+
+
 class ActionAllow(_Strict):
     users: list[str] = Field(default_factory=list)
     usergroups: list[str] = Field(default_factory=list)
@@ -174,6 +217,7 @@ class Settings(_Strict):
     storage: list[StorageTarget | str] = Field(default_factory=list)
     slack: SlackSettings = Field(default_factory=SlackSettings)
     actions: ActionsSettings = Field(default_factory=ActionsSettings)
+    incidents: IncidentSettings = Field(default_factory=IncidentSettings)
     store: str | None = None
     playbooks: str | None = None
     run_deadline: str | float = "60s"

@@ -533,6 +533,39 @@ class Outbox:
         with transaction(self.store) as conn:
             return rows(conn, "SELECT * FROM outbox WHERE status = 'failed' ORDER BY id DESC LIMIT ?", (limit,))
 
+    def refused_posts(self, key_like: str, errors: Iterable[str]) -> list[dict[str, Any]]:
+        """Failed posts whose key matches `key_like` (SQL LIKE) and whose error is one of `errors` (channel
+        problems a re-route can fix: not_in_channel, channel_not_found)."""
+        codes = tuple(errors)
+        with transaction(self.store) as conn:
+            found = rows(conn, "SELECT * FROM outbox WHERE status = 'failed' AND kind = 'post' AND key LIKE ? "
+                               "ORDER BY id", (key_like,))
+        return [r for r in found if str(r["last_error"] or "").split(":", 1)[0] in codes]
+
+    def retire(self, key: str, new_key: str) -> bool:
+        """Rename a message's key, freeing `key` for a new message (an incident root posted again elsewhere).
+        Messages already sent or failed under it follow the rename; pending ones stay with `key` (the new one)."""
+        with transaction(self.store) as conn:
+            if row(conn, "SELECT id FROM outbox WHERE key = ?", (key,)) is None:
+                return False
+            conn.execute("UPDATE outbox SET key = ? WHERE key = ?", (new_key, key))
+            conn.execute("UPDATE outbox SET root_key = ? WHERE root_key = ? AND status IN ('sent', 'superseded')",
+                         (new_key, key))
+        return True
+
+    def requeue_orphans(self, root_key: str, channel: str, now: datetime | None = None) -> int:
+        """Thread replies that failed because their root failed: pending again under the root now queued as
+        `root_key` in `channel`. Failed edits are dropped (superseded): the new root shows the current state."""
+        now = utc(now)
+        with transaction(self.store) as conn:
+            conn.execute("UPDATE outbox SET status = 'superseded', last_error = 'root re-posted' WHERE root_key = ? "
+                         "AND status = 'failed' AND kind = 'update'", (root_key,))
+            return conn.execute(
+                "UPDATE outbox SET status = 'pending', channel = ?, attempts = 0, next_attempt_at = ?, created_at = ?, "
+                "last_error = NULL WHERE root_key = ? AND status = 'failed' AND kind = 'reply'",
+                (channel, iso(now), iso(now), root_key),
+            ).rowcount
+
     def retry_failed(self, *, channel: str | None = None, now: datetime | None = None) -> int:
         """Requeue failed messages (after the channel was fixed or the bot invited). Returns how many."""
         sql = "UPDATE outbox SET status = 'pending', attempts = 0, next_attempt_at = ?, created_at = ? " \

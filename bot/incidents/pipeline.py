@@ -27,6 +27,7 @@ from datetime import datetime, timedelta
 from typing import IO, TYPE_CHECKING, Any, Protocol
 
 from bot.durations import format_duration
+from bot.engine.findings import SEVERITY_RANK
 from bot.incidents import digest as digest_mod
 from bot.incidents.db import transaction, utc
 from bot.incidents.owners import owner_target
@@ -99,10 +100,18 @@ def default_router(settings: Settings | None = None, playbooks: list[Playbook] |
         pb = by_name.get(incident.playbook or "")
         if pb is not None and pb.channel:
             return pb.channel
-        default = settings.slack.default_channel if settings is not None else None
-        return default or os.environ.get("SLACK_DEFAULT_CHANNEL") or None
+        return default_channel(settings)
 
     return route
+
+
+def default_channel(settings: Settings | None) -> str | None:
+    default = settings.slack.default_channel if settings is not None else None
+    return default or os.environ.get("SLACK_DEFAULT_CHANNEL") or None
+
+
+# Slack errors that mean "not this channel" (a re-route fixes them), as opposed to a broken message or token.
+REFUSED_CHANNEL_ERRORS = ("not_in_channel", "channel_not_found")
 
 
 # -- the default renderer -----------------------------------------------------------------------------------------
@@ -279,10 +288,17 @@ class IncidentPipeline:
         settings: Settings | None = None,
         playbooks: list[Playbook] | None = None,
         owner_playbooks: Callable[[], Iterable[str]] | None = None,
+        fallback: Callable[[], str | None] | None = None,
     ) -> None:
-        """With an `outbox`, messages are queued for Slack; without one, they go to `sink` (e.g. print)."""
+        """With an `outbox`, messages are queued for Slack; without one, they go to `sink` (e.g. print).
+
+        `policy`: `serve` passes `settings.incidents.policy()` (settle time, storm threshold); the default posts at
+        once and knows no storms. `fallback`: the channel a
+        root goes to when its routed channel refuses it (default: slack.default_channel / SLACK_DEFAULT_CHANNEL)."""
         self.store = store
         self.tracker = tracker or IncidentTracker(store, policy)
+        self.fallback = fallback or (lambda: default_channel(settings))
+        self.refused_retry_s = settings.incidents.refused_retry_s if settings is not None else 300.0
         self.outbox = outbox
         self.renderer: IncidentRenderer = renderer or TextRenderer()
         self.router = router or default_router(settings, playbooks)
@@ -369,6 +385,81 @@ class IncidentPipeline:
         elif self.sink is not None:
             self.sink(channel, kind, message)
 
+    def _durable(self) -> Any:
+        """The durable outbox (the Slack facade wraps it as `.durable`), or None (terminal sink)."""
+        return getattr(self.outbox, "durable", None) or self.outbox
+
+    def tick(self, now: datetime | None = None, *, can_post: Callable[[str], bool] | None = None
+             ) -> list[Notification]:
+        """Between runs (serve calls it every few seconds): post the incidents whose settle time is over, move a
+        root a channel refused to the fallback channel (saying why), and, with `can_post` (is the bot a member of
+        that channel now?), move it back once the bot was invited. Atomic per step."""
+        now = utc(now)
+        with transaction(self.store):
+            notes = self.tracker.announce_due(now)
+            self._deliver(notes, now)
+        notes += self._reroute_refused(now)
+        if can_post is not None:
+            notes += self._retry_refused(now, can_post)
+        return notes
+
+    def _reroute_refused(self, now: datetime) -> list[Notification]:
+        durable = self._durable()
+        if durable is None or not hasattr(durable, "refused_posts"):
+            return []
+        notes: list[Notification] = []
+        for r in durable.refused_posts("incident:%:root", REFUSED_CHANNEL_ERRORS):
+            incident_id = int(str(r["key"]).split(":")[1])
+            view = self.tracker.get(incident_id)
+            fallback = self.fallback()
+            if view is None or not view.is_open or not fallback or fallback == r["channel"]:
+                continue  # nowhere else to go: it stays failed (the log and /healthz say why)
+            error = str(r["last_error"] or "").split(":", 1)[0]
+            with transaction(self.store):
+                self.tracker.mark_refused(incident_id, r["channel"], error, fallback, now)
+                durable.retire(r["key"], f"{r['key']}:refused:{r['id']}")
+                view = self.tracker.get(incident_id)
+                assert view is not None
+                log.warning("incident #%s: %s refused its root (%s); posting it in %s until the bot is invited",
+                            incident_id, r["channel"], error, fallback)
+                self._emit(root_key(incident_id), fallback, "post", self.renderer.root(view, now), None, now=now)
+                durable.requeue_orphans(root_key(incident_id), fallback, now)
+        return notes
+
+    def _retry_refused(self, now: datetime, can_post: Callable[[str], bool]) -> list[Notification]:
+        durable = self._durable()
+        notes: list[Notification] = []
+        for incident_id, channel, checked in self.tracker.refused():
+            if checked is not None and (now - checked).total_seconds() < self.refused_retry_s:
+                continue
+            self.tracker.checked_refused(incident_id, now)
+            try:
+                ok = can_post(channel)
+            except Exception as exc:  # Slack unwell: try again at the next period
+                log.warning("cannot tell whether the bot may post in %s: %s", channel, exc)
+                continue
+            if not ok:
+                continue
+            view = self.tracker.get(incident_id)
+            if view is None or view.channel is None:
+                continue
+            old_home = view.channel
+            with transaction(self.store):
+                old_key = f"{root_key(incident_id)}:fallback:{int(now.timestamp())}"
+                durable.retire(root_key(incident_id), old_key)
+                moved = self.tracker.moved(incident_id, channel, now)
+                self._deliver(moved, now)
+                # the fallback copy says where the incident went, and keeps no buttons
+                gone = self.tracker.get(incident_id)
+                assert gone is not None
+                note = f"➡️ This incident moved to {channel} (I can post there now); follow it there."
+                moved_root = Rendered(text=f"{note} #{incident_id}: {gone.title}"[:300], blocks=[
+                    {"type": "section", "text": {"type": "mrkdwn", "text": f"{note}\n_#{incident_id}_"}}])
+                self._emit(f"{old_key}:moved", old_home, "update", moved_root, old_key, now=now, supersede=True)
+                self._emit(f"{old_key}:moved:reply", old_home, "reply", Rendered(text=note), old_key, now=now)
+            notes += moved
+        return notes
+
     def _deliver(self, notes: list[Notification], now: datetime) -> None:
         for note in notes:
             v = note.incident
@@ -391,10 +482,8 @@ class IncidentPipeline:
                 message = self.renderer.reply(note, now)
                 if message is not None:
                     # A rise to critical is news for the whole channel, not only for the thread's followers.
-                    broadcast = v.severity == "critical" and any(line.startswith("Severity raised")
-                                                                 for line in note.lines)
                     self._emit(event_key(v.id, note.seq, "reply"), channel, "reply", message, root,
-                               now=now, broadcast=broadcast)
+                               now=now, broadcast=note.escalated_to_critical)
             elif note.kind == "resolve":
                 self._emit(event_key(v.id, note.seq, "update"), channel, "update", self.renderer.root(v, now), root,
                            now=now, supersede=True)
@@ -402,6 +491,7 @@ class IncidentPipeline:
                     message = self.renderer.reply(note, now)
                     if message is not None:
                         self._emit(event_key(v.id, note.seq, "reply"), channel, "reply", message, root, now=now)
+            self._mirror(note, channel, now)
 
     def _tell_owner(self, v: IncidentView, now: datetime) -> None:
         """A new incident about one task of a `notify_owner` playbook: its root message also goes to the owner."""
@@ -415,3 +505,40 @@ class IncidentPipeline:
             log.info("incident %s: no Slack user known for the owner of task %s", v.id, finding.subject.id)
             return
         self._emit(f"{root_key(v.id)}:owner", target, "post", self.renderer.root(v, now), None, now=now)
+
+    def _mirror(self, note: Notification, home: str | None, now: datetime) -> None:
+        """Routing follows the incident's current severity: when it rises to a severity routed elsewhere (the
+        critical route), the root is posted there too, and kept up to date there until the incident resolves."""
+        v = note.incident
+        if home is None or note.kind == "reply":
+            return
+        mirrors = self.tracker.mirrors(v.id)
+        change = note.severity_change
+        rose = change is not None and SEVERITY_RANK[change[1]] > SEVERITY_RANK[change[0]]
+        if rose and v.is_open and not v.muted(now):
+            target = self.router(v)
+            if target and target != home and target not in mirrors and self.tracker.add_mirror(v.id, target):
+                message = self.renderer.root(v, now)
+                why = (f"⬆️ Escalated to {v.severity} (was {change[0]}): posted here by the route for {v.severity}; "  # type: ignore[index]
+                       f"the thread with the details is in {home}.")
+                self._emit(mirror_key(v.id, target), target, "post", _with_note(message, why), None, now=now)
+                mirrors = [*mirrors, target]
+                return
+        if note.kind in ("update", "resolve", "open"):
+            for target in mirrors:
+                self._emit(event_key(v.id, note.seq, f"update@{target}"), target, "update",
+                           self.renderer.root(v, now), mirror_key(v.id, target), now=now, supersede=True)
+
+
+def mirror_key(incident_id: int, channel: str) -> str:
+    """The outbox key of an incident's root as also posted in another channel (the critical route)."""
+    return f"incident:{incident_id}:mirror:{channel}"
+
+
+def _with_note(message: Rendered, note: str) -> Rendered:
+    """`message` with `note` as a first context line (and in the fallback text)."""
+    blocks = list(message.blocks) if message.blocks else None
+    if blocks is not None:
+        blocks.insert(0, {"type": "context", "elements": [{"type": "mrkdwn", "text": note}]})
+    text = f"{note}\n{message.text}" if blocks is None else message.text
+    return Rendered(text=text, blocks=blocks)

@@ -476,6 +476,49 @@ class IncidentTracker:
         with transaction(self.store) as conn:
             update(conn, "incidents", incident_id, {"channel": channel})
 
+    def add_mirror(self, incident_id: int, channel: str) -> bool:
+        """Remember that the root is also posted in `channel` (the critical route after an escalation)."""
+        with transaction(self.store) as conn:
+            inc = row(conn, "SELECT mirrors FROM incidents WHERE id = ?", (incident_id,))
+            mirrors = json.loads(inc["mirrors"] or "[]") if inc else []
+            if inc is None or channel in mirrors:
+                return False
+            update(conn, "incidents", incident_id, {"mirrors": json.dumps([*mirrors, channel])})
+            return True
+
+    def mirrors(self, incident_id: int) -> list[str]:
+        with transaction(self.store) as conn:
+            inc = row(conn, "SELECT mirrors FROM incidents WHERE id = ?", (incident_id,))
+        return json.loads(inc["mirrors"] or "[]") if inc else []
+
+    def mark_refused(self, incident_id: int, refused: str, error: str, fallback: str, now: datetime) -> None:
+        """The routed channel refused the root: the incident lives in `fallback` until the bot can post there."""
+        with transaction(self.store) as conn:
+            update(conn, "incidents", incident_id, {"refused_channel": refused, "refused_error": error,
+                                                     "channel": fallback, "refused_checked_at": iso(now)})
+
+    def refused(self) -> list[tuple[int, str, datetime | None]]:
+        """Open incidents waiting to move to the channel that refused them: (id, channel, last checked)."""
+        with transaction(self.store) as conn:
+            found = rows(conn, "SELECT id, refused_channel, refused_checked_at FROM incidents WHERE status = 'open' "
+                               "AND refused_channel IS NOT NULL ORDER BY id")
+        return [(r["id"], r["refused_channel"], parse_iso(r["refused_checked_at"])) for r in found]
+
+    def checked_refused(self, incident_id: int, now: datetime) -> None:
+        with transaction(self.store) as conn:
+            update(conn, "incidents", incident_id, {"refused_checked_at": iso(now)})
+
+    def moved(self, incident_id: int, channel: str, now: datetime) -> list[Notification]:
+        """The bot can post in the channel that refused the root now: the incident moves there (a new root)."""
+        with transaction(self.store) as conn:
+            inc = row(conn, "SELECT channel FROM incidents WHERE id = ?", (incident_id,))
+            if inc is None:
+                return []
+            update(conn, "incidents", incident_id, {"channel": channel, "refused_channel": None,
+                                                     "refused_error": None, "updated_at": iso(now)})
+            return [self._note(conn, incident_id, "open", "moved",
+                               (f"Moved here from {inc['channel']}: I can post in this channel now.",))]
+
     # -- runs -------------------------------------------------------------------------------------------------
 
     def process(self, result: RunResult, now: datetime | None = None) -> list[Notification]:

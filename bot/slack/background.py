@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 
 REPRODUCE_JOB = "reproduce-watch"
 PRUNE_JOB = "outbox-prune"
+INCIDENTS_JOB = "incidents-tick"
 
 
 class Background:
@@ -80,6 +81,13 @@ class Background:
         self.scheduler.scheduler.add_job(
             self._prune, trigger=IntervalTrigger(hours=24), id=PRUNE_JOB, name="outbox prune", coalesce=True,
             max_instances=1, replace_existing=True,
+        )
+        # Incidents between runs: posts whose settle time is over, roots a channel refused (fallback, then back
+        # once the bot is invited). Often enough that a settle time is kept to about a second.
+        tick_s = 1.0 if settings.incidents.settle_s <= 10 else 5.0
+        self.scheduler.scheduler.add_job(
+            self._tick_incidents_quietly, trigger=IntervalTrigger(seconds=tick_s), id=INCIDENTS_JOB,
+            name="incidents tick", coalesce=True, max_instances=1, misfire_grace_time=30, replace_existing=True,
         )
         services.scheduler = self.scheduler
         services.background = self
@@ -218,6 +226,31 @@ class Background:
             self.tick_reproduce()
         except Exception:  # the next tick tries again; the watches are in the store
             log.exception("reproduce watcher failed")
+
+    def tick_incidents(self) -> list[Any]:
+        """Post settled incidents; re-route refused roots, and move them back once the bot is a member."""
+        assert self.services.incidents is not None
+        return self.services.incidents.tick(can_post=self.can_post)
+
+    def can_post(self, channel: str) -> bool:
+        """Is the bot a member of `channel` (invited since it refused a root)? A private channel the bot is not in
+        is invisible to it (`channel_not_found`): not yet."""
+        from slack_sdk.errors import SlackApiError
+
+        channel_id = self.sender.channel_id(channel)
+        try:
+            info = self.client.conversations_info(channel=channel_id)
+        except SlackApiError as exc:
+            if exc.response is not None and exc.response.get("error") in ("channel_not_found", "not_in_channel"):
+                return False
+            raise
+        return bool((info.get("channel") or {}).get("is_member"))
+
+    def _tick_incidents_quietly(self) -> None:
+        try:
+            self.tick_incidents()
+        except Exception:  # the next tick tries again; everything is in the store
+            log.exception("incidents tick failed")
 
     def _prune(self) -> None:
         durable = self.services.outbox.durable

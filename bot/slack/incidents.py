@@ -54,19 +54,23 @@ def build_pipeline(services: BotServices) -> IncidentPipeline:
         router=incident_router(services),
         settings=services.settings,
         owner_playbooks=lambda: [p.name for p in services.playbooks() if p.notify_owner],
+        policy=services.settings.incidents.policy(),
+        fallback=lambda: services.router.default_channel,
     )
 
 
 def incident_router(services: BotServices) -> Callable[[IncidentView], str | None]:
-    """An incident's channel: the first `slack.routes` entry matching its leading finding, else its playbook's
-    `channel`, else the default channel (the same rules as reports)."""
+    """An incident's channel: the first `slack.routes` entry matching its current severity and its leading finding's
+    check, else its playbook's `channel`, else the default channel (the same rules as reports)."""
 
     def route(view: IncidentView) -> str | None:
         playbook: Playbook | None = None
         if view.playbook:
             playbook = next((p for p in services.playbooks() if p.name == view.playbook), None)
         try:
-            return services.router.finding_route(view.primary.finding, playbook).channel
+            # on the incident's severity, not its leading finding's: a header that says CRITICAL goes where
+            # criticals go even when the cause itself is only a warning
+            return services.router.finding_route(view.primary.finding, playbook, severity=view.severity).channel
         except NoChannelError as exc:
             log.error("incident #%s has nowhere to go: %s", view.id, exc)
             return None

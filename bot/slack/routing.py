@@ -76,8 +76,12 @@ class Router:
             f"{name}no default channel is set: set `slack.default_channel` in the config file or {DEFAULT_CHANNEL_ENV}"
         )
 
-    def finding_route(self, finding: Finding, playbook: Playbook | None = None) -> Route:
-        """Where one finding goes (an incident's root message, say): the first matching rule."""
+    def finding_route(self, finding: Finding, playbook: Playbook | None = None, *, severity: str | None = None
+                      ) -> Route:
+        """Where one finding goes (an incident's root message, say): the first matching rule. `severity`: match
+        routes on this severity instead of the finding's (an incident's, which its worst member sets)."""
+        if severity is not None and severity != finding.severity:
+            finding = finding.model_copy(update={"severity": severity})
         for index, route in enumerate(self.settings.routes):
             if self._matches(route.severity, route.check, finding):
                 conds = ", ".join(
