@@ -158,7 +158,16 @@ class TextRenderer:
             lines.append(f"👀 Acknowledged by {v.ack_by} at {_when(v.ack_at)}")
         if v.is_open and v.snoozed(now):
             lines.append(f"💤 Snoozed by {v.snoozed_by} until {_when(v.snoozed_until)}")
+        if v.refused_channel and v.is_open:
+            lines.append(f"⚠️ Posted here because I cannot post in {v.refused_channel} ({v.refused_error}): invite me "
+                         "there and this incident moves there by itself.")
         primary = v.primary
+        if v.storm:
+            lines.append(f"{len([m for m in v.members if m.live])} problems began in the same run: likely one shared "
+                         "cause (the API server, its database, the network, credentials). Each:")
+            for m in [m for m in v.members if m.live][:20]:
+                lines.append(f"  • [{m.severity}] {m.label}: {m.finding.title} [{m.check}]")
+            return Rendered(text="\n".join(lines))
         if v.cause_inferred:
             lines.append(f"Likely cause: {v.anchor.kind} {v.anchor.name or v.anchor.id} (no finding of its own)")
         else:
@@ -174,6 +183,9 @@ class TextRenderer:
                 lines.append(f"  • {m.label}: {m.finding.title} [{m.check}]{state}")
         for m in v.moved:
             lines.append(f"  • {m.label}: moved to incident #{m.moved_to}")
+        if v.is_open and v.gone:
+            lines.append("👻 Gone from the server: " + ", ".join(m.label for m in v.gone) + ". Not a recovery: open "
+                         "until a check sees it healthy again or someone resolves it.")
         if primary.finding.remediation:
             lines.append(f"Fix: {primary.finding.remediation}")
         if v.is_open and v.actions:

@@ -34,6 +34,9 @@ MAX_FIELDS = 10
 MAX_HEADER_TEXT = 150
 MAX_CONTEXT_ELEMENTS = 10
 MAX_FALLBACK_TEXT = 300  # top-level `text`: notifications and screen readers; keep it short
+# Slack also rejects a message whose blocks carry too much text in total (`msg_blocks_too_long`; undocumented,
+# seen at ~11.3k characters): every builder keeps a message's total block text under this.
+MAX_MESSAGE_TEXT = 9000
 
 SEVERITY_EMOJI: dict[str, str] = {
     "critical": ":red_circle:",
@@ -213,6 +216,40 @@ def context(*parts: str) -> ContextBlock:
 
 def divider() -> DividerBlock:
     return DividerBlock()
+
+
+def block_text_length(blocks: Iterable[Any]) -> int:
+    """The characters of text a message's blocks carry (what `msg_blocks_too_long` counts)."""
+    total = 0
+
+    def walk(value: Any) -> None:
+        nonlocal total
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if key == "text" and isinstance(item, str):
+                    total += len(item)
+                else:
+                    walk(item)
+        elif isinstance(value, list | tuple):
+            for item in value:
+                walk(item)
+
+    walk([b.to_dict() if hasattr(b, "to_dict") else b for b in blocks])
+    return total
+
+
+def fit_lines(lines: Sequence[str], budget: int, more: str = "_…and {n} more_") -> list[str]:
+    """The first lines that fit in `budget` characters, then a line saying how many were left out."""
+    out: list[str] = []
+    used = 0
+    for index, line in enumerate(lines):
+        reserve = 40 if index < len(lines) - 1 else 0  # room for the "…and n more" line
+        if used + len(line) + 1 > budget - reserve:
+            out.append(more.format(n=len(lines) - index))
+            return out
+        out.append(line)
+        used += len(line) + 1
+    return out
 
 
 def chunk_lines(lines: Sequence[str], limit: int = MAX_SECTION_TEXT) -> list[str]:

@@ -29,13 +29,16 @@ from bot.slack.messages.actions import ActionButton, actions_block, mrkdwn
 from bot.slack.messages.common import (
     MAX_BLOCKS,
     MAX_FALLBACK_TEXT,
+    MAX_MESSAGE_TEXT,
     SEVERITY_EMOJI,
     SlackMessage,
+    block_text_length,
     chunk_lines,
     clip,
     code,
     context,
     fallback_text,
+    fit_lines,
     header,
     link,
     mentioned_ids,
@@ -89,6 +92,8 @@ def _hhmm(dt: datetime | None) -> str:
 
 def member_line(m: MemberView, *, secrets: Sequence[str] = ()) -> str:
     state = "" if m.state == "firing" else f" _({m.state})_"
+    if m.gone:
+        state = f" _(gone from the server since {_hhmm(m.gone_at)})_"
     return (f"{SEVERITY_EMOJI.get(m.severity, '')} *{safe(m.label, secrets, 100)}*: "
             f"{safe(m.finding.title, secrets, 200)} ({code(m.check, 60)}){state}")
 
@@ -139,6 +144,14 @@ class SlackIncidentRenderer:
                 f":white_check_mark: Resolved{mrkdwn(who, _people(v))} at {_when(v.resolved_at)} after "
                 f"{format_duration(v.duration_s(now))} (was {v.severity}, seen {v.count}×)."
             ))
+        if v.refused_channel and v.is_open:
+            blocks.append(context(
+                f":warning: Posted here because I cannot post in {safe(v.refused_channel)} "
+                f"(`{safe(v.refused_error or 'refused')}`): invite me there (`/invite @clearml-chatops`) and this "
+                "incident moves there by itself."
+            ))
+        if v.storm:
+            return self._storm_root(v, now, blocks, text, secrets)
         # the likely cause, with its evidence
         if v.cause_inferred:
             cause = (f"*Likely cause:* {v.anchor.kind} *{safe(v.anchor.name or v.anchor.id, secrets, 100)}* "
@@ -161,7 +174,13 @@ class SlackIncidentRenderer:
             if len(ordered) > MAX_CONSEQUENCES:
                 out.append(f"_…and {len(ordered) - MAX_CONSEQUENCES} more (in the thread)_")
             out += [f"• {safe(m.label, secrets, 100)}: moved to incident #{m.moved_to}" for m in v.moved[:5]]
-            blocks.extend(section(t) for t in chunk_lines(out)[:3])
+            blocks.extend(section(t) for t in chunk_lines(fit_lines(out, 4000, "_…and {n} more (in the thread)_")))
+        if v.is_open and v.gone:
+            names = ", ".join(safe(m.label, secrets, 80) for m in v.gone[:5])
+            blocks.append(section(
+                f":ghost: *Gone from the server:* {names}. That is not a recovery: this incident stays open until a "
+                "check sees it healthy again or someone resolves it."
+            ))
         if v.is_open and primary.finding.remediation:
             blocks.append(section(f":wrench: {safe(primary.finding.remediation, secrets, 1500)}"))
         if taken:
@@ -177,6 +196,31 @@ class SlackIncidentRenderer:
         links = [link(u, f"link {i}") for i, u in enumerate(v.links[:3], 1)]
         if links:
             blocks.append(context("Links: " + " · ".join(links)))
+        return Rendered(text=clip(text, MAX_FALLBACK_TEXT), blocks=blocks)
+
+    def _storm_root(self, v: IncidentView, now: datetime, blocks: list[Block], text: str,
+                    secrets: list[str]) -> Rendered:
+        """A storm: many problems that began in one run, listed (worst first) in one message, not one root each."""
+        live = sorted((m for m in v.members if m.live),
+                      key=lambda m: (m.state != "firing", -SEVERITY_RANK[m.severity], m.check, m.label))
+        checks: dict[str, int] = {}
+        for m in live:
+            checks[m.check] = checks.get(m.check, 0) + 1
+        summary = ", ".join(f"{code(c, 60)} ×{n}" for c, n in sorted(checks.items(), key=lambda kv: -kv[1])[:8])
+        blocks.append(section(
+            f"*{len(live)} problems began in the same run* ({summary}). So many at once usually share one cause: "
+            "the ClearML API server or its database, the network, a credentials change, or the cluster the agents run "
+            "on. Look there first; each problem is listed below and in the thread, and resolves here when its check "
+            "passes again."
+        ))
+        lines = [f"• {member_line(m, secrets=secrets)}" for m in live]
+        shown = fit_lines(lines[:MAX_CONSEQUENCES * 2], 2800, "_…and {n} more (in the thread)_")
+        if len(lines) > MAX_CONSEQUENCES * 2 and not shown[-1].startswith("_…"):
+            shown.append(f"_…and {len(lines) - len(shown)} more (in the thread)_")
+        blocks.append(section("\n".join(shown)))
+        blocks.append(context(*self._status(v, now)))
+        if v.is_open:
+            blocks.append(self._incident_buttons(v))
         return Rendered(text=clip(text, MAX_FALLBACK_TEXT), blocks=blocks)
 
     def _status(self, v: IncidentView, now: datetime) -> list[str]:
@@ -256,7 +300,8 @@ class SlackIncidentRenderer:
                     lines.append(f"    _{safe(m.finding.detail, secrets, 600)}_")
                 for url in m.finding.links[:2]:
                     lines.append(f"    {link(url, 'open in ClearML')}")
-            blocks: list[Block] = [section(t) for t in chunk_lines(lines)]
+            more = f"_…and {{n}} more: `{self.command} incidents` and the root message list them_"
+            blocks: list[Block] = [section(t) for t in chunk_lines(fit_lines(lines, MAX_MESSAGE_TEXT - 600, more))]
             if len(blocks) > MAX_BLOCKS - 1:
                 blocks = [*blocks[: MAX_BLOCKS - 2], section("_…more in the next update._")]
             blocks.append(context(f"`{self.command} incidents` lists every open incident; "
@@ -264,7 +309,7 @@ class SlackIncidentRenderer:
             return Rendered(text=clip(f"Incident #{v.id} opened: {v.title}", MAX_FALLBACK_TEXT), blocks=blocks)
         if not note.lines:
             return None
-        lines = [mrkdwn(line, _people(note.incident)) for line in note.lines]
+        lines = fit_lines([mrkdwn(line, _people(note.incident)) for line in note.lines], MAX_MESSAGE_TEXT - 200)
         blocks = [section(t) for t in chunk_lines(lines)][:MAX_BLOCKS]
         return Rendered(text=clip(note.lines[-1], MAX_FALLBACK_TEXT), blocks=blocks)
 
@@ -339,9 +384,11 @@ class SlackIncidentRenderer:
         blocks = message.blocks or []
         if len(blocks) > MAX_BLOCKS:
             raise SlackObjectFormationError(f"{len(blocks)} blocks")
+        out = [b.to_dict() if isinstance(b, Block) else b for b in blocks]
+        if block_text_length(out) > MAX_MESSAGE_TEXT:
+            raise SlackObjectFormationError(f"{block_text_length(out)} characters of text (msg_blocks_too_long)")
         # the top-level text quotes incident titles (ClearML names): escaped like every SlackMessage's
-        return Rendered(text=fallback_text(message.text),
-                        blocks=[b.to_dict() if isinstance(b, Block) else b for b in blocks])
+        return Rendered(text=fallback_text(message.text), blocks=out)
 
     def _checked_optional(self, message: Rendered | None) -> Rendered | None:
         return self._checked(message) if message is not None else None
@@ -349,7 +396,7 @@ class SlackIncidentRenderer:
     @staticmethod
     def _plain(message: Rendered) -> Rendered:
         """Plain text in sections: what the TextRenderer says, within Slack's limits."""
-        lines = message.text.splitlines() or ["(empty)"]
+        lines = fit_lines(message.text.splitlines() or ["(empty)"], MAX_MESSAGE_TEXT - 200)
         blocks = [section(safe(t)).to_dict() for t in chunk_lines(lines)][:MAX_BLOCKS]
         return Rendered(text=fallback_text(clip(lines[0], MAX_FALLBACK_TEXT)), blocks=blocks)
 
