@@ -58,6 +58,7 @@ LIMITS = {
     "confirm_text": 300,
     "confirm_button": 30,
     "markdown_text": 12000,
+    "message_text": 11000,
 }
 KNOWN_BLOCKS = {"section", "header", "context", "divider", "actions", "image", "input", "rich_text", "markdown"}
 
@@ -75,10 +76,12 @@ def validate_view(view: Any) -> list[str]:
     if len(str(view.get("private_metadata") or "")) > 3000:
         problems.append("private_metadata > 3000")
     # a view has no top-level text; its blocks are checked like a message's, with the Home tab's 100-block limit
-    return problems + validate_message({"text": "-", "blocks": view.get("blocks") or []}, max_blocks=100)
+    return problems + validate_message({"text": "-", "blocks": view.get("blocks") or []}, max_blocks=100,
+                                       max_text=None)
 
 
-def validate_message(payload: dict[str, Any], *, max_blocks: int = LIMITS["blocks"]) -> list[str]:
+def validate_message(payload: dict[str, Any], *, max_blocks: int = LIMITS["blocks"],
+                     max_text: int | None = LIMITS["message_text"]) -> list[str]:
     """Problems with a message payload, as Slack would see them ([] when fine)."""
     problems: list[str] = []
     text = payload.get("text")
@@ -96,6 +99,9 @@ def validate_message(payload: dict[str, Any], *, max_blocks: int = LIMITS["block
         return [*problems, "blocks is not a list"]
     if len(blocks) > max_blocks:
         problems.append(f"{len(blocks)} blocks > {max_blocks}")
+    total = _text_length(blocks)
+    if max_text is not None and total > max_text:  # msg_blocks_too_long (undocumented threshold, ~11.3k seen)
+        problems.append(f"msg_blocks_too_long: {total} characters of block text > {max_text}")
     for i, block in enumerate(blocks):
         where = f"blocks[{i}]"
         if not isinstance(block, dict) or block.get("type") not in KNOWN_BLOCKS:
@@ -137,6 +143,15 @@ def validate_message(payload: dict[str, Any], *, max_blocks: int = LIMITS["block
         elif kind == "markdown" and len(block.get("text", "")) > LIMITS["markdown_text"]:
             problems.append(f"{where}: markdown text too long")
     return problems
+
+
+def _text_length(value: Any) -> int:
+    """Characters of text in blocks (every `text` string, at any depth)."""
+    if isinstance(value, dict):
+        return sum(len(v) if k == "text" and isinstance(v, str) else _text_length(v) for k, v in value.items())
+    if isinstance(value, list):
+        return sum(_text_length(v) for v in value)
+    return 0
 
 
 def _element_problems(element: dict[str, Any], where: str) -> list[str]:

@@ -16,8 +16,10 @@ from bot.engine.findings import SEVERITIES_WORST_FIRST, Finding, consequences_by
 from bot.slack.messages.common import (
     MAX_BLOCKS,
     MAX_FALLBACK_TEXT,
+    MAX_MESSAGE_TEXT,
     SEVERITY_EMOJI,
     SlackMessage,
+    block_text_length,
     chunk_lines,
     clip,
     code,
@@ -237,8 +239,10 @@ def render_run(
         summary += f"; {len(broken)} could not run ({names}{', …' if len(broken) > 8 else ''})"
     blocks.append(section(summary))
 
-    # Reserve room for the overflow note and the context line.
+    # Reserve room for the overflow note and the context line, in blocks and in total text (Slack refuses a message
+    # whose blocks carry too much text: msg_blocks_too_long).
     budget = MAX_BLOCKS - len(blocks) - 2
+    text_budget = MAX_MESSAGE_TEXT - block_text_length(blocks) - 1200
     leftover: dict[str, int] = {}
     consequences = consequences_by_root(result.findings)
     for sev, check_id, items in group_findings(result.findings, show_info=opts.show_info, show_ok=opts.show_ok):
@@ -258,11 +262,13 @@ def render_run(
         group_buttons = [b for f in shown_items for b in buttons(f)] if buttons is not None else []
         block = actions_block(group_buttons, block_id=f"acts:{len(blocks)}", queues=queues)
         needed = len(texts) + (1 if block is not None else 0)
-        if needed <= budget:
+        chars = sum(len(t) for t in texts) + (block_text_length([block]) if block is not None else 0)
+        if needed <= budget and chars <= text_budget:
             blocks.extend(section(t) for t in texts)
             if block is not None:
                 blocks.append(block)
             budget -= needed
+            text_budget -= chars
         else:
             leftover[sev] = leftover.get(sev, 0) + len(items)
     if leftover:
@@ -276,7 +282,8 @@ def render_run(
 def render_run_details(
     result: RunResult, *, opts: ReportOptions | None = None, secrets: Sequence[str] = (), max_blocks: int = 45
 ) -> list[SlackMessage]:
-    """Every finding of a run, in as many messages as needed (for `run ... --all`, posted in the thread)."""
+    """Every finding of a run, in as many messages as needed (for `run ... --all`, posted in the thread): each
+    within `max_blocks` sections and Slack's total text limit (MAX_MESSAGE_TEXT)."""
     opts = opts or ReportOptions()
     sections: list[str] = []
     consequences = consequences_by_root(result.findings)
@@ -289,13 +296,15 @@ def render_run_details(
                 )
             )
         )
+    pages_of: list[list[str]] = []
+    for text in sections:
+        page_text = sum(len(t) for t in pages_of[-1]) if pages_of else 0
+        if not pages_of or len(pages_of[-1]) >= max_blocks or page_text + len(text) > MAX_MESSAGE_TEXT - 500:
+            pages_of.append([])
+        pages_of[-1].append(text)
     messages: list[SlackMessage] = []
-    total = len(sections)
-    for start in range(0, total, max_blocks):
-        part = sections[start : start + max_blocks]
-        page = start // max_blocks + 1
-        pages = (total + max_blocks - 1) // max_blocks
-        text = f"{run_title(result)} on {result.server}: all findings ({page}/{pages})"
+    for page, part in enumerate(pages_of, 1):
+        text = f"{run_title(result)} on {result.server}: all findings ({page}/{len(pages_of)})"
         messages.append(SlackMessage(text=text, blocks=[section(t) for t in part]))
     if not messages:
         messages.append(SlackMessage(text="No findings", blocks=[section("No findings to list.")]))
