@@ -233,18 +233,9 @@ class Background:
         return self.services.incidents.tick(can_post=self.can_post)
 
     def can_post(self, channel: str) -> bool:
-        """Is the bot a member of `channel` (invited since it refused a root)? A private channel the bot is not in
-        is invisible to it (`channel_not_found`): not yet."""
-        from slack_sdk.errors import SlackApiError
+        from bot.slack.incidents import bot_is_member
 
-        channel_id = self.sender.channel_id(channel)
-        try:
-            info = self.client.conversations_info(channel=channel_id)
-        except SlackApiError as exc:
-            if exc.response is not None and exc.response.get("error") in ("channel_not_found", "not_in_channel"):
-                return False
-            raise
-        return bool((info.get("channel") or {}).get("is_member"))
+        return bot_is_member(self.client, self.sender, channel)
 
     def _tick_incidents_quietly(self) -> None:
         try:

@@ -28,8 +28,11 @@ from bot.slack.messages.incidents import SlackIncidentRenderer, TakenAction
 from bot.slack.routing import NoChannelError
 
 if TYPE_CHECKING:
+    from slack_sdk import WebClient
+
     from bot.actions import Actor
     from bot.engine.playbook import Playbook
+    from bot.outbox import WebClientSender
     from bot.slack.services import BotServices
 
 log = logging.getLogger(__name__)
@@ -76,6 +79,21 @@ def incident_router(services: BotServices) -> Callable[[IncidentView], str | Non
             return None
 
     return route
+
+
+def bot_is_member(client: WebClient, sender: WebClientSender, channel: str) -> bool:
+    """Is the bot a member of `channel` now (invited since the channel refused an incident's root)? A private
+    channel the bot is not in is invisible to it (`channel_not_found`): not yet. Scopes channels:read, groups:read."""
+    from slack_sdk.errors import SlackApiError
+
+    channel_id = sender.channel_id(channel)
+    try:
+        info = client.conversations_info(channel=channel_id)
+    except SlackApiError as exc:
+        if exc.response is not None and exc.response.get("error") in ("channel_not_found", "not_in_channel"):
+            return False
+        raise
+    return bool((info.get("channel") or {}).get("is_member"))
 
 
 def actions_taken(services: BotServices, view: IncidentView) -> list[TakenAction]:

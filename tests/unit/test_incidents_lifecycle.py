@@ -1,0 +1,249 @@
+"""Signal, not noise, on the incident side: one incident per root cause (caused_by, a cascade over two runs, the
+settle time), vanished subjects stay open as gone, no thread reply for volatile evidence, typed severity changes,
+storms."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from bot.engine.findings import Finding, Subject
+from bot.engine.runner import RunResult
+from bot.incidents.tracker import IncidentTracker, Notification, TrackerPolicy, evidence_changes, key_evidence
+from bot.store import Store
+from tests.unit._incidents_support import T0, at, backlog, dead_worker, orphaned_task, run, unserved_queue
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    s = Store(tmp_path / "store.db")
+    yield s  # type: ignore[misc]
+    s.close()
+
+
+def kinds(notes: list[Notification]) -> list[tuple[str, int]]:
+    return [(n.kind, n.incident.id) for n in notes]
+
+
+def listed(result: RunResult, **kinds_ids: set[str]) -> RunResult:
+    """The run as if the server had listed exactly these workers / queues."""
+    result.listed = {kind: ids for kind, ids in kinds_ids.items()}
+    return result
+
+
+def fileserver_down(probe: str = "3f2a9c1be0d44b8c9a7e5d6c1b2a3f40", ms: int = 532) -> Finding:
+    return Finding(
+        check="storage.fileserver", severity="critical", title="File server http://files:8081 refuses uploads",
+        subject=Subject(kind="storage", id="http://files:8081", name="files"),
+        evidence={"target": "http://files:8081", "ok": False, "total_ms": ms, "error": "http_500",
+                  "message": f"PUT http://files:8081/.clearml-chatops-probe/{probe}.probe returned 500 after {ms} ms",
+                  "probe_object": f".clearml-chatops-probe/{probe}.probe",
+                  "steps": [{"step": "write", "ok": False, "ms": ms}]},
+    )
+
+
+def dataset_unreadable(fp_root: str | None, name: str = "ds-1") -> Finding:
+    return Finding(
+        check="datasets.readable", severity="warning", title=f"Dataset {name} cannot be read",
+        subject=Subject(kind="dataset", id=name, name=name), evidence={"error": "http_500"}, caused_by=fp_root,
+    )
+
+
+# -- one incident per root cause ----------------------------------------------------------------------------------
+
+
+def test_caused_by_in_the_same_run_is_one_incident_and_unrelated_faults_are_two(store: Store) -> None:
+    tracker = IncidentTracker(store)
+    root = fileserver_down()
+    consequences = [dataset_unreadable(root.fingerprint), dataset_unreadable(root.fingerprint, "ds-2")]
+    notes = tracker.process(run(root, *consequences, backlog(), started=at(0)), at(0))
+    assert sorted(n.kind for n in notes) == ["open", "open"]
+    incidents = tracker.list_incidents()
+    assert len(incidents) == 2  # the file server with its datasets, and the unrelated backlog
+    files = next(v for v in incidents if v.anchor.kind == "storage")
+    assert files.cause is not None and files.cause.check == "storage.fileserver"
+    assert {m.subject.id for m in files.consequences} == {"ds-1", "ds-2"}
+    assert "(+2 consequences)" in files.title
+
+
+def test_caused_by_a_root_from_an_earlier_run_joins_its_incident(store: Store) -> None:
+    tracker = IncidentTracker(store)
+    root = fileserver_down()
+    tracker.process(run(root, started=at(0)), at(0))
+    notes = tracker.process(run(root, dataset_unreadable(root.fingerprint), started=at(1)), at(1))
+    assert kinds(notes) == [("update", 1), ("reply", 1)]
+    assert notes[1].lines == ("➕ also affected: dataset ds-1: Dataset ds-1 cannot be read",)
+    assert len(tracker.list_incidents("all")) == 1
+
+
+def test_a_root_that_arrives_after_its_consequence_takes_over_the_incident(store: Store) -> None:
+    """Run 1 sees only the consequence (the engine names its root, which has no finding yet); run 2 brings the root:
+    one incident, now about the root, and the thread says the likely cause was found."""
+    tracker = IncidentTracker(store)
+    root = fileserver_down()
+    first = tracker.process(run(dataset_unreadable(root.fingerprint), started=at(0)), at(0))
+    assert kinds(first) == [("open", 1)] and first[0].incident.anchor.kind == "dataset"
+    notes = tracker.process(run(root, dataset_unreadable(root.fingerprint), started=at(1)), at(1))
+    assert [n.kind for n in notes] == ["update", "reply"]
+    (inc,) = tracker.list_incidents("all")
+    assert inc.anchor.kind == "storage" and inc.cause is not None and inc.cause.check == "storage.fileserver"
+    assert [m.subject.id for m in inc.consequences] == ["ds-1"]
+    assert any(line.startswith("🔎 Likely cause: storage files") for line in notes[1].lines)
+    assert notes[0].severity_change == ("warning", "critical") and notes[1].escalated_to_critical
+
+
+def test_settle_time_makes_a_cascade_over_two_runs_one_post(tmp_path: Path) -> None:
+    """The agent dies in one run, its orphaned task shows up in the next (and the bot restarts in between): nothing
+    is posted until the settle time is over, then one incident with both."""
+    policy = TrackerPolicy(settle_s=60)
+    store = Store(tmp_path / "store.db")
+    start = T0
+    assert IncidentTracker(store, policy).process(run(dead_worker(), started=start), start) == []
+    store.close()
+    store = Store(tmp_path / "store.db")  # a restart
+    tracker = IncidentTracker(store, policy)
+    later = start + timedelta(seconds=30)
+    assert tracker.process(run(dead_worker(), orphaned_task(), started=later), later) == []
+    assert tracker.announce_due(start + timedelta(seconds=59)) == []
+    notes = tracker.announce_due(start + timedelta(seconds=61))
+    assert kinds(notes) == [("open", 1)]
+    assert {m.check for m in notes[0].incident.members} == {"agents.stale", "agents.orphaned_tasks"}
+    assert tracker.announce_due(start + timedelta(seconds=90)) == []  # once
+    # A new problem of a later run settles too; a run after its settle time announces it without the timer.
+    assert kinds(tracker.process(run(dead_worker(), orphaned_task(), backlog(), started=at(2)), at(2))) == [
+        ("update", 1)]
+    notes = tracker.process(run(dead_worker(), orphaned_task(), backlog(), started=at(4)), at(4))
+    assert kinds(notes) == [("update", 1), ("open", 2)]
+    store.close()
+
+
+def test_an_incident_that_recovers_within_the_settle_time_is_never_posted(store: Store) -> None:
+    tracker = IncidentTracker(store, TrackerPolicy(settle_s=120))
+    assert tracker.process(run(backlog(), started=at(0)), at(0)) == []
+    assert tracker.process(run(started=at(1)), at(1)) == []
+    assert tracker.announce_due(at(5)) == []
+    (inc,) = tracker.list_incidents("all")
+    assert inc.status == "resolved" and not inc.announced
+
+
+# -- gone is not recovered --------------------------------------------------------------------------------------
+
+
+def test_a_worker_the_server_dropped_stays_open_as_gone_with_its_orphan(store: Store) -> None:
+    tracker = IncidentTracker(store)
+    tracker.process(listed(run(dead_worker(), orphaned_task(), started=at(0)), worker={"gpu-3"}), at(0))
+    # ten minutes after its last report the server stops listing the worker: agents.stale has nothing to say
+    notes = tracker.process(listed(run(orphaned_task(), started=at(1)), worker=set()), at(1))
+    assert [n.kind for n in notes] == ["update", "reply"]
+    assert any(line.startswith("👻 worker gpu-3 is gone") for line in notes[1].lines)
+    assert not any("passes again" in line for line in notes[1].lines)
+    (inc,) = tracker.list_incidents("all")
+    assert inc.status == "open" and [m.subject.id for m in inc.gone] == ["gpu-3"]
+    assert inc.cause is not None and inc.cause.gone
+    assert {m.check for m in inc.members if m.live} == {"agents.stale", "agents.orphaned_tasks"}  # nothing moved
+    # the next runs say nothing new
+    notes = tracker.process(listed(run(orphaned_task(), started=at(2)), worker=set()), at(2))
+    assert [n.kind for n in notes] == ["update"]
+    notes = tracker.process(listed(run(started=at(3)), worker=set()), at(3))  # the task was requeued by someone
+    assert [n.kind for n in notes] == ["update", "reply"]
+    assert tracker.list_incidents("open")[0].id == inc.id  # still open: the worker never came back
+    # a person resolves it
+    notes = tracker.resolve(inc.id, "U0ALICE", at(4))
+    assert [n.kind for n in notes] == ["resolve"] and notes[0].incident.resolved_by == "U0ALICE"
+
+
+def test_a_gone_worker_that_comes_back_healthy_resolves(store: Store) -> None:
+    tracker = IncidentTracker(store)
+    tracker.process(listed(run(dead_worker(), started=at(0)), worker={"gpu-3"}), at(0))
+    tracker.process(listed(run(started=at(1)), worker=set()), at(1))
+    notes = tracker.process(listed(run(started=at(2)), worker={"gpu-3"}), at(2))
+    assert [n.kind for n in notes] == ["resolve"]
+    assert "✅ agents.stale passes again for worker gpu-3 (listed by the server again)" in notes[0].lines
+
+
+def test_a_run_that_did_not_list_workers_keeps_the_old_meaning(store: Store) -> None:
+    """Hand-built runs (and checks that list nothing) carry no `listed`: a clean check is a recovery, as before."""
+    tracker = IncidentTracker(store)
+    tracker.process(run(dead_worker(), started=at(0)), at(0))
+    assert [n.kind for n in tracker.process(run(started=at(1)), at(1))] == ["resolve"]
+
+
+# -- thread replies only for meaningful changes -------------------------------------------------------------------
+
+
+def test_volatile_evidence_earns_no_reply(store: Store) -> None:
+    tracker = IncidentTracker(store)
+    tracker.process(run(fileserver_down(), checks=("storage.fileserver",), started=at(0)), at(0))
+    for minute in range(1, 39):  # 38 runs, each with a fresh random probe name and latency
+        probe = f"{minute:02d}" + "ab3c9e1f7d2b4a6c8e0f1a2b3c4d5e"
+        notes = tracker.process(run(fileserver_down(probe, 500 + minute), checks=("storage.fileserver",),
+                                    started=at(minute)), at(minute))
+        assert [n.kind for n in notes] == ["update"], notes
+    orphan = orphaned_task()
+    orphan.evidence["worker_state"] = "gpu-3 has been silent for 8m"
+    tracker.process(run(orphan, started=at(40)), at(40))
+    orphan = orphaned_task()
+    orphan.evidence["worker_state"] = "gpu-3 has been silent for 9m"
+    assert [n.kind for n in tracker.process(run(orphan, started=at(41)), at(41))] == ["update"]
+    # a real change still is news
+    changed = fileserver_down()
+    changed.evidence["error"] = "connection_refused"
+    notes = tracker.process(run(changed, checks=("storage.fileserver",), started=at(42)), at(42))
+    assert [n.kind for n in notes] == ["update", "reply"]
+    assert "error: http_500 → connection_refused" in notes[1].lines[0]
+
+
+def test_volatile_text_is_normalised_before_comparing() -> None:
+    assert key_evidence({"state": "stale in progress 5h 1m"}) == key_evidence({"state": "stale in progress 5h 2m"})
+    assert key_evidence({"at_text": "since 2026-11-02T09:00:00+00:00"}) == key_evidence(
+        {"at_text": "since 2026-11-02T09:07:13+00:00"})
+    assert evidence_changes({"message": "probe 1a2b3c4d5e6f failed"}, {"message": "probe 9f8e7d6c5b4a failed"}) == []
+    assert evidence_changes({"error": "AccessDenied"}, {"error": "NoSuchBucket"}) == [
+        "error: AccessDenied → NoSuchBucket"]
+
+
+def test_severity_change_is_typed_on_the_notification(store: Store) -> None:
+    tracker = IncidentTracker(store)
+    tracker.process(run(backlog(), started=at(0)), at(0))
+    notes = tracker.process(run(backlog(severity="critical"), started=at(1)), at(1))
+    assert all(n.severity_change == ("warning", "critical") for n in notes)
+    assert notes[1].escalated_to_critical
+    notes = tracker.process(run(backlog(), started=at(2)), at(2))
+    assert notes[1].severity_change == ("critical", "warning") and not notes[1].escalated_to_critical
+    notes = tracker.process(run(backlog(length=61), started=at(3)), at(3))
+    assert [n.kind for n in notes] == ["update"] and notes[0].severity_change is None
+
+
+# -- storms -------------------------------------------------------------------------------------------------------
+
+
+def test_many_new_root_causes_in_one_run_are_one_storm_incident(store: Store) -> None:
+    tracker = IncidentTracker(store, TrackerPolicy(storm_threshold=5))
+    workers = [dead_worker(f"gpu-{i}") for i in range(40)]
+    orphans = [orphaned_task(task=f"t-{i}", worker=f"gpu-{i}") for i in range(40)]
+    notes = tracker.process(run(*workers, *orphans, started=at(0)), at(0))
+    assert kinds(notes) == [("open", 1)]
+    (storm,) = tracker.list_incidents()
+    assert storm.storm == 40 and len(storm.members) == 80
+    assert storm.title.startswith("Storm on prod: 80 problems started at once (40 likely causes")
+    assert storm.severity == "critical"
+    # the next run: the same problems are updates of the storm, a new unrelated one is its own incident
+    notes = tracker.process(run(*workers, *orphans, backlog(), started=at(1)), at(1))
+    assert sorted(kinds(notes)) == [("open", 2), ("update", 1)]
+    # a few new ones stay under the threshold: ordinary incidents
+    notes = tracker.process(run(*workers, *orphans, backlog(), unserved_queue(queue="q-9", worker="w-9"),
+                                started=at(2)), at(2))
+    assert ("open", 3) in kinds(notes)
+    # the storm resolves when all of it does
+    notes = tracker.process(run(backlog(), unserved_queue(queue="q-9", worker="w-9"), started=at(3)), at(3))
+    assert ("resolve", 1) in kinds(notes)
+
+
+def test_storm_threshold_zero_or_below_count_keeps_one_incident_per_cause(store: Store) -> None:
+    tracker = IncidentTracker(store, TrackerPolicy(storm_threshold=0))
+    tracker.process(run(*[dead_worker(f"gpu-{i}") for i in range(12)], started=at(0)), at(0))
+    assert len(tracker.list_incidents()) == 12
+    with pytest.raises(ValueError):
+        TrackerPolicy(storm_threshold=1)
