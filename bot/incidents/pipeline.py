@@ -538,8 +538,10 @@ class IncidentPipeline:
                 return
         if note.kind in ("update", "resolve", "open"):
             for target in mirrors:
-                self._emit(event_key(v.id, note.seq, f"update@{target}"), target, "update",
-                           self.renderer.root(v, now), mirror_key(v.id, target), now=now, supersede=True)
+                message = _with_note(self.renderer.root(v, now),
+                                     f"⬆️ Escalated here from {home}, where the thread with the details is.")
+                self._emit(event_key(v.id, note.seq, f"update@{target}"), target, "update", message,
+                           mirror_key(v.id, target), now=now, supersede=True)
 
 
 def mirror_key(incident_id: int, channel: str) -> str:

@@ -81,6 +81,8 @@ def write_config(tmp_path: Path, sim: SimServer, slack: HistoryFakeSlack) -> dic
         "actions": {"allow": {"requeue": {"users": [USER]}, "resolve": {"users": [USER]}},
                     # the spot agents are rotated through EC2 (never run here: nobody presses that button)
                     "rotate": {"backends": [{"match": "dynamic_worker:*", "type": "ec2", "on_rotate": "terminate"}]}},
+        # post at once: these tests follow what each run posts (settle time and storms have their own tests)
+        "incidents": {"settle": "0s"},
     }
 
 
@@ -148,7 +150,8 @@ def settled(bot: HttpBot, runs: int) -> bool:
 
 def root_call(slack: HistoryFakeSlack, incident: int) -> Call:
     """The chat.postMessage that posted an incident's root, with its latest content as a Call for `click`."""
-    post = next(c for c in slack.calls_to("chat.postMessage") if outbox_key(c) == f"incident:{incident}:root")
+    post = next(c for c in slack.calls_to("chat.postMessage") if outbox_key(c) == f"incident:{incident}:root"
+                and c.response.get("ok") and c.response.get("channel") == CHANNEL)
     current = slack.message(CHANNEL, post.response["ts"])
     assert current is not None
     return Call("chat.update", {"channel": CHANNEL, "ts": post.response["ts"], "text": current["text"],
@@ -244,9 +247,24 @@ def test_incident_zoo_threads_update_resolve_and_digest(
         body = bot.command("silences")[0].json()
         assert "queues.backlog:cpu-*" in json.dumps(body) and "reindexing" in json.dumps(body)
 
-        # the faults are cleared: every incident resolves, in place
+        # the faults are cleared. The agents of the zoo are not in the healthy fleet: the server no longer lists
+        # them, which is not a recovery, so their incidents stay open as gone (#13); every other incident resolves
         zoo.load_scenario("healthy")
-        wait_until(lambda: not s.incidents.tracker.list_incidents("open") and s.outbox.durable.depth() == 0,
+        tracker = s.incidents.tracker
+
+        def only_gone_left() -> bool:
+            left = tracker.list_incidents("open")
+            return bool(left) and all(v.firing and all(m.gone for m in v.firing) for v in left) \
+                and s.outbox.durable.depth() == 0  # type: ignore[union-attr]
+
+        wait_until(only_gone_left, what="every incident resolved or gone")
+        gone = tracker.list_incidents("open")
+        assert SPOT in {v.anchor.id for v in gone} and "gpu-box-2:gpu0" in {v.anchor.id for v in gone}
+        for v in gone:
+            shown = text_of(root_call(slack, v.id))
+            assert "Gone from the server" in shown and "RESOLVED" not in shown
+            click(bot, root_call(slack, v.id), "Resolve")  # a person closes them
+        wait_until(lambda: not tracker.list_incidents("open") and s.outbox.durable.depth() == 0,
                    what="every incident resolved and announced")
         posted = incident_roots(slack)
         assert len(posted) == len(s.incidents.tracker.list_incidents("all"))
@@ -384,3 +402,76 @@ def test_kill_9_mid_way_then_restart_over_the_same_store(
     assert failed == []
     # exactly one root message per incident (incident_roots asserts no key twice)
     assert set(incident_roots(slack)) == {f"incident:{i}:root" for i in incidents_after}
+
+
+def test_lifecycle_refused_root_invite_escalation_and_a_worker_the_server_dropped(
+    zoo: SimServer, slack: HistoryFakeSlack, tmp_path: Path, clean_env: pytest.MonkeyPatch
+) -> None:
+    """Criticals are routed to a private #ml-oncall the bot was not invited to: their roots land in #ml-alerts
+    saying why, and move to #ml-oncall once the bot is invited. Then time passes on the server: the stale agent
+    (warning) becomes presumed dead, and its incident is also posted on the critical route; the reclaimed spot agent
+    is dropped by the server: its incident stays open as gone, with its orphaned task, never "resolved"."""
+    oncall = slack.add_channel("ml-oncall", private=True, member=False, channel_id="G0MLONCALL")
+    config = write_config(tmp_path, zoo, slack)
+    config["slack"]["routes"] = [{"severity": "critical", "channel": "#ml-oncall"}]
+    config["incidents"] = {"settle": "1s", "refused_retry": "1s"}
+    with in_process(config, zoo, slack, clean_env) as bot:
+        s = services(bot)
+        assert s.incidents is not None
+        wait_until(lambda: settled(bot, 3), what="three runs, every incident announced")
+        tracker = s.incidents.tracker
+        critical = [v for v in tracker.list_incidents() if v.severity == "critical"]
+        spot = next(v for v in critical if v.anchor.id == SPOT)
+        assert critical and all(v.channel == "#ml-alerts" and v.refused_channel == "#ml-oncall" for v in critical)
+        refused = root_call(slack, spot.id)
+        assert "cannot post in #ml-oncall" in text_of(refused) and "not_in_channel" in text_of(refused)
+        assert slack.channel_messages(oncall.id) == []
+
+        # the bot is invited: the critical incidents move to #ml-oncall, once each
+        oncall.member = True
+        wait_until(lambda: all(v.channel == "#ml-oncall" for v in tracker.list_incidents()
+                               if v.id in {c.id for c in critical}), what="the criticals moved to #ml-oncall")
+        wait_until(lambda: s.outbox.durable.depth() == 0, what="sent")  # type: ignore[union-attr]
+        oncall_roots = [m for m in slack.channel_messages(oncall.id) if not m.get("thread_ts")]
+        assert len(oncall_roots) == len(critical)
+        assert "moved to #ml-oncall" in text_of(root_call_in(slack, CHANNEL, refused.args["ts"]))
+
+        # six minutes pass on the server
+        stale = next(v for v in tracker.list_incidents() if v.anchor.id == "gpu-box-2:gpu0")
+        assert stale.severity == "warning" and stale.channel == "#ml-alerts"
+        runs = run_count(bot)
+        zoo.clock.advance(360)
+        wait_until(lambda: run_count(bot) >= runs + 3 and s.outbox.durable.depth() == 0,  # type: ignore[union-attr]
+                   what="three runs after the clock moved")
+        # the stale agent is presumed dead now: critical, broadcast in its thread and posted on the critical route
+        escalated = tracker.get(stale.id)
+        assert escalated is not None and escalated.severity == "critical" and "#ml-oncall" in escalated.mirrors
+        mirror = [m for m in slack.channel_messages(oncall.id)
+                  if outbox_key(m) == f"incident:{stale.id}:mirror:#ml-oncall"]
+        assert len(mirror) == 1 and "Escalated here from #ml-alerts" in text_of_message(mirror[0])
+        first = [c for c in slack.calls_to("chat.postMessage") if outbox_key(c) == outbox_key(mirror[0])]
+        assert len(first) == 1 and "Escalated to critical (was warning)" in text_of(first[0])
+        broadcast = [c for c in slack.calls_to("chat.postMessage") if c.args.get("reply_broadcast")
+                     and "Severity raised: warning → critical" in text_of(c)]
+        assert broadcast
+        # the spot agent was dropped by the server: gone, still open, its orphan still in the same incident
+        gone = tracker.get(spot.id)
+        assert gone is not None and gone.status == "open" and [m.subject.id for m in gone.gone] == [SPOT]
+        assert "agents.orphaned_tasks" in {m.check for m in gone.members if m.live}
+        assert sum(1 for v in tracker.list_incidents("all") if any(m.subject.name == "eval-detector-nightly"
+                                                                    for m in v.members)) == 1
+        posted = [m for m in slack.channel_messages(oncall.id) if outbox_key(m) == f"incident:{spot.id}:root"]
+        assert len(posted) == 1 and "Gone from the server" in text_of_message(posted[0])
+        assert not any("RESOLVED" in str(m.get("text")) for m in slack.channel_messages(oncall.id))
+        assert slack.violations == []
+
+
+def text_of_message(message: dict[str, Any]) -> str:
+    return f"{message.get('text')}\n{json.dumps(message.get('blocks'), ensure_ascii=False)}"
+
+
+def root_call_in(slack: HistoryFakeSlack, channel: str, ts: str) -> Call:
+    current = slack.message(channel, ts)
+    assert current is not None
+    return Call("chat.update", {"channel": channel, "ts": ts, "text": current["text"], "blocks": current["blocks"]},
+                None, {}, 0.0, 200, {"channel": channel, "ts": ts})
