@@ -475,3 +475,28 @@ def root_call_in(slack: HistoryFakeSlack, channel: str, ts: str) -> Call:
     assert current is not None
     return Call("chat.update", {"channel": channel, "ts": ts, "text": current["text"], "blocks": current["blocks"]},
                 None, {}, 0.0, 200, {"channel": channel, "ts": ts})
+
+
+def test_a_storm_is_one_root_message(
+    zoo: SimServer, slack: HistoryFakeSlack, tmp_path: Path, clean_env: pytest.MonkeyPatch
+) -> None:
+    """The zoo's first run opens many root causes at once; with a storm threshold below that, the channel gets one
+    storm incident listing them instead of one root each, and the next runs update it in place."""
+    config = write_config(tmp_path, zoo, slack)
+    config["incidents"] = {"settle": "0s", "storm_threshold": 3}
+    with in_process(config, zoo, slack, clean_env) as bot:
+        s = services(bot)
+        assert s.incidents is not None
+        wait_until(lambda: settled(bot, 3), what="three runs, everything sent")
+        incidents = s.incidents.tracker.list_incidents("all")
+        storm = next(v for v in incidents if v.storm)
+        assert storm.storm >= 3 and len([m for m in storm.members if m.live]) >= 5
+        (root,) = [m for m in roots(slack) if outbox_key(m) == f"incident:{storm.id}:root"]
+        assert str(root["text"]).startswith("🔴 [CRITICAL] Storm on prod: ")
+        shown = text_of_message(slack.message(CHANNEL, root["ts"]) or {})
+        assert "problems began in the same run" in shown and SPOT in shown
+        # everything else of the first run is in the storm: no other root from it
+        assert [v.id for v in incidents if v.opened_at == storm.opened_at] == [storm.id]
+        edits = [c for c in slack.calls_to("chat.update") if c.args.get("ts") == root["ts"]]
+        assert edits  # the next runs edit it in place
+        assert slack.violations == []
