@@ -104,3 +104,17 @@ def test_fit_lines_says_how_many_were_left_out() -> None:
     assert sum(len(line) + 1 for line in kept) <= 1000
     assert kept[-1] == f"_…and {100 - len(kept) + 1} more_"
     assert fit_lines(["a", "b"], 1000) == ["a", "b"]
+
+
+def test_any_message_over_the_total_text_limit_is_cut_saying_so() -> None:
+    """The safety net under every builder: a message Slack would refuse is cut, keeps its closing hints."""
+    from bot.slack.messages.common import CUT_NOTE, SlackMessage, context, header, section
+
+    message = SlackMessage(text="big", blocks=[header("Big"), *[section(f"{i} " + "x" * 2900) for i in range(40)],
+                                               context("hint: narrow it down")])
+    blocks = message.blocks_as_dicts()
+    within_limits(message.text, blocks)
+    assert blocks[0]["type"] == "header" and blocks[-1]["elements"][0]["text"] == "hint: narrow it down"
+    assert blocks[-2]["text"]["text"] == CUT_NOTE
+    small = SlackMessage(text="small", blocks=[section("a"), context("b")])
+    assert small.blocks_as_dicts() == [b.to_dict() for b in small.blocks]

@@ -85,8 +85,9 @@ class SlackMessage:
             raise MessageTooLargeError(f"{len(self.blocks)} blocks; Slack accepts at most {MAX_BLOCKS}")
 
     def blocks_as_dicts(self) -> list[dict[str, Any]]:
-        """The blocks as JSON; slack_sdk validates each block's limits here (SlackObjectFormationError)."""
-        return [b.to_dict() for b in self.blocks]
+        """The blocks as JSON; slack_sdk validates each block's limits here (SlackObjectFormationError). A message
+        whose blocks carry more text than Slack takes is cut (saying so) rather than refused."""
+        return fit_blocks([b.to_dict() for b in self.blocks])
 
     def all_text(self) -> str:
         """Everything a user could read in this message (for tests that search for secrets)."""
@@ -236,6 +237,34 @@ def block_text_length(blocks: Iterable[Any]) -> int:
 
     walk([b.to_dict() if hasattr(b, "to_dict") else b for b in blocks])
     return total
+
+
+CUT_NOTE = "_…cut here: Slack takes no more text in one message. Narrow the command down to see the rest._"
+
+
+def fit_blocks(blocks: list[dict[str, Any]], budget: int = MAX_MESSAGE_TEXT) -> list[dict[str, Any]]:
+    """`blocks` within `budget` characters of text in total: the first blocks that fit, a section cut to the room
+    left, a note that says the message was cut, and the closing context line (hints) when there is one. Builders
+    that can page (run reports, incident threads) stay under the budget themselves; this is the safety net."""
+    if block_text_length(blocks) <= budget:
+        return blocks
+    closing = blocks[-1] if blocks and blocks[-1].get("type") == "context" else None
+    room = budget - len(CUT_NOTE) - (block_text_length([closing]) if closing else 0)
+    out: list[dict[str, Any]] = []
+    for block in blocks[:-1] if closing else blocks:
+        size = block_text_length([block])
+        if size <= room:
+            out.append(block)
+            room -= size
+            continue
+        text = (block.get("text") or {}) if block.get("type") == "section" else {}
+        if isinstance(text.get("text"), str) and room > 200 and not block.get("fields"):
+            out.append({**block, "text": {**text, "text": clip(text["text"], room)}})
+        break
+    out.append({"type": "section", "text": {"type": "mrkdwn", "text": CUT_NOTE}})
+    if closing is not None:
+        out.append(closing)
+    return out
 
 
 def fit_lines(lines: Sequence[str], budget: int, more: str = "_…and {n} more_") -> list[str]:

@@ -21,12 +21,14 @@ from bot.slack.commands.lookups import (
 from bot.slack.messages.common import (
     MAX_BLOCKS,
     MAX_FALLBACK_TEXT,
+    MAX_MESSAGE_TEXT,
     SEVERITY_EMOJI,
     SlackMessage,
     chunk_lines,
     clip,
     code,
     context,
+    fit_lines,
     header,
     link,
     plural,
@@ -175,13 +177,10 @@ def render_agents(view: AgentsView, *, requested_by: str | None = None) -> Slack
         )
         blocks.append(section(msg))
     else:
-        lines = [_worker_line(w) for w in view.workers]
-        chunks = chunk_lines(lines)
-        room = MAX_BLOCKS - 3
-        blocks.extend(section(t) for t in chunks[:room])
-        if len(chunks) > room:
-            hidden = sum(t.count("\n") + 1 for t in chunks[room:])
-            blocks.append(section(f"_…and {hidden} more agents: narrow the list with `/clearml agents <pattern>`._"))
+        # within Slack's total text per message (msg_blocks_too_long), not only its block count
+        more = "_…and {n} more agents: narrow the list with `/clearml agents <pattern>`._"
+        lines = fit_lines([_worker_line(w) for w in view.workers], MAX_MESSAGE_TEXT - 1500, more)
+        blocks.extend(section(t) for t in chunk_lines(lines)[: MAX_BLOCKS - 3])
     legend = (
         f"stale after {format_duration(view.stale_after)}, dead after {format_duration(view.dead_after)} of silence"
     )
