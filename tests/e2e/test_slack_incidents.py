@@ -500,3 +500,32 @@ def test_a_storm_is_one_root_message(
         edits = [c for c in slack.calls_to("chat.update") if c.args.get("ts") == root["ts"]]
         assert edits  # the next runs edit it in place
         assert slack.violations == []
+
+
+def test_run_all_on_a_faulty_fleet_stays_within_slack_limits(
+    sim_factory: Callable[..., SimServer], slack: HistoryFakeSlack, tmp_path: Path, clean_env: pytest.MonkeyPatch
+) -> None:
+    """`/clearml run <playbook> --all` on a big fleet with many faults (once one message of ~92k characters): the
+    report and every page of findings in its thread are messages Slack accepts (block count, section and total
+    text: msg_blocks_too_long)."""
+    from bot.sim.fleet import generate_fleet
+    from bot.slack.messages.common import MAX_MESSAGE_TEXT, block_text_length
+    from tests.fakes.slack_api import validate_message
+
+    zoo = sim_factory(generate_fleet(workers=400, queues=40, tasks=3000, seed=13))
+    config = write_config(tmp_path, zoo, slack)
+    (tmp_path / "playbooks" / "zoo.yaml").write_text(ZOO_PLAYBOOK.replace("schedule: {every: 1s}\n", ""),
+                                                     encoding="utf-8")
+    with in_process(config, zoo, slack, clean_env) as bot:
+        bot.command("run zoo --all")
+        wait_until(lambda: len([c for c in slack.calls_to("chat.postMessage") if c.args.get("thread_ts")]) >= 2,
+                   what="the findings in the thread, on more than one page")
+        posts = slack.calls_to("chat.postMessage") + slack.calls_to("chat.update")
+        assert posts
+        for call in posts:
+            assert call.response.get("ok"), call.response
+            blocks = call.args.get("blocks") or []
+            blocks = json.loads(blocks) if isinstance(blocks, str) else blocks
+            assert validate_message({"text": call.args.get("text"), "blocks": blocks}) == []
+            assert block_text_length(blocks) <= MAX_MESSAGE_TEXT
+        assert slack.violations == []
