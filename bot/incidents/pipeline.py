@@ -269,6 +269,8 @@ def describe_incidents(incidents: list[IncidentView], now: datetime | None = Non
             flags.append(f"snoozed until {_when(v.snoozed_until)}")
         if v.firing and all(m.silenced for m in v.firing):
             flags.append("silenced")
+        if v.is_open and v.gone:
+            flags.append("gone from the server")
         state = "open" if v.is_open else f"resolved {_when(v.resolved_at)}"
         extra = f" ({', '.join(flags)})" if flags else ""
         lines.append(f"#{v.id} [{v.severity}] {v.title}: {state}, {format_duration(v.duration_s(now))}, "

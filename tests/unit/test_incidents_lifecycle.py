@@ -163,6 +163,19 @@ def test_a_gone_worker_that_comes_back_healthy_resolves(store: Store) -> None:
     assert "✅ agents.stale passes again for worker gpu-3 (listed by the server again)" in notes[0].lines
 
 
+def test_a_deleted_queue_stays_open_as_gone_and_shows_so(store: Store) -> None:
+    from bot.incidents.pipeline import describe_incidents
+
+    tracker = IncidentTracker(store)
+    tracker.process(listed(run(backlog(queue="q-cpu"), started=at(0)), queue={"q-cpu", "q-gpu"}), at(0))
+    notes = tracker.process(listed(run(started=at(1)), queue={"q-gpu"}), at(1))
+    assert [n.kind for n in notes] == ["update", "reply"] and "queue cpu is gone" in notes[1].lines[0]
+    (inc,) = tracker.list_incidents("open")
+    assert "gone from the server" in describe_incidents([inc], at(2))
+    # listed again and healthy: resolved
+    assert [n.kind for n in tracker.process(listed(run(started=at(2)), queue={"q-cpu"}), at(2))] == ["resolve"]
+
+
 def test_a_run_that_did_not_list_workers_keeps_the_old_meaning(store: Store) -> None:
     """Hand-built runs (and checks that list nothing) carry no `listed`: a clean check is a recovery, as before."""
     tracker = IncidentTracker(store)
@@ -247,3 +260,17 @@ def test_storm_threshold_zero_or_below_count_keeps_one_incident_per_cause(store:
     assert len(tracker.list_incidents()) == 12
     with pytest.raises(ValueError):
         TrackerPolicy(storm_threshold=1)
+
+
+def test_incident_settings_defaults_and_validation() -> None:
+    from pydantic import ValidationError
+
+    from bot.config import Settings
+
+    default = Settings().incidents.policy()
+    assert default.settle_s == 60 and default.storm_threshold == 10 and default.resolve_after == 1
+    custom = Settings.model_validate({"incidents": {"settle": "0s", "storm_threshold": 0, "refused_retry": "30s"}})
+    assert custom.incidents.policy().settle_s == 0 and custom.incidents.refused_retry_s == 30
+    for bad in ({"storm_threshold": 1}, {"settle": "soon"}, {"settle": -5}, {"surprise": 1}):
+        with pytest.raises(ValidationError):
+            Settings.model_validate({"incidents": bad})

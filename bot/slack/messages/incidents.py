@@ -429,6 +429,8 @@ def render_incident_list(
             flags.append(f":zzz: until {_hhmm(v.snoozed_until)}")
         if v.firing and all(m.silenced for m in v.firing):
             flags.append(":mute: silenced")
+        if v.gone:
+            flags.append(":ghost: gone from the server")
         lines.append(f"{SEVERITY_EMOJI.get(v.severity, '')} {label} · {safe(v.server)} · {' · '.join(flags)}")
     chunks = chunk_lines(lines)
     blocks.extend(section(t) for t in chunks[: MAX_BLOCKS - 3])
