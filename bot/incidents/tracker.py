@@ -15,10 +15,19 @@ Model
   its own anchor. Findings with the same anchor share an incident: the dead worker (anchor = itself), the task
   it orphaned and the queue it left unserved (both related to it). When the anchor has no finding of its own
   (the worker is gone from the registry) the incident still names it, as the inferred cause.
-- Placement is sticky: a live member stays in its incident; only new fingerprints are placed by anchor.
+- Root causes first: a finding whose `caused_by` (set by the engine's correlation) names a live fingerprint joins
+  that fingerprint's incident, whatever run it came from; a root that arrives after its consequences joins their
+  incident and becomes its anchor ("🔎 Likely cause"). A finding about a subject already in an incident joins it.
+- Placement is sticky: a live member stays in its incident; only new fingerprints are placed.
+- Settle time (`settle_s`, Alertmanager's group_wait): a new incident is not announced until it has existed that
+  long, so a cascade arriving over two runs is one post (`announce_due` posts it between runs). A storm (at least
+  `storm_threshold` new incidents in one run) is one storm incident listing them.
 - A member is clean in a run when a check run covering its scope (same server, playbook and check entry)
   finished `ok`/`failed` without reporting it at warning or worse. A check that errored or timed out, or that
   was truncated by `max_findings`, says nothing about the subject: that is not clean, and it breaks the streak.
+  Nor is a check that passed because the server no longer lists the subject (`RunResult.listed`: a worker dropped
+  10 minutes after its last report, a deleted queue): the member is *gone*, still firing, and the incident stays
+  open until a check sees the subject healthy or a person resolves it.
   After `resolve_after` consecutive clean runs a member is cleared; when every member is cleared the incident
   resolves. When the cause is cleared but consequences still fail (the worker is back, the task still
   orphaned), each consequence moves into an incident of its own and the old incident resolves, saying where
