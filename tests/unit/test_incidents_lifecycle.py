@@ -274,3 +274,15 @@ def test_incident_settings_defaults_and_validation() -> None:
     for bad in ({"storm_threshold": 1}, {"settle": "soon"}, {"settle": -5}, {"surprise": 1}):
         with pytest.raises(ValidationError):
             Settings.model_validate({"incidents": bad})
+
+
+def test_a_storm_still_settling_takes_in_the_next_runs_new_problems(store: Store) -> None:
+    tracker = IncidentTracker(store, TrackerPolicy(storm_threshold=5, settle_s=60))
+    first = [dead_worker(f"gpu-{i}") for i in range(6)]
+    assert tracker.process(run(*first, started=T0), T0) == []
+    later = T0 + timedelta(seconds=30)
+    more = [dead_worker(f"cpu-{i}") for i in range(3)]
+    assert tracker.process(run(*first, *more, started=later), later) == []
+    notes = tracker.announce_due(T0 + timedelta(seconds=61))
+    assert kinds(notes) == [("open", 1)]
+    assert notes[0].incident.storm == 9 and len(tracker.list_incidents("all")) == 1
