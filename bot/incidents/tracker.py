@@ -296,8 +296,44 @@ def key_evidence(value: Any) -> Any:
     return str(value)
 
 
+def stable_evidence(value: Any) -> Any:
+    """The evidence a thread reply may be about: volatile keys dropped, volatile text normalised, numbers kept
+    exact (compared by ratio, see `_differs`)."""
+    if isinstance(value, dict):
+        return {
+            k: stable_evidence(v) for k, v in sorted(value.items())
+            if k != "related" and not _VOLATILE.search(str(k))
+        }
+    if isinstance(value, list):
+        return [stable_evidence(v) for v in value]
+    if isinstance(value, bool) or value is None or isinstance(value, int | float):
+        return value
+    if isinstance(value, str):
+        return stable_text(value)
+    return str(value)
+
+
 def evidence_key(evidence: dict[str, Any]) -> str:
-    return json.dumps(key_evidence(evidence), sort_keys=True, default=str)
+    """What is stored as a member's evidence baseline: the stable evidence last announced (or first seen)."""
+    return json.dumps(stable_evidence(evidence), sort_keys=True, default=str)
+
+
+def _differs(before: Any, after: Any) -> bool:
+    """A change worth telling: numbers that at least doubled or halved (or crossed zero), anything else unequal."""
+    number = (int, float)
+    if isinstance(before, number) and isinstance(after, number) and not isinstance(before, bool) \
+            and not isinstance(after, bool):
+        if before == after:
+            return False
+        if before == 0 or after == 0 or (before < 0) != (after < 0):
+            return True
+        big, small = max(abs(before), abs(after)), min(abs(before), abs(after))
+        return big / small >= 2
+    if isinstance(before, dict) and isinstance(after, dict):
+        return any(_differs(before.get(k), after.get(k)) for k in set(before) | set(after))
+    if isinstance(before, list) and isinstance(after, list):
+        return len(before) != len(after) or any(_differs(a, b) for a, b in zip(before, after, strict=True))
+    return bool(before != after)
 
 
 def _short(value: Any, limit: int = 60) -> str:
@@ -305,12 +341,14 @@ def _short(value: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def evidence_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    """`key: old -> new` for the top-level keys whose key evidence differs."""
-    before, after = key_evidence(old), key_evidence(new)
+def evidence_changes(old: dict[str, Any], new: dict[str, Any], baseline: dict[str, Any] | None = None) -> list[str]:
+    """`key: old -> new` for the top-level keys whose stable evidence changed meaningfully against `baseline` (the
+    evidence last announced; default: `old`). Shown with the previous run's values."""
+    before = baseline if baseline is not None else stable_evidence(old)
+    after = stable_evidence(new)
     out = []
     for k in sorted(set(before) | set(after)):
-        if before.get(k) != after.get(k):
+        if _differs(before.get(k), after.get(k)):
             out.append(f"{k}: {_short(old.get(k, '—'))} → {_short(new.get(k, '—'))}")
     return out
 
@@ -673,11 +711,19 @@ class IncidentTracker:
             lines.append(f"↩️ {label} is listed by the server again, and still fails: {f.title}")
         elif old.severity != f.severity:
             lines.append(f"{f.check} for {label}: {old.severity} → {f.severity} ({f.title})")
+        # Evidence news only about the likely cause (a consequence earns a reply when it appears, changes severity
+        # or recovers), and only against what was last announced, so a slow drift is told once it means something.
         new_key = evidence_key(f.evidence)
-        if new_key != m["evidence_key"] and m["state"] != "cleared":
-            changes = evidence_changes(old.evidence, f.evidence)
+        if m["role"] == "cause" and m["state"] != "cleared" and not m["gone_at"]:
+            try:
+                baseline = json.loads(m["evidence_key"]) if m["evidence_key"] else None
+            except ValueError:
+                baseline = None
+            changes = evidence_changes(old.evidence, f.evidence, baseline if isinstance(baseline, dict) else None)
             if changes:
                 lines.append(f"{f.check} for {label}: " + "; ".join(changes[:4]))
+            else:
+                new_key = m["evidence_key"] or new_key  # keep the baseline
         update(
             conn,
             "incident_members",

@@ -286,3 +286,22 @@ def test_a_storm_still_settling_takes_in_the_next_runs_new_problems(store: Store
     notes = tracker.announce_due(T0 + timedelta(seconds=61))
     assert kinds(notes) == [("open", 1)]
     assert notes[0].incident.storm == 9 and len(tracker.list_incidents("all")) == 1
+
+
+def test_a_slow_drift_is_told_once_it_doubles_and_consequences_only_when_they_change_state(store: Store) -> None:
+    tracker = IncidentTracker(store)
+    tracker.process(run(backlog(length=10), started=at(0)), at(0))
+    # 10 -> 15 -> 19: each step small, never twice what was last told
+    for minute, length in ((1, 15), (2, 19)):
+        assert [n.kind for n in tracker.process(run(backlog(length=length), started=at(minute)), at(minute))] == [
+            "update"]
+    notes = tracker.process(run(backlog(length=21), started=at(3)), at(3))  # twice the 10 last told
+    assert [n.kind for n in notes] == ["update", "reply"] and "length: 19 → 21" in notes[1].lines[0]
+    assert [n.kind for n in tracker.process(run(backlog(length=30), started=at(4)), at(4))] == ["update"]
+    # a consequence's evidence changing (its queue fills up) edits the root, the thread stays quiet
+    other = IncidentTracker(store)
+    other.process(run(dead_worker("gpu-7"), unserved_queue(queue="q-7", worker="gpu-7", length=2), started=at(5)),
+                  at(5))
+    notes = other.process(run(dead_worker("gpu-7"), unserved_queue(queue="q-7", worker="gpu-7", length=200),
+                              started=at(6)), at(6))
+    assert [n.kind for n in notes] == ["update"]

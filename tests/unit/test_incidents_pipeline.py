@@ -52,7 +52,10 @@ def test_a_run_becomes_outbox_messages(store: Store) -> None:
     assert root is not None
     assert "Likely cause: worker gpu-3" in root["payload"] and "Consequences:" in root["payload"]
     pipe.handle_run(run(dead_worker(), orphaned_task(), unserved_queue(), started=at(1)), at(1))
-    pipe.handle_run(run(dead_worker(), orphaned_task(), unserved_queue(length=400), started=at(2)), at(2))
+    # the cause's evidence changes (a consequence's alone would only edit the root: #13, replies for what matters)
+    changed = dead_worker()
+    changed.evidence["queues"] = ["gpu", "gpu-large"]
+    pipe.handle_run(run(changed, orphaned_task(), unserved_queue(length=400), started=at(2)), at(2))
     # The first update was superseded by the second (never attempted); the change got a thread reply.
     assert outbox_rows(store)[2:] == [
         ("incident:1:2:update", "#ml-alerts", "update", "incident:1:root", "superseded"),
