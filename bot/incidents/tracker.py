@@ -450,6 +450,7 @@ _ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("incidents", "refused_checked_at", "TEXT"),
     ("incident_members", "gone_at", "TEXT"),
     ("incident_members", "caused_by", "TEXT"),
+    ("incident_members", "seen_listed", "INTEGER NOT NULL DEFAULT 0"),  # the server listed the subject at least once
 )
 
 
@@ -624,8 +625,17 @@ class IncidentTracker:
                 lambda f: playbook_of.get(f.check, default_playbook), now, touch, live,
             )
 
-            # 3. live members not reported: clean, gone, or unknown
+            # 3. live members not reported: clean, gone, or unknown. Only a subject the server listed before can
+            # vanish (an agents.missing pool pattern is a "worker" that no list ever holds).
             listed: dict[str, Any] = getattr(result, "listed", None) or {}
+            fp_by_row = {m["id"]: fp for fp, m in live.items()}
+            for kind, ids in listed.items():
+                for m in rows(conn, "SELECT id, subject_id FROM incident_members WHERE server = ? AND subject_kind = ? "
+                                    "AND state IN ('firing', 'cleared') AND seen_listed = 0", (server, kind)):
+                    if m["subject_id"] in ids:
+                        update(conn, "incident_members", m["id"], {"seen_listed": 1})
+                        if m["id"] in fp_by_row:
+                            live[fp_by_row[m["id"]]] = {**live[fp_by_row[m["id"]]], "seen_listed": 1}
             for fp, m in live.items():
                 if fp in reported:
                     continue
@@ -639,7 +649,7 @@ class IncidentTracker:
                     continue
                 label = f"{m['subject_kind']} {m['subject_name'] or m['subject_id']}"
                 present = listed.get(m["subject_kind"])
-                if present is not None and m["subject_id"] not in present:
+                if present is not None and m["subject_id"] not in present and m["seen_listed"]:
                     # The check passed because the subject is not there any more (the server drops a worker 10
                     # minutes after its last report; a queue was deleted): that is not a recovery.
                     if m["state"] == "firing" and not m["gone_at"]:

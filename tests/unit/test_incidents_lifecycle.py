@@ -176,6 +176,16 @@ def test_a_deleted_queue_stays_open_as_gone_and_shows_so(store: Store) -> None:
     assert [n.kind for n in tracker.process(listed(run(started=at(2)), queue={"q-cpu"}), at(2))] == ["resolve"]
 
 
+def test_a_subject_no_list_ever_held_recovers_normally(store: Store) -> None:
+    """agents.missing reports a pool (`dynamic_worker:gpu-a10:*`) as a "worker": never listed, so it cannot vanish."""
+    missing = Finding(check="agents.missing", severity="warning", title="1 of 2 expected agents",
+                      subject=Subject(kind="worker", id="dynamic_worker:gpu-a10:*", name="dynamic_worker:gpu-a10:*"))
+    tracker = IncidentTracker(store)
+    tracker.process(listed(run(missing, checks=("agents.missing",), started=at(0)), worker={"gpu-3"}), at(0))
+    notes = tracker.process(listed(run(checks=("agents.missing",), started=at(1)), worker={"gpu-3", "x"}), at(1))
+    assert [n.kind for n in notes] == ["resolve"]
+
+
 def test_a_run_that_did_not_list_workers_keeps_the_old_meaning(store: Store) -> None:
     """Hand-built runs (and checks that list nothing) carry no `listed`: a clean check is a recovery, as before."""
     tracker = IncidentTracker(store)
