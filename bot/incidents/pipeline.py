@@ -443,16 +443,18 @@ class IncidentPipeline:
     def _retry_refused(self, now: datetime, can_post: Callable[[str], bool]) -> list[Notification]:
         durable = self._durable()
         notes: list[Notification] = []
+        answers: dict[str, bool] = {}  # one look-up per channel per tick, however many incidents wait for it
         for incident_id, channel, checked in self.tracker.refused():
             if checked is not None and (now - checked).total_seconds() < self.refused_retry_s:
                 continue
             self.tracker.checked_refused(incident_id, now)
-            try:
-                ok = can_post(channel)
-            except Exception as exc:  # Slack unwell: try again at the next period
-                log.warning("cannot tell whether the bot may post in %s: %s", channel, exc)
-                continue
-            if not ok:
+            if channel not in answers:
+                try:
+                    answers[channel] = can_post(channel)
+                except Exception as exc:  # Slack unwell: try again at the next period
+                    log.warning("cannot tell whether the bot may post in %s: %s", channel, exc)
+                    answers[channel] = False
+            if not answers[channel]:
                 continue
             view = self.tracker.get(incident_id)
             if view is None or view.channel is None:

@@ -120,3 +120,21 @@ def test_no_default_channel_leaves_the_refused_root_failed_and_says_so(tmp_path:
     row = box.get("incident:1:root")
     assert row is not None and row["status"] == "failed" and "invite it there" in row["last_error"]
     store.close()
+
+
+def test_many_incidents_waiting_for_one_channel_ask_slack_once_per_check(tmp_path: Path,
+                                                                         slack: HistoryFakeSlack) -> None:
+    slack.add_channel("ml-oncall", private=True, member=False)
+    client = WebClient(token=slack.bot_token, base_url=slack.base_url, retry_handlers=[])
+    sender = WebClientSender(client)
+    store = Store(tmp_path / "store.db")
+    box = Outbox(store)
+    pipe = IncidentPipeline(store, outbox=box, settings=SETTINGS, router=default_router(SETTINGS))
+    pipe.handle_run(run(*[backlog(queue=f"q-{i}", severity="critical") for i in range(5)], started=at(0)), at(0))
+    box.drain(sender, at(0))
+    pipe.tick(at(0.5), can_post=lambda ch: bot_is_member(client, sender, ch))
+    box.drain(sender, at(0.5))
+    assert len([m for m in slack.channel_messages(ALERTS) if not m.get("thread_ts")]) == 5
+    pipe.tick(at(6), can_post=lambda ch: bot_is_member(client, sender, ch))
+    assert len(slack.calls_to("conversations.info")) == 1
+    store.close()
