@@ -554,7 +554,7 @@ class Outbox:
         return True
 
     def requeue_orphans(self, root_key: str, channel: str, now: datetime | None = None) -> int:
-        """Thread replies that failed because their root failed: pending again under the root now queued as
+        """Thread replies (and files) that failed because their root failed: pending again under the root now queued as
         `root_key` in `channel`. Failed edits are dropped (superseded): the new root shows the current state."""
         now = utc(now)
         with transaction(self.store) as conn:
@@ -562,7 +562,7 @@ class Outbox:
                          "AND status = 'failed' AND kind = 'update'", (root_key,))
             return conn.execute(
                 "UPDATE outbox SET status = 'pending', channel = ?, attempts = 0, next_attempt_at = ?, created_at = ?, "
-                "last_error = NULL WHERE root_key = ? AND status = 'failed' AND kind = 'reply'",
+                "last_error = NULL WHERE root_key = ? AND status = 'failed' AND kind IN ('reply', 'file')",
                 (channel, iso(now), iso(now), root_key),
             ).rowcount
 
