@@ -71,6 +71,8 @@ def home_bot(sim: SimServer, slack: HistoryFakeSlack, tmp_path: Path, env: pytes
         "slack": {"api_url": slack.base_url, "default_channel": "#ml-alerts",
                   "digest": {"schedule": "0 0 1 1 *", "period": "6h"}},
         "actions": {"allow": {"resolve": {"users": [USER]}}},
+        # incidents posted at once (no settle time, #13): these tests follow each run's incident threads
+        "incidents": {"settle": "0s"},
     })
     server = BotServer(settings, http=True, host="127.0.0.1", port=0, env=bot_env(slack)).start()
     try:
