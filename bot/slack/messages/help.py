@@ -11,6 +11,7 @@ from slack_sdk.models.blocks import Block
 from bot.engine.registry import CheckSpec
 from bot.slack.messages.common import (
     MAX_BLOCKS,
+    MAX_MESSAGE_TEXT,
     SlackMessage,
     bot_text,
     chunk_lines,
@@ -134,9 +135,10 @@ def render_checks(specs: Sequence[CheckSpec], command: str = "/clearml") -> Slac
     for spec in sorted(specs, key=lambda s: s.id):
         by_area.setdefault(spec.area, []).append(spec)
     blocks: list[Block] = [header(f"Checks ({len(specs)})")]
+    # every check listed within Slack's total text per message (msg_blocks_too_long): shorter leads when many
+    lead = max(80, min(CHECK_LEAD_LIMIT, (MAX_MESSAGE_TEXT - 1500) // max(1, len(specs)) - 40))
     for area, items in by_area.items():
-        lines = [f"*{area}*"] + [f"`{s.id}` — {bot_text(whole_sentences(check_lead(s), CHECK_LEAD_LIMIT))}"
-                                 for s in items]
+        lines = [f"*{area}*"] + [f"`{s.id}` — {bot_text(whole_sentences(check_lead(s), lead))}" for s in items]
         blocks.extend(section(t) for t in chunk_lines(lines))
     if len(blocks) > MAX_BLOCKS - 1:
         blocks = [*blocks[: MAX_BLOCKS - 2], section("_…more checks: `clearml-chatops checks` lists them all._")]
