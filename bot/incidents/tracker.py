@@ -251,6 +251,8 @@ _VOLATILE = re.compile(
     r"(^|_)(age|ages|at|seen|last_seen|last_update|last_activity|last_report|updated|latency|elapsed|duration|ms|"
     r"s|ts|time|timestamp|checked|since|now|waited|wait|started|registered|probe_object|probe_key|object_key|"
     r"request_id|trace_id|nonce)$"
+    # seconds-valued keys whatever follows (silent_s_range, wait_s_p50): ages and waits that grow by themselves
+    r"|(^|_)s_"
 )
 # Inside text (a message, "gpu-box-5 has been silent for 8m"), the parts that change every run: times, durations,
 # random ids and probe object names. Replaced by a placeholder before comparing.
@@ -332,6 +334,8 @@ def _differs(before: Any, after: Any) -> bool:
     if isinstance(before, dict) and isinstance(after, dict):
         return any(_differs(before.get(k), after.get(k)) for k in set(before) | set(after))
     if isinstance(before, list) and isinstance(after, list):
+        if len(before) > 3 and len(after) > 3:  # a series (recent points, many subjects): news when it doubled
+            return _differs(len(before), len(after))  # or halved, not when its window moved
         return len(before) != len(after) or any(_differs(a, b) for a, b in zip(before, after, strict=True))
     return bool(before != after)
 
@@ -475,6 +479,17 @@ def _related(finding: Finding) -> list[Subject]:
     ]
 
 
+def _group_workers(member: dict[str, Any]) -> list[str]:
+    """The agents a finding about a group names (a fleet-wide silence lists them in `evidence.workers`)."""
+    if member["subject_kind"] == "worker":
+        return []
+    try:
+        workers = json.loads(member["finding"]).get("evidence", {}).get("workers")
+    except (ValueError, AttributeError):
+        return []
+    return [w for w in workers if isinstance(w, str)] if isinstance(workers, list) else []
+
+
 def _worst(severities: list[str]) -> str:
     return max(severities, key=lambda s: SEVERITY_RANK[s]) if severities else "ok"
 
@@ -585,6 +600,15 @@ class IncidentTracker:
                 check_scopes[cr.id].append((scope_key(server, cr.playbook, cr.name), cr.status))
             # The runner keeps the worst `max_findings` and adds a `<check>|summary|` finding: the rest still fail.
             truncated = {f.check for f in result.findings if f.fingerprint.startswith(f"{f.check}|summary|")}
+            # Correlation folds findings that only restate their root into it (`suppressed`): they still fail, so
+            # they are not clean (another playbook's run, without that root, may report them on their own). When
+            # a root lists only some of them, the rest of those checks are unknown too.
+            folded: set[str] = set()
+            for f in result.findings:
+                shown = getattr(f, "suppressed", None) or []
+                folded.update(str(sf.fingerprint) for sf in shown)
+                if getattr(f, "suppressed_total", 0) > len(shown):
+                    truncated.update(str(sf.check) for sf in shown)
             # The playbook an incident came from (its `channel` may route it): the first that ran the check.
             playbook_of = {cr.id: cr.playbook for cr in reversed(result.checks)}
             default_playbook = result.playbooks[0] if result.playbooks else None
@@ -629,10 +653,13 @@ class IncidentTracker:
             # vanish (an agents.missing pool pattern is a "worker" that no list ever holds).
             listed: dict[str, Any] = getattr(result, "listed", None) or {}
             fp_by_row = {m["id"]: fp for fp, m in live.items()}
-            for kind, ids in listed.items():
-                for m in rows(conn, "SELECT id, subject_id FROM incident_members WHERE server = ? AND subject_kind = ? "
-                                    "AND state IN ('firing', 'cleared') AND seen_listed = 0", (server, kind)):
-                    if m["subject_id"] in ids:
+            if listed:
+                for m in rows(conn, "SELECT id, subject_kind, subject_id, finding FROM incident_members WHERE "
+                                    "server = ? AND state IN ('firing', 'cleared') AND seen_listed = 0", (server,)):
+                    ids = listed.get(m["subject_kind"])
+                    group = _group_workers(m)
+                    if (ids is not None and m["subject_id"] in ids) or (group and set(group) & listed.get("worker",
+                                                                                                       set())):
                         update(conn, "incident_members", m["id"], {"seen_listed": 1})
                         if m["id"] in fp_by_row:
                             live[fp_by_row[m["id"]]] = {**live[fp_by_row[m["id"]]], "seen_listed": 1}
@@ -643,20 +670,28 @@ class IncidentTracker:
                 statuses = [status for scope, status in check_scopes.get(m["check_id"], []) if scope in mine]
                 if not statuses:
                     continue  # this run did not look at it at all
-                if m["check_id"] in truncated or any(s not in CLEAN_STATUSES for s in statuses):
+                if fp in folded or m["check_id"] in truncated or any(s not in CLEAN_STATUSES for s in statuses):
                     if m["clean_runs"]:
                         update(conn, "incident_members", m["id"], {"clean_runs": 0})
                     continue
                 label = f"{m['subject_kind']} {m['subject_name'] or m['subject_id']}"
                 present = listed.get(m["subject_kind"])
-                if present is not None and m["subject_id"] not in present and m["seen_listed"]:
+                group = _group_workers(m)
+                vanished = bool(m["seen_listed"]) and (
+                    (present is not None and m["subject_id"] not in present)
+                    or (bool(group) and "worker" in listed and not set(group) & listed["worker"])
+                )
+                if vanished:
                     # The check passed because the subject is not there any more (the server drops a worker 10
-                    # minutes after its last report; a queue was deleted): that is not a recovery.
+                    # minutes after its last report; a queue was deleted; every agent of a fleet-wide silence was
+                    # dropped): that is not a recovery.
                     if m["state"] == "firing" and not m["gone_at"]:
                         update(conn, "incident_members", m["id"], {"gone_at": iso(now), "clean_runs": 0})
+                        what = (f"{label}: the server no longer lists any of its {len(group)} agents" if group
+                                else f"{label} is gone: the server no longer lists it")
                         touch(m["incident_id"]).lines.append(
-                            f"👻 {label} is gone: the server no longer lists it. That is not a recovery, so the "
-                            "incident stays open until a check sees it healthy again or someone resolves it."
+                            f"👻 {what}. That is not a recovery, so the incident stays open until a check sees it "
+                            "healthy again or someone resolves it."
                         )
                     continue
                 clean_runs = m["clean_runs"] + 1

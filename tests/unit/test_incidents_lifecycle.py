@@ -315,3 +315,38 @@ def test_a_slow_drift_is_told_once_it_doubles_and_consequences_only_when_they_ch
     notes = other.process(run(dead_worker("gpu-7"), unserved_queue(queue="q-7", worker="gpu-7", length=200),
                               started=at(6)), at(6))
     assert [n.kind for n in notes] == ["update"]
+
+
+def test_a_finding_folded_into_its_root_is_not_a_recovery(store: Store) -> None:
+    """Another playbook's run reports the backlog on its own; this run's correlation folds it into the unserved
+    queue's finding (`suppressed`): the backlog did not pass, its incident keeps it."""
+    from bot.engine.findings import SuppressedFinding
+
+    tracker = IncidentTracker(store)
+    tracker.process(run(backlog(queue="q-gpu"), started=at(0)), at(0))
+    b = backlog(queue="q-gpu")
+    root = unserved_queue(queue="q-gpu")
+    root.suppressed = [SuppressedFinding(check=b.check, severity=b.severity, title=b.title, subject=b.subject,
+                                         fingerprint=b.fingerprint)]
+    root.suppressed_total = 1
+    notes = tracker.process(run(root, started=at(1)), at(1))
+    assert not any("passes again" in line for n in notes for line in n.lines)
+    (inc,) = tracker.list_incidents("open")  # the root joined the backlog's incident: same queue
+    assert {m.check for m in inc.members if m.state == "firing"} == {"queues.backlog", "agents.unserved_queues"}
+
+
+def test_a_fleet_wide_silence_whose_agents_were_all_dropped_stays_open_as_gone(store: Store) -> None:
+    mass = Finding(check="agents.stale", severity="critical", title="5 of 7 agents stopped reporting at the same time",
+                   subject=Subject(kind="server", id="http://api:8008", name="agent fleet"),
+                   fingerprint="agents.stale|mass|http://api:8008",
+                   evidence={"count": 5, "silent_s_range": [120, 130], "workers": [f"w{i}" for i in range(5)]})
+    tracker = IncidentTracker(store)
+    everyone = {f"w{i}" for i in range(7)}
+    tracker.process(listed(run(mass, started=at(0)), worker=everyone), at(0))
+    grown = mass.model_copy(update={"evidence": {**mass.evidence, "silent_s_range": [400, 420]}})
+    assert [n.kind for n in tracker.process(listed(run(grown, started=at(5)), worker=everyone), at(5))] == [
+        "update"]  # the silence growing is not news
+    notes = tracker.process(listed(run(started=at(11)), worker={"w5", "w6"}), at(11))
+    assert [n.kind for n in notes] == ["update", "reply"]
+    assert "no longer lists any of its 5 agents" in notes[1].lines[0]
+    assert tracker.list_incidents("open")[0].gone
