@@ -14,13 +14,11 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from starlette.routing import Route
-
-    from bot.engine.runner import RunResult
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +75,9 @@ def enable() -> Any:
         }
         registry.register(_outbox_collector())
         _M, REGISTRY = m, registry
+        from bot.clearml.client import install_counter
+
+        install_counter(ClearMLCounter())  # the REST client is handed its counter; it never imports metrics
         return registry
 
 
@@ -121,12 +122,7 @@ def watch_outbox(outbox: Any) -> Callable[[], None]:
     depth_fn: Callable[[], int] = outbox.depth
 
     def failed_fn() -> int:
-        from bot.incidents.db import row
-
-        store = outbox.store
-        with store._lock:  # a plain read on the shared connection: a scrape never takes SQLite's write lock
-            r = row(store.db.conn, "SELECT count(*) AS n FROM outbox WHERE status = 'failed'")
-        return int(r["n"]) if r else 0
+        return int(outbox.failed_count())  # the outbox owns its table: metrics never writes SQL
 
     with _outbox_lock:
         _outbox_depth.append(depth_fn)
@@ -155,7 +151,33 @@ def _inc(name: str, *labels: str) -> None:
         log.debug("metrics: %s failed", name, exc_info=True)
 
 
-def record_run(result: RunResult) -> None:
+class _CheckTiming(Protocol):
+    id: str
+    status: str
+    duration_s: float
+
+
+class _SeverityOf(Protocol):
+    severity: str
+
+
+class RunSummary(Protocol):
+    """What `record_run` reads of a run (engine.runner.RunResult has it): metrics import nothing of the engine."""
+
+    trigger: str
+    duration_s: float
+
+    @property
+    def problems(self) -> Any: ...
+
+    @property
+    def checks(self) -> Sequence[_CheckTiming]: ...
+
+    @property
+    def findings(self) -> Sequence[_SeverityOf]: ...
+
+
+def record_run(result: RunSummary) -> None:
     """A finished playbook run: its result, duration, each check's duration and the findings by severity."""
     if _M is None:
         return
@@ -189,6 +211,19 @@ def clearml_error(server: str, reason: str) -> None:
 
 def clearml_retry(server: str) -> None:
     _inc("clearml_retries", server)
+
+
+class ClearMLCounter:
+    """The REST client's `CallCounter` (bot/clearml/client.py), counting into this registry."""
+
+    def clearml_call(self, server: str, endpoint: str) -> None:
+        clearml_call(server, endpoint)
+
+    def clearml_error(self, server: str, reason: str) -> None:
+        clearml_error(server, reason)
+
+    def clearml_retry(self, server: str) -> None:
+        clearml_retry(server)
 
 
 def slack_call(method: str, result: str = "ok") -> None:

@@ -529,6 +529,13 @@ class Outbox:
             r = row(conn, "SELECT count(*) AS n FROM outbox WHERE status IN ('pending', 'sending')")
         return int(r["n"]) if r else 0
 
+    def failed_count(self) -> int:
+        """Messages that failed for good (for /metrics): a plain read under the store's lock, so a scrape never
+        takes SQLite's write lock."""
+        with self.store._lock:
+            r = row(self.store.db.conn, "SELECT count(*) AS n FROM outbox WHERE status = 'failed'")
+        return int(r["n"]) if r else 0
+
     def failed(self, limit: int = 50) -> list[dict[str, Any]]:
         with transaction(self.store) as conn:
             return rows(conn, "SELECT * FROM outbox WHERE status = 'failed' ORDER BY id DESC LIMIT ?", (limit,))

@@ -25,13 +25,13 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from email.utils import parsedate_to_datetime
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
 import jwt
 
-from bot import __version__, metrics
+from bot import __version__
 from bot.clearml.errors import (
     ClearMLError,
     CredentialsError,
@@ -43,6 +43,38 @@ from bot.config import ServerSettings
 from bot.redact import redact
 
 log = logging.getLogger(__name__)
+
+
+class CallCounter(Protocol):
+    """Where the client counts its requests, failures and retries (bot/metrics.py implements it). The client is
+    handed one instead of importing metrics, so the REST layer depends on nothing above it."""
+
+    def clearml_call(self, server: str, endpoint: str) -> None: ...
+
+    def clearml_error(self, server: str, reason: str) -> None: ...
+
+    def clearml_retry(self, server: str) -> None: ...
+
+
+class _NoCounter:
+    def clearml_call(self, server: str, endpoint: str) -> None:
+        pass
+
+    def clearml_error(self, server: str, reason: str) -> None:
+        pass
+
+    def clearml_retry(self, server: str) -> None:
+        pass
+
+
+# The counter of clients not handed one: nothing until `install_counter` (bot.metrics.enable() installs itself).
+_default_counter: CallCounter = _NoCounter()
+
+
+def install_counter(counter: CallCounter | None) -> None:
+    """Make `counter` the default of every client not handed its own (None: count nothing)."""
+    global _default_counter
+    _default_counter = counter if counter is not None else _NoCounter()
 
 T = TypeVar("T")
 
@@ -265,6 +297,9 @@ class SharedLogins:
 class ClearMLClient:
     """Async client of one ClearML API server. Use `async with ClearMLClient(server) as client:`."""
 
+    def _count(self) -> CallCounter:
+        return self._counter if self._counter is not None else _default_counter
+
     def __init__(
         self,
         server: ServerSettings,
@@ -276,8 +311,10 @@ class ClearMLClient:
         retry_budget_s: float = 2.5,
         page_overlap: int = 10,
         logins: SharedLogins | None = None,
+        counter: CallCounter | None = None,
     ) -> None:
         self.server = server
+        self._counter = counter  # None: the installed default, looked up at each call
         self._logins = logins
         self._login_key = credential_key(server) if logins is not None else ""
         self.stats = CallStats(log=[] if record_calls else None)
@@ -534,7 +571,7 @@ class ClearMLClient:
                         exc.args = (exc.describe(),)
                     raise
                 self.stats.retries += 1
-                metrics.clearml_retry(self.server.name)
+                self._count().clearml_retry(self.server.name)
                 log.debug("%s: %s; retry %d in %.2f s", endpoint, exc.reason, tries, delay)
                 await asyncio.sleep(delay)
 
@@ -556,7 +593,7 @@ class ClearMLClient:
             content = json.dumps(payload, default=_json_default).encode()
         self.stats.calls += 1
         self.stats.by_endpoint[endpoint] = self.stats.by_endpoint.get(endpoint, 0) + 1
-        metrics.clearml_call(self.server.name, endpoint)
+        self._count().clearml_call(self.server.name, endpoint)
         t_start = time.monotonic()
         try:
             response = await self._http.post(
@@ -568,7 +605,7 @@ class ClearMLClient:
         except (httpx.HTTPError, httpx.InvalidURL) as exc:
             self.stats.errors += 1
             error = self._transport_error(endpoint, url, exc, timeout)
-            metrics.clearml_error(self.server.name, error.reason)
+            self._count().clearml_error(self.server.name, error.reason)
             raise error from None
         finally:
             if self.stats.log is not None:
@@ -580,7 +617,7 @@ class ClearMLClient:
             return self._parse(endpoint, response)
         except ClearMLError as exc:
             self.stats.errors += 1
-            metrics.clearml_error(self.server.name, getattr(exc, "reason", None) or f"api_{exc.code}")
+            self._count().clearml_error(self.server.name, getattr(exc, "reason", None) or f"api_{exc.code}")
             raise
 
     def _parse(self, endpoint: str, response: httpx.Response) -> dict[str, Any]:
