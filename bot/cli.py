@@ -196,7 +196,7 @@ def cmd_checks(args: argparse.Namespace) -> int:
 
 def cmd_playbooks(args: argparse.Namespace) -> int:
     """Every playbook in use, and where it came from (your directory or the ones shipped with the package)."""
-    from bot.engine.playbook import IntervalSchedule
+    from bot.config import IntervalSchedule
     from bot.engine.playbook_sources import playbooks_location, shipped_playbooks_dir
 
     settings = load_settings(args.config)

@@ -17,7 +17,6 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 
 from bot.durations import parse_duration
 from bot.errors import BotError
-from bot.incidents.digest import DigestSettings
 
 if TYPE_CHECKING:
     from bot.incidents.tracker import TrackerPolicy
@@ -29,6 +28,123 @@ class ConfigError(BotError):
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+# -- schedules (playbooks' `schedule:` and the digest's): config types, so config imports no feature -------
+
+
+def validate_timezone(value: str | None) -> str | None:
+    """An IANA timezone name APScheduler accepts (else the scheduler would fail when the job is added)."""
+    if value is None:
+        return value
+    from apscheduler.util import astimezone
+
+    try:
+        astimezone(value)
+    except Exception:
+        raise ValueError(f"unknown timezone {value!r}: use an IANA name such as Europe/Berlin or UTC") from None
+    return value
+
+
+class IntervalSchedule(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    every: str | float
+    timezone: str | None = None
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str | None) -> str | None:
+        return validate_timezone(value)
+
+    @field_validator("every")
+    @classmethod
+    def _duration(cls, value: str | float) -> str | float:
+        seconds = parse_duration(value)
+        if seconds < 1:
+            raise ValueError("`every` must be at least 1s")
+        return value
+
+    @property
+    def seconds(self) -> float:
+        return parse_duration(self.every)
+
+
+class CronSchedule(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    cron: str
+    timezone: str | None = None
+
+
+def validate_cron(expr: str, timezone: str | None = None) -> None:
+    """Raise ValueError unless `expr` is a 5-field crontab expression APScheduler accepts."""
+    from apscheduler.triggers.cron import CronTrigger
+
+    if len(expr.split()) != 5:
+        raise ValueError(f"cron schedule {expr!r} needs 5 fields (minute hour day month weekday), e.g. '*/5 * * * *'")
+    try:
+        CronTrigger.from_crontab(expr, timezone=timezone or "UTC")
+    except Exception as exc:
+        raise ValueError(f"cron schedule {expr!r} is not valid: {exc}") from None
+
+
+class DigestSettings(BaseModel):
+    """`slack.digest` in the config file (the channel digest, bot/incidents/digest.py):
+
+    ```yaml
+    slack:
+      digest:
+        schedule: "0 9 * * 1-5"      # cron (5 fields) or {every: 24h} or {cron: ..., timezone: ...}
+        timezone: Europe/Berlin       # for a cron string; default UTC
+        channel: "#ml-platform"       # default: slack.default_channel
+        period: 24h                   # what the first digest covers (later ones: since the previous digest)
+        top: 5                        # top offenders listed
+        max_items: 10                 # new / ongoing / resolved incidents listed each
+    ```"""
+
+    model_config = ConfigDict(extra="forbid")
+
+    schedule: str | IntervalSchedule | CronSchedule = "0 9 * * *"
+    timezone: str | None = None
+    channel: str | None = None
+    period: str | float = "24h"
+    top: int = 5
+    max_items: int = 10
+    enabled: bool = True
+
+    @field_validator("schedule")
+    @classmethod
+    def _valid(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            validate_cron(value)
+        elif isinstance(value, CronSchedule):
+            validate_cron(value.cron, value.timezone)
+        return value
+
+    @field_validator("period")
+    @classmethod
+    def _duration(cls, value: str | float) -> str | float:
+        parse_duration(value)
+        return value
+
+    @property
+    def period_s(self) -> float:
+        return parse_duration(self.period)
+
+    @classmethod
+    def from_settings(cls, settings: Settings | None) -> DigestSettings | None:
+        raw = settings.slack.digest if settings is not None else None
+        if raw is None:
+            return None
+        try:
+            return cls.model_validate(raw)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            loc = ".".join(str(p) for p in err["loc"] if p not in ("str", "IntervalSchedule", "CronSchedule"))
+            where = f" in {settings.config_path}" if settings is not None and settings.config_path else ""
+            raise ConfigError(f"setting `slack.digest.{loc}`{where}: {err['msg']}") from None
+
 
 
 class ServerSettings(BaseModel):

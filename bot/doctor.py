@@ -31,6 +31,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from bot.config import ConfigError, DigestSettings, Settings, load_settings, resolve_server
 from bot.redact import redact
 
 if TYPE_CHECKING:
@@ -130,8 +131,6 @@ class Doctor:
         self._check_digest(now)
 
     def _check_digest(self, now: datetime) -> None:
-        from bot.config import ConfigError
-        from bot.incidents.digest import DigestSettings
         from bot.schedule import trigger_for
 
         try:
@@ -321,8 +320,6 @@ class Doctor:
 
     # -- ClearML servers and storage ----------------------------------------------------------------------------
     def check_servers(self) -> None:
-        from bot.config import ConfigError, Settings, resolve_server
-
         settings = self.settings or Settings()
         names: list[str | None] = [self.server] if self.server else (list(settings.servers) or [None])
         servers: list[ServerSettings] = []
@@ -372,8 +369,6 @@ class Doctor:
 
     # -- the store ----------------------------------------------------------------------------------------------
     def check_store(self) -> None:
-        from bot.config import Settings
-
         path = (self.settings or Settings()).store_path
         fix_path = "set `store:` in the config file to a writable path on a persistent volume"
         if path.exists():
@@ -495,7 +490,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from bot.config import ConfigError, load_settings
 
     settings: Settings | None
     config_row: Row | None = None

@@ -36,6 +36,7 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
+from bot.config import DigestSettings, load_settings, resolve_server
 from bot.durations import format_duration
 from bot.engine.playbook import CronSchedule, IntervalSchedule, Playbook
 from bot.incidents.db import iso, parse_iso, row, rows, transaction, utc
@@ -46,7 +47,6 @@ if TYPE_CHECKING:
 
     from bot.config import ServerSettings, Settings
     from bot.engine.runner import RunResult
-    from bot.incidents.digest import DigestSettings
     from bot.incidents.pipeline import IncidentPipeline
     from bot.store import Store
 
@@ -220,8 +220,6 @@ class Scheduler:
         **kwargs: Any,
     ) -> Scheduler:
         """`serve`'s constructor: the digest schedule comes from `slack.digest` in the config file."""
-        from bot.incidents.digest import DigestSettings
-
         return cls(store, playbooks, run_playbook=run_playbook, run_digest=run_digest,
                    digest=DigestSettings.from_settings(settings), **kwargs)
 
@@ -391,7 +389,6 @@ def playbook_runner(
     def run(playbook: Playbook, trigger: str) -> RunResult:
         import asyncio
 
-        from bot.config import resolve_server
         from bot.engine.runner import run_playbooks
 
         if server is None:
@@ -441,9 +438,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     """List every schedule with its next run time (and the last run, from the store when it exists)."""
-    from bot.config import load_settings
     from bot.engine.playbook import find_playbooks, load_playbook
-    from bot.incidents.digest import DigestSettings
 
     settings = load_settings(args.config)
     from bot.engine.playbook_sources import playbooks_location

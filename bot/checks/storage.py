@@ -23,6 +23,7 @@ from pydantic import Field
 
 from bot.checks.common import CheckError, Duration, Patterns, iso, matches_any, related, server_subject
 from bot.clearml.errors import ClearMLError, NotFoundError
+from bot.config import StorageTarget
 from bot.diagnosis.storage_errors import match_storage_errors
 from bot.engine.findings import Finding, Severity, Subject
 from bot.engine.registry import CheckParams, check
@@ -292,7 +293,6 @@ async def probe(snap: Snapshot, params: ProbeParams) -> list[Finding]:
     agents may have them); every other failure is critical. GCS and Azure need their client libraries;
     without them an info finding says what to install.
     """
-    from bot.config import StorageTarget
 
     ctx = StorageContext.from_snapshot(snap, params.urls)
     discovered: dict[str, list[Task]] = {}

@@ -12,7 +12,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from bot.durations import parse_duration
+from bot.config import CronSchedule, IntervalSchedule, validate_cron, validate_timezone
 from bot.engine.registry import REGISTRY, load_builtin_checks
 from bot.errors import BotError
 from bot.yamlload import LocatedDict, load_with_lines
@@ -20,62 +20,6 @@ from bot.yamlload import LocatedDict, load_with_lines
 
 class PlaybookError(BotError):
     """A playbook that cannot be used; the message says where and what to change."""
-
-
-def validate_timezone(value: str | None) -> str | None:
-    """An IANA timezone name APScheduler accepts (else the scheduler would fail when the job is added)."""
-    if value is None:
-        return value
-    from apscheduler.util import astimezone
-
-    try:
-        astimezone(value)
-    except Exception:
-        raise ValueError(f"unknown timezone {value!r}: use an IANA name such as Europe/Berlin or UTC") from None
-    return value
-
-
-class IntervalSchedule(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    every: str | float
-    timezone: str | None = None
-
-    @field_validator("timezone")
-    @classmethod
-    def _known_timezone(cls, value: str | None) -> str | None:
-        return validate_timezone(value)
-
-    @field_validator("every")
-    @classmethod
-    def _duration(cls, value: str | float) -> str | float:
-        seconds = parse_duration(value)
-        if seconds < 1:
-            raise ValueError("`every` must be at least 1s")
-        return value
-
-    @property
-    def seconds(self) -> float:
-        return parse_duration(self.every)
-
-
-class CronSchedule(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    cron: str
-    timezone: str | None = None
-
-
-def validate_cron(expr: str, timezone: str | None = None) -> None:
-    """Raise ValueError unless `expr` is a 5-field crontab expression APScheduler accepts."""
-    from apscheduler.triggers.cron import CronTrigger
-
-    if len(expr.split()) != 5:
-        raise ValueError(f"cron schedule {expr!r} needs 5 fields (minute hour day month weekday), e.g. '*/5 * * * *'")
-    try:
-        CronTrigger.from_crontab(expr, timezone=timezone or "UTC")
-    except Exception as exc:
-        raise ValueError(f"cron schedule {expr!r} is not valid: {exc}") from None
 
 
 class CheckEntry(BaseModel):

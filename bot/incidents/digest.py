@@ -26,77 +26,15 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
-
-from bot.durations import format_duration, parse_duration
+from bot.config import DigestSettings
+from bot.durations import format_duration
 from bot.engine.findings import SEVERITY_RANK, Subject
-from bot.engine.playbook import CronSchedule, IntervalSchedule, validate_cron
 from bot.incidents.db import insert, iso, parse_iso, row, rows, transaction, utc
 from bot.incidents.tracker import IncidentTracker, IncidentView, root_key
 
 if TYPE_CHECKING:
-    from bot.config import Settings
     from bot.engine.runner import RunResult
     from bot.store import Store
-
-
-class DigestSettings(BaseModel):
-    """`slack.digest` in the config file (proposed schema; config.py keeps it a free dict for now):
-
-    ```yaml
-    slack:
-      digest:
-        schedule: "0 9 * * 1-5"      # cron (5 fields) or {every: 24h} or {cron: ..., timezone: ...}
-        timezone: Europe/Berlin       # for a cron string; default UTC
-        channel: "#ml-platform"       # default: slack.default_channel
-        period: 24h                   # what the first digest covers (later ones: since the previous digest)
-        top: 5                        # top offenders listed
-        max_items: 10                 # new / ongoing / resolved incidents listed each
-    ```"""
-
-    model_config = ConfigDict(extra="forbid")
-
-    schedule: str | IntervalSchedule | CronSchedule = "0 9 * * *"
-    timezone: str | None = None
-    channel: str | None = None
-    period: str | float = "24h"
-    top: int = 5
-    max_items: int = 10
-    enabled: bool = True
-
-    @field_validator("schedule")
-    @classmethod
-    def _valid(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            validate_cron(value)
-        elif isinstance(value, CronSchedule):
-            validate_cron(value.cron, value.timezone)
-        return value
-
-    @field_validator("period")
-    @classmethod
-    def _duration(cls, value: str | float) -> str | float:
-        parse_duration(value)
-        return value
-
-    @property
-    def period_s(self) -> float:
-        return parse_duration(self.period)
-
-    @classmethod
-    def from_settings(cls, settings: Settings | None) -> DigestSettings | None:
-        raw = settings.slack.digest if settings is not None else None
-        if raw is None:
-            return None
-        try:
-            return cls.model_validate(raw)
-        except ValidationError as exc:
-            from bot.config import ConfigError
-
-            err = exc.errors()[0]
-            loc = ".".join(str(p) for p in err["loc"] if p not in ("str", "IntervalSchedule", "CronSchedule"))
-            where = f" in {settings.config_path}" if settings is not None and settings.config_path else ""
-            raise ConfigError(f"setting `slack.digest.{loc}`{where}: {err['msg']}") from None
 
 
 # -- data ----------------------------------------------------------------------------------------------------

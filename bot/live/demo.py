@@ -40,6 +40,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from bot.config import ActionsSettings, RotateBackend, RotateSettings, ServerSettings, Settings, load_settings
 from bot.errors import BotError
 from bot.live.agents import AgentFleet, AgentSpec, ServerRef, agent_missing_reason
 
@@ -177,8 +178,6 @@ class LiveDemo:
 
     # ------------------------------------------------------------------ setup
     def _settings(self, channel: str) -> Settings:
-        from bot.config import ActionsSettings, RotateBackend, RotateSettings, Settings
-
         base = self.base_settings or Settings()
         backend = RotateBackend.model_validate({
             "match": "live-*", "type": "command", "argv": launcher_argv(self.state_dir / "agents"), "timeout": "60s",
@@ -191,8 +190,6 @@ class LiveDemo:
 
     def _server(self) -> ServerSettings:
         from pydantic import SecretStr
-
-        from bot.config import ServerSettings
 
         key, secret = self.sim.keys[0]
         return ServerSettings(name="simulator (live-demo)", api_url=self.sim.api_url, web_url=self.sim.web_url,
@@ -508,7 +505,6 @@ def main(args: argparse.Namespace) -> int:
     if reason:
         print(f"clearml-chatops: demo --live needs real agents: {reason}", file=sys.stderr)
         return 2
-    from bot.config import load_settings
 
     settings = load_settings(args.config) if getattr(args, "config", None) else None
     pace = PACES["quick" if getattr(args, "quick", False) else "normal"]

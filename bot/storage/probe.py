@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from bot.config import StorageTarget
 from bot.storage import cloud, s3
 from bot.storage import results as r
 from bot.storage.credentials import (
@@ -44,7 +45,6 @@ class StorageContext:
     def from_snapshot(cls, snap: Snapshot, extra_urls: Iterable[str] = ()) -> StorageContext:
         """The configured targets, plus those of `extra_urls` (a playbook's) that the configuration already
         covers; the others go to `refused`, so a playbook cannot point the bot at an arbitrary host."""
-        from bot.config import StorageTarget
 
         settings: Settings | None = snap.settings
         targets = list(settings.storage_targets) if settings is not None else []

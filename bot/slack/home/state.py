@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from bot.clearml.errors import ClearMLError
+from bot.config import DigestSettings
 from bot.engine.window import ReadWindow, server_identity
 from bot.incidents.db import parse_iso, row, transaction, utc
 from bot.incidents.digest import TREND_METRICS, Trend
@@ -246,7 +247,6 @@ def next_runs(services: BotServices, now: datetime, limit: int = 5) -> list[Next
         if services.scheduler is not None:
             infos = services.scheduler.next_runs(now)
         else:
-            from bot.incidents.digest import DigestSettings
 
             jobs = build_jobs(services.playbooks(), DigestSettings.from_settings(services.settings))
             infos = compute(jobs, services.store, now)
