@@ -44,9 +44,9 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from bot import metrics
-from bot.incidents.db import insert, iso, parse_iso, row, rows, transaction, update, utc
-from bot.incidents.owners import is_dm_target, slack_user_ref
 from bot.redact import redact_tree
+from bot.store import insert, iso, parse_iso, reading, row, rows, schema, transaction, update, utc
+from bot.targets import is_dm_target, slack_user_ref
 
 if TYPE_CHECKING:
     from slack_sdk import WebClient
@@ -532,8 +532,8 @@ class Outbox:
     def failed_count(self) -> int:
         """Messages that failed for good (for /metrics): a plain read under the store's lock, so a scrape never
         takes SQLite's write lock."""
-        with self.store._lock:
-            r = row(self.store.db.conn, "SELECT count(*) AS n FROM outbox WHERE status = 'failed'")
+        with reading(self.store) as conn:
+            r = row(conn, "SELECT count(*) AS n FROM outbox WHERE status = 'failed'")
         return int(r["n"]) if r else 0
 
     def failed(self, limit: int = 50) -> list[dict[str, Any]]:
@@ -599,30 +599,7 @@ class Outbox:
 
 
 def ensure_schema(store: Store) -> None:
-    with transaction(store) as conn:
-        conn.execute(
-            """CREATE TABLE IF NOT EXISTS outbox (
-                id INTEGER PRIMARY KEY AUTOINCREMENT,
-                key TEXT NOT NULL UNIQUE,
-                channel TEXT NOT NULL,
-                kind TEXT NOT NULL,
-                root_key TEXT,
-                payload TEXT NOT NULL,
-                status TEXT NOT NULL,
-                attempts INTEGER NOT NULL DEFAULT 0,
-                next_attempt_at TEXT NOT NULL,
-                attempt_started_at TEXT,
-                uncertain INTEGER NOT NULL DEFAULT 0,
-                last_error TEXT,
-                ts TEXT,
-                channel_id TEXT,
-                created_at TEXT NOT NULL,
-                sent_at TEXT,
-                failed_at TEXT
-            )"""
-        )
-        conn.execute("CREATE INDEX IF NOT EXISTS outbox_status ON outbox(status, id)")
-        conn.execute("CREATE INDEX IF NOT EXISTS outbox_root ON outbox(root_key, kind, status)")
+    schema.ensure_outbox(store)  # bot/store/schema.py
 
 
 def _plain(value: Any) -> Any:

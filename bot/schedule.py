@@ -39,7 +39,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from bot.config import DigestSettings, load_settings, resolve_server
 from bot.durations import format_duration
 from bot.engine.playbook import CronSchedule, IntervalSchedule, Playbook
-from bot.incidents.db import iso, parse_iso, row, rows, transaction, utc
+from bot.store import iso, parse_iso, row, rows, schema, transaction, utc
 
 if TYPE_CHECKING:
     from apscheduler.schedulers.base import BaseScheduler
@@ -155,17 +155,7 @@ def fire_times_between(trigger: BaseTrigger, after: datetime, until: datetime) -
 
 
 def ensure_schema(store: Store) -> None:
-    with transaction(store) as conn:
-        conn.execute(
-            """CREATE TABLE IF NOT EXISTS schedule_state (
-                job_id TEXT PRIMARY KEY,
-                last_started_at TEXT,
-                last_finished_at TEXT,
-                last_status TEXT,
-                last_trigger TEXT,
-                last_error TEXT
-            )"""
-        )
+    schema.ensure_schedule_state(store)  # bot/store/schema.py
 
 
 def _state(store: Store) -> dict[str, dict[str, Any]]:

@@ -12,43 +12,20 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
 from bot import metrics
 from bot.actions.base import Actor
+from bot.mrkdwn import neutral
 from bot.redact import redact
-from bot.store import Store
-
-_lock = threading.RLock()
+from bot.store import Store, insert, schema, transaction
 
 
 def ensure_schema(store: Store) -> None:
-    """Create the table if missing (idempotent, cheap after the first call)."""
-    store.ensure_table(
-        "audit",
-        {
-            "id": int,
-            "at": str,
-            "actor_id": str,
-            "actor_name": str,
-            "via": str,
-            "action": str,
-            "server": str,
-            "subject": str,
-            "params": str,
-            "outcome": str,
-            "error": str,
-            "created_ids": str,
-            "detail": str,
-            "idempotency_key": str,
-            "context": str,
-        },
-        pk="id",
-        indexes=(("at",), ("subject",)),
-    )
+    """Create the table if missing (idempotent, cheap after the first call): bot/store/schema.py."""
+    schema.ensure_audit(store)
 
 
 def record(
@@ -91,8 +68,8 @@ def record(
         "idempotency_key": idempotency_key,
         "context": json.dumps(context or {}, sort_keys=True, default=str),
     }
-    with _lock:
-        audit_id = int(store.db["audit"].insert(row).last_pk)  # type: ignore[union-attr, arg-type]
+    with transaction(store) as conn:
+        audit_id = insert(conn, "audit", row)
     metrics.action(action, outcome)  # after the write: an attempt counts once it is on record
     return audit_id
 
@@ -133,8 +110,6 @@ def format_row(row: dict[str, Any], *, mrkdwn: bool = False) -> str:
     is a mention only when the row holds a Slack user id."""
     data: Any = str
     if mrkdwn:
-        from bot.slack.messages.common import neutral
-
         def data(value: Any) -> str:
             return neutral(str(value))
 

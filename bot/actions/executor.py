@@ -44,6 +44,7 @@ from bot.clearml.errors import ClearMLError, ServerUnavailableError, StatusTrans
 from bot.config import ConfigError, ServerSettings, Settings, resolve_server
 from bot.durations import parse_duration
 from bot.errors import BotError
+from bot.mrkdwn import neutral
 from bot.redact import redact
 from bot.store import Store
 
@@ -550,8 +551,6 @@ def _mrkdwn_escape(text: str) -> str:
 
 def _as_mrkdwn(text: str) -> str:
     """Plain outcome text for Slack: escaped, formatting and newlines neutralised (no mention or link survives)."""
-    from bot.slack.messages.common import neutral
-
     return neutral(text)
 
 

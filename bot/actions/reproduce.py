@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -28,7 +27,7 @@ from bot.actions.requeue import enqueue_step, note_unwatched
 from bot.clearml.errors import ClearMLError, NotFoundError
 from bot.diagnosis.refs import task_id_of
 from bot.durations import parse_duration
-from bot.store import Store
+from bot.store import Store, insert, schema, transaction, update
 
 if TYPE_CHECKING:
     from bot.actions.executor import ActionDeps
@@ -37,7 +36,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ENDED = ("completed", "failed", "stopped", "published", "closed")
-_lock = threading.RLock()
 
 
 class ReproduceParams(ActionParams):
@@ -57,28 +55,8 @@ class ReproduceParams(ActionParams):
 
 
 def ensure_schema(store: Store) -> None:
-    """Create the table if missing (idempotent, cheap after the first call)."""
-    store.ensure_table(
-        "repro_watches",
-        {
-            "id": int,
-            "server": str,
-            "original": str,
-            "clone": str,
-            "actor_id": str,
-            "actor_name": str,
-            "via": str,
-            "started_at": str,
-            "deadline": str,
-            "tolerances": str,
-            "context": str,
-            "status": str,  # watching | done | timeout | error
-            "finished_at": str,
-            "text": str,
-            "result": str,
-        },
-        pk="id",
-    )
+    """Create the table if missing (idempotent, cheap after the first call): bot/store/schema.py."""
+    schema.ensure_repro_watches(store)
 
 
 def add_watch(
@@ -107,8 +85,8 @@ def add_watch(
         "context": json.dumps(context, default=str),
         "status": "watching",
     }
-    with _lock:
-        return int(store.db["repro_watches"].insert(row).last_pk)  # type: ignore[union-attr, arg-type]
+    with transaction(store) as conn:
+        return insert(conn, "repro_watches", row)
 
 
 def pending(store: Store) -> list[dict[str, Any]]:
@@ -220,9 +198,9 @@ def _render(comparison: Comparison, original: dict[str, Any], clone: dict[str, A
 
 def _finish_watch(store: Store, watch_id: int, status: str, text: str, result: dict[str, Any] | None,
                   now: datetime) -> None:
-    with _lock:
-        store.db["repro_watches"].update(  # type: ignore[union-attr]
-            watch_id,
+    with transaction(store) as conn:
+        update(
+            conn, "repro_watches", watch_id,
             {"status": status, "finished_at": now.astimezone(UTC).isoformat(), "text": text,
              "result": json.dumps(result, default=str) if result is not None else None},
         )

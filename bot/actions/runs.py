@@ -10,46 +10,21 @@ STALE_AFTER_S (no action step runs that long).
 from __future__ import annotations
 
 import json
-import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bot.actions.base import Actor
-from bot.store import Store
+from bot.store import Store, schema, transaction
 
 STALE_AFTER_S = 1800.0
 RETRYABLE = ("failed", "refused")
 
-_lock = threading.RLock()
 
 
 def ensure_schema(store: Store) -> None:
-    """Create the table if missing (idempotent, cheap after the first call)."""
-    store.ensure_table(
-        "action_runs",
-        {
-            "key": str,
-            "action": str,
-            "server": str,
-            "subject": str,
-            "actor_id": str,
-            "actor_name": str,
-            "via": str,
-            "status": str,  # running | ok | failed | refused
-            "started_at": str,
-            "finished_at": str,
-            "outcome": str,  # ActionOutcome JSON
-            "context": str,  # where it was asked (JSON: channel, thread_ts): an interrupted run is reported there
-        },
-        pk="key",
-    )
-    table = store.db["action_runs"]
-    if "context" not in table.columns_dict:  # type: ignore[union-attr]  # a store from before the column
-        try:
-            table.add_column("context", str)  # type: ignore[union-attr]
-        except Exception:  # another connection added it first
-            pass
+    """Create the table if missing (idempotent, cheap after the first call): bot/store/schema.py."""
+    schema.ensure_action_runs(store)
 
 
 @dataclass
@@ -113,10 +88,10 @@ def claim(
     started = now.astimezone(UTC).isoformat()
     values = (action, server, subject, actor.id, actor.name, actor.via, started,
               json.dumps(context, default=str) if context else None)
-    with _lock:
+    with transaction(store) as conn:  # the store's lock and one write transaction: claim or re-claim atomically
         # INSERT OR IGNORE rather than catching the constraint error: under contention sqlite3 sometimes
         # reports the UNIQUE violation as a plain DatabaseError, which let a second caller through.
-        inserted = store.db.execute(
+        inserted = conn.execute(
             "insert or ignore into action_runs (key, action, server, subject, actor_id, actor_name, via, started_at, "
             "context, status) values (?, ?, ?, ?, ?, ?, ?, ?, ?, 'running')",
             (key, *values),
@@ -125,7 +100,7 @@ def claim(
             return None
         stale = (now - timedelta(seconds=STALE_AFTER_S)).astimezone(UTC).isoformat()
         # Re-claim a retryable or abandoned run; the WHERE makes it atomic against a concurrent re-claim.
-        cursor = store.db.execute(
+        cursor = conn.execute(
             "update action_runs set action = ?, server = ?, subject = ?, actor_id = ?, actor_name = ?, via = ?, "
             "started_at = ?, context = ?, status = 'running', finished_at = null, outcome = null "
             f"where key = ? and (status in ({', '.join('?' * len(RETRYABLE))}) "
@@ -141,8 +116,8 @@ def claim(
 
 def finish(store: Store, key: str, *, status: str, outcome: dict[str, Any], now: datetime) -> None:
     ensure_schema(store)
-    with _lock:
-        store.db.execute(
+    with transaction(store) as conn:
+        conn.execute(
             "update action_runs set status = ?, finished_at = ?, outcome = ? where key = ?",
             (status, now.astimezone(UTC).isoformat(), json.dumps(outcome, default=str), key),
         )
@@ -161,14 +136,14 @@ def recover_interrupted(store: Store, *, now: datetime | None = None) -> list[Ru
 
     ensure_schema(store)
     now = now or datetime.now(UTC)
-    with _lock:
+    with transaction(store) as conn:  # audit.record joins it: each interrupted run and its audit row together
         rows = [_row(r) for r in store.db["action_runs"].rows_where("status = 'running'")]  # type: ignore[union-attr]
         for run in rows:
             when = run.started_at.astimezone(UTC).strftime("%H:%M UTC")
             text = (f"interrupted: the bot stopped while this {run.action} of {run.subject} ran (started {when}); "
                     "part of it may have been done, check the subject's state before acting again")
-            store.db.execute(
-                "update action_runs set status = ?, finished_at = ?, outcome = ? where key = ? and status = 'running'",
+            conn.execute(
+                "update action_runs set status = ?, finished_at = ?, outcome = ? where key = ? and status = 'running''",
                 (INTERRUPTED, now.astimezone(UTC).isoformat(), json.dumps({"status": INTERRUPTED, "text": text}),
                  run.key),
             )

@@ -21,8 +21,8 @@ from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Literal
 
 from bot.durations import format_duration
-from bot.incidents.db import iso, parse_iso, rows, transaction, utc
 from bot.redact import redact
+from bot.store import iso, parse_iso, rows, transaction, utc
 
 if TYPE_CHECKING:
     from bot.store import Store

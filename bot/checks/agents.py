@@ -237,7 +237,7 @@ class MissingParams(CheckParams):
     )
     baseline_window: Duration = Field(
         default=7 * 86400.0,
-        le=30 * 86400.0,  # the store keeps 30 days of pool observations (bot/store.py FLEET_POOLS_KEEP_S)
+        le=30 * 86400.0,  # the store keeps 30 days of pool observations (bot/store/core.py FLEET_POOLS_KEEP_S)
         description="with `expected: auto`: the run history the usual pools are learned from (at most 30 days)",
     )
     baseline_share: float = Field(

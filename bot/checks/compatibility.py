@@ -20,9 +20,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from bot.checks.common import Duration, matches_any, server_subject
-from bot.engine.baseline import AgentVersionSeen
 from bot.engine.findings import Finding, fingerprint_for
 from bot.engine.registry import CheckParams, check
+from bot.store import AgentVersionSeen
 
 if TYPE_CHECKING:
     from bot.engine.snapshot import Snapshot

@@ -6,6 +6,7 @@ snapshot (which fetches each collection once per run, shared by all checks) and 
 
 from __future__ import annotations
 
+import importlib
 import inspect
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -50,10 +51,9 @@ class CheckSpec:
 
     @property
     def severities(self) -> dict[str, str]:
-        """What this check reports at info, warning and critical, and why (bot/checks/severity.py)."""
-        from bot.checks.severity import SEVERITY_POLICY
-
-        return dict(SEVERITY_POLICY.get(self.id, {}))
+        """What this check reports at info, warning and critical, and why (bot/checks/severity.py, handed over by
+        the check library when it loads: see `set_severity_policy`)."""
+        return dict(_SEVERITY_POLICY.get(self.id, {}))
 
     @property
     def area(self) -> str:
@@ -61,6 +61,20 @@ class CheckSpec:
 
 
 REGISTRY: dict[str, CheckSpec] = {}
+
+# check id -> level -> why; the check library installs its table when it loads (bot/checks/__init__.py), so the
+# registry reads it without importing the checks.
+_SEVERITY_POLICY: dict[str, dict[str, str]] = {}
+
+# The check library, loaded by name: it is a plug-in of the engine (its modules register themselves with `check`),
+# and the engine uses no name from it, so the package layering stays one way (checks -> engine).
+CHECK_LIBRARY = "bot.checks"
+
+
+def set_severity_policy(policy: dict[str, dict[str, str]]) -> None:
+    """Install the check library's severity table (what each check reports at info, warning and critical)."""
+    global _SEVERITY_POLICY
+    _SEVERITY_POLICY = policy
 
 
 def check(check_id: str, params: type[CheckParams] = NoParams) -> Callable[[CheckFunc], CheckFunc]:
@@ -83,6 +97,6 @@ def check(check_id: str, params: type[CheckParams] = NoParams) -> Callable[[Chec
 
 def load_builtin_checks() -> dict[str, CheckSpec]:
     """Import the check library so every built-in check is registered."""
-    import bot.checks  # noqa: F401  (import registers the checks)
+    importlib.import_module(CHECK_LIBRARY)  # importing it registers the checks
 
     return REGISTRY

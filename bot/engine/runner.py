@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from bot import metrics
 from bot.clearml.errors import ClearMLError, ServerUnavailableError
 from bot.engine.correlation import correlate
-from bot.engine.findings import SEVERITY_RANK, Finding, Subject, is_problem
+from bot.engine.findings import SEVERITY_RANK, Finding, Severity, Subject, is_problem, worst_severity
 from bot.engine.registry import REGISTRY, load_builtin_checks
 from bot.engine.snapshot import Snapshot
 from bot.redact import redact, redact_tree
@@ -30,8 +30,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from bot.config import ServerSettings, Settings
-    from bot.engine.baseline import AgentVersionSeen, PoolCount, PoolObservation
     from bot.engine.playbook import CheckEntry, Playbook
+    from bot.store import AgentVersionSeen, PoolCount, PoolObservation
 
 
 @dataclass
@@ -69,6 +69,11 @@ class RunResult:
     data_age_s: float | None = None
     # kind -> ids the server listed in this run (workers, queues): a subject missing here vanished; not in to_json
     listed: dict[str, set[str]] = field(default_factory=dict)
+
+    @property
+    def worst(self) -> Severity:
+        """The worst severity among the findings ("ok" when none): the store keeps it per run."""
+        return worst_severity(self.findings)
 
     @property
     def problems(self) -> list[Finding]:

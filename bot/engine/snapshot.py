@@ -25,8 +25,8 @@ from bot.clearml.models import Queue, Task, Worker
 if TYPE_CHECKING:
     from bot.clearml.client import ClearMLClient
     from bot.config import ServerSettings, Settings
-    from bot.engine.baseline import AgentVersionSeen, PoolCount, PoolObservation
     from bot.engine.window import ReadWindow
+    from bot.store import AgentVersionSeen, PoolCount, PoolObservation
 
 T = TypeVar("T")
 

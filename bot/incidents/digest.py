@@ -29,8 +29,8 @@ from typing import TYPE_CHECKING, Any, Literal
 from bot.config import DigestSettings
 from bot.durations import format_duration
 from bot.engine.findings import SEVERITY_RANK, Subject
-from bot.incidents.db import insert, iso, parse_iso, row, rows, transaction, utc
 from bot.incidents.tracker import IncidentTracker, IncidentView, root_key
+from bot.store import insert, iso, parse_iso, row, rows, schema, transaction, utc
 
 if TYPE_CHECKING:
     from bot.engine.runner import RunResult
@@ -144,31 +144,7 @@ TREND_METRICS: tuple[tuple[str, str, Literal["lower", "higher"], Literal["count"
 
 
 def ensure_schema(store: Store) -> None:
-    IncidentTracker(store)  # the digest reads incidents: make sure their tables exist too
-    with transaction(store) as conn:
-        conn.execute(
-            """CREATE TABLE IF NOT EXISTS run_metrics (
-                id INTEGER PRIMARY KEY,
-                run_id INTEGER,
-                at TEXT NOT NULL,
-                server TEXT NOT NULL,
-                name TEXT NOT NULL,
-                value REAL NOT NULL
-            )"""
-        )
-        conn.execute("CREATE INDEX IF NOT EXISTS run_metrics_name_at ON run_metrics(name, at)")
-        conn.execute(
-            """CREATE TABLE IF NOT EXISTS digests (
-                id INTEGER PRIMARY KEY,
-                channel TEXT,
-                at TEXT NOT NULL,
-                period_start TEXT NOT NULL,
-                period_end TEXT NOT NULL,
-                state TEXT NOT NULL,
-                metrics TEXT NOT NULL,
-                summary TEXT NOT NULL
-            )"""
-        )
+    schema.ensure_digests(store)  # bot/store/schema.py
 
 
 def metrics_from_result(result: RunResult) -> dict[str, float]:

@@ -12,18 +12,16 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
+from bot.targets import DM_PREFIX
+from bot.targets import is_dm_target as is_dm_target  # re-exported for code written against owners
+from bot.targets import slack_user_ref as slack_user_ref
+
 if TYPE_CHECKING:
     from bot.config import SlackSettings
     from bot.engine.findings import Finding
     from bot.engine.snapshot import Snapshot
 
-DM_PREFIX = "dm:"
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-_SLACK_USER = re.compile(r"^[UW][A-Z0-9]{6,}$")
-
-
-def is_dm_target(channel: str) -> bool:
-    return channel.startswith(DM_PREFIX)
 
 
 async def attach_owners(snap: Snapshot, findings: list[Finding]) -> int:
@@ -73,12 +71,6 @@ def owner_target(owner: dict[str, Any] | None, slack: SlackSettings | None) -> s
         if candidate and _EMAIL.match(str(candidate)):
             return DM_PREFIX + str(candidate)
     return None
-
-
-def slack_user_ref(target: str) -> tuple[str, str]:
-    """("user", "U123") or ("email", "alice@example.com") for a "dm:..." target."""
-    value = target[len(DM_PREFIX):] if is_dm_target(target) else target
-    return ("user", value) if _SLACK_USER.match(value) else ("email", value)
 
 
 async def run_with_owners(

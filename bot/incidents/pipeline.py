@@ -29,9 +29,9 @@ from typing import IO, TYPE_CHECKING, Any, Protocol
 from bot.durations import format_duration
 from bot.engine.findings import SEVERITY_RANK
 from bot.incidents import digest as digest_mod
-from bot.incidents.db import transaction, utc
 from bot.incidents.owners import owner_target
 from bot.incidents.tracker import IncidentTracker, IncidentView, Notification, TrackerPolicy, root_key
+from bot.store import transaction, utc
 
 if TYPE_CHECKING:
     from bot.config import Settings

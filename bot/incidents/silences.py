@@ -18,14 +18,13 @@ consequences, not separate problems.
 from __future__ import annotations
 
 import fnmatch
-import weakref
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from bot.durations import format_duration, parse_duration
 from bot.errors import BotError
-from bot.incidents.db import insert, iso, parse_iso, rows, transaction, utc
+from bot.store import insert, iso, parse_iso, rows, schema, transaction, utc
 
 if TYPE_CHECKING:
     from bot.engine.findings import Finding
@@ -96,27 +95,8 @@ def related_subjects(evidence: dict[str, Any]) -> list[dict[str, str]]:
 # -- storage --------------------------------------------------------------------------------------------------
 
 
-_READY: weakref.WeakSet[Store] = weakref.WeakSet()  # stores whose table exists (the commands may come first)
-
-
 def ensure_schema(store: Store) -> None:
-    if store in _READY:
-        return
-    with transaction(store) as conn:
-        conn.execute(
-            """CREATE TABLE IF NOT EXISTS silences (
-                id INTEGER PRIMARY KEY,
-                pattern TEXT NOT NULL,
-                reason TEXT NOT NULL DEFAULT '',
-                created_by TEXT NOT NULL DEFAULT '',
-                created_at TEXT NOT NULL,
-                expires_at TEXT NOT NULL,
-                cancelled_at TEXT,
-                cancelled_by TEXT NOT NULL DEFAULT ''
-            )"""
-        )
-        conn.execute("CREATE INDEX IF NOT EXISTS silences_expires ON silences(expires_at)")
-    _READY.add(store)
+    schema.ensure_silences(store)  # bot/store/schema.py
 
 
 def _silence(r: dict[str, Any]) -> Silence:

@@ -56,7 +56,7 @@ from bot.durations import format_duration
 from bot.engine.findings import SEVERITY_RANK, Finding, Subject, SubjectKind
 from bot.errors import BotError
 from bot.incidents import silences as silences_mod
-from bot.incidents.db import insert, iso, parse_iso, row, rows, transaction, update, utc
+from bot.store import insert, iso, parse_iso, row, rows, schema, transaction, update, utc
 
 if TYPE_CHECKING:
     import sqlite3
@@ -361,101 +361,8 @@ def evidence_changes(old: dict[str, Any], new: dict[str, Any], baseline: dict[st
 
 
 def ensure_schema(store: Store) -> None:
-    """Create the incident tables if missing (idempotent; safe on every start)."""
-    silences_mod.ensure_schema(store)
-    with transaction(store) as conn:
-        conn.execute(
-            """CREATE TABLE IF NOT EXISTS incidents (
-                id INTEGER PRIMARY KEY,
-                server TEXT NOT NULL,
-                anchor_kind TEXT NOT NULL,
-                anchor_id TEXT NOT NULL,
-                anchor_name TEXT NOT NULL DEFAULT '',
-                status TEXT NOT NULL,
-                severity TEXT NOT NULL,
-                title TEXT NOT NULL,
-                channel TEXT,
-                playbook TEXT,
-                opened_at TEXT NOT NULL,
-                last_seen TEXT NOT NULL,
-                resolved_at TEXT,
-                resolved_by TEXT,
-                resolve_reason TEXT,
-                count INTEGER NOT NULL DEFAULT 1,
-                reopen_count INTEGER NOT NULL DEFAULT 0,
-                ack_by TEXT,
-                ack_at TEXT,
-                snoozed_until TEXT,
-                snoozed_by TEXT,
-                announced INTEGER NOT NULL DEFAULT 0,
-                events INTEGER NOT NULL DEFAULT 0,
-                split_from INTEGER,
-                updated_at TEXT NOT NULL
-            )"""
-        )
-        conn.execute("CREATE INDEX IF NOT EXISTS incidents_open ON incidents(status, server, anchor_kind, anchor_id)")
-        conn.execute("CREATE INDEX IF NOT EXISTS incidents_resolved_at ON incidents(resolved_at)")
-        conn.execute("CREATE INDEX IF NOT EXISTS incidents_opened_at ON incidents(opened_at)")
-        conn.execute(
-            """CREATE TABLE IF NOT EXISTS incident_members (
-                id INTEGER PRIMARY KEY,
-                incident_id INTEGER NOT NULL REFERENCES incidents(id),
-                server TEXT NOT NULL,
-                fingerprint TEXT NOT NULL,
-                check_id TEXT NOT NULL,
-                subject_kind TEXT NOT NULL,
-                subject_id TEXT NOT NULL,
-                subject_name TEXT NOT NULL DEFAULT '',
-                role TEXT NOT NULL,
-                state TEXT NOT NULL,
-                severity TEXT NOT NULL,
-                first_seen TEXT NOT NULL,
-                last_seen TEXT NOT NULL,
-                cleared_at TEXT,
-                count INTEGER NOT NULL DEFAULT 1,
-                clean_runs INTEGER NOT NULL DEFAULT 0,
-                scopes TEXT NOT NULL DEFAULT '[]',
-                evidence_key TEXT NOT NULL DEFAULT '',
-                silenced INTEGER NOT NULL DEFAULT 0,
-                moved_to INTEGER,
-                finding TEXT NOT NULL
-            )"""
-        )
-        # The invariant the whole feature rests on: one live member per (server, fingerprint), ever.
-        conn.execute(
-            "CREATE UNIQUE INDEX IF NOT EXISTS incident_members_live ON incident_members(server, fingerprint) "
-            "WHERE state IN ('firing', 'cleared')"
-        )
-        conn.execute("CREATE INDEX IF NOT EXISTS incident_members_incident ON incident_members(incident_id)")
-        # thread lines a mute (snooze or silence) held back, told in one reply when it ends
-        conn.execute(
-            """CREATE TABLE IF NOT EXISTS incident_held_lines (
-                id INTEGER PRIMARY KEY,
-                incident_id INTEGER NOT NULL REFERENCES incidents(id),
-                at TEXT NOT NULL,
-                muted_by TEXT NOT NULL,
-                line TEXT NOT NULL
-            )"""
-        )
-        conn.execute("CREATE INDEX IF NOT EXISTS incident_held_lines_incident ON incident_held_lines(incident_id)")
-        conn.execute("CREATE INDEX IF NOT EXISTS incident_members_fp ON incident_members(server, fingerprint, state)")
-        # Columns added after the first release: stores created before get them here (NULL / default = as before).
-        for table, column, decl in _ADDED_COLUMNS:
-            have = {r[1] for r in conn.execute(f"PRAGMA table_info({table})").fetchall()}
-            if column not in have:
-                conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
-
-
-_ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
-    ("incidents", "storm", "INTEGER NOT NULL DEFAULT 0"),
-    ("incidents", "mirrors", "TEXT NOT NULL DEFAULT '[]'"),
-    ("incidents", "refused_channel", "TEXT"),
-    ("incidents", "refused_error", "TEXT"),
-    ("incidents", "refused_checked_at", "TEXT"),
-    ("incident_members", "gone_at", "TEXT"),
-    ("incident_members", "caused_by", "TEXT"),
-    ("incident_members", "seen_listed", "INTEGER NOT NULL DEFAULT 0"),  # the server listed the subject at least once
-)
+    """Create the incident tables if missing (idempotent; safe on every start): bot/store/schema.py."""
+    schema.ensure_incidents(store)
 
 
 # -- the tracker -------------------------------------------------------------------------------------------------

@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING
 
 from bot.charts import render
 from bot.charts.series import backlog_chart, digest_charts
-from bot.incidents.db import utc
 from bot.incidents.pipeline import digest_key
 from bot.incidents.tracker import IncidentView, root_key
+from bot.store import utc
 
 if TYPE_CHECKING:
     from bot.incidents.digest import Digest

@@ -20,12 +20,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from bot.incidents.db import parse_iso, rows, transaction
 from bot.incidents.pipeline import IncidentPipeline
 from bot.incidents.tracker import IncidentView, root_key
 from bot.slack.messages.actions import STATUS_ICON
 from bot.slack.messages.incidents import SlackIncidentRenderer, TakenAction
 from bot.slack.routing import NoChannelError
+from bot.store import parse_iso, rows, transaction
 
 if TYPE_CHECKING:
     from slack_sdk import WebClient

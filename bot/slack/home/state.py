@@ -20,11 +20,11 @@ from typing import TYPE_CHECKING, Any
 from bot.clearml.errors import ClearMLError
 from bot.config import DigestSettings
 from bot.engine.window import ReadWindow, server_identity
-from bot.incidents.db import parse_iso, row, transaction, utc
 from bot.incidents.digest import TREND_METRICS, Trend
 from bot.incidents.tracker import IncidentView, root_key
 from bot.redact import redact
 from bot.slack.commands.lookups import Meta, agent_thresholds, open_snapshot, worker_state
+from bot.store import parse_iso, row, transaction, utc
 
 if TYPE_CHECKING:
     from bot.config import ServerSettings, Settings

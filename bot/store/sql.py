@@ -1,4 +1,5 @@
-"""Small SQLite helpers shared by the incident tracker, silences, digests, the outbox and the scheduler.
+"""Transactions and the small SQLite helpers every user of the store shares (incidents, silences, digests, the
+outbox, the scheduler, actions, charts).
 
 `Store` opens its connection in autocommit mode (`isolation_level=None`), so `with conn:` does *not* make a
 group of statements atomic. Everything here that must be all-or-nothing (an incident change and the Slack
@@ -39,6 +40,14 @@ def transaction(store: Store) -> Iterator[sqlite3.Connection]:
             conn.rollback()
             raise
         conn.commit()
+
+
+@contextmanager
+def reading(store: Store) -> Iterator[sqlite3.Connection]:
+    """A plain read on the store's connection under its lock: unlike `transaction`, it never takes SQLite's write
+    lock (for /metrics scrapes)."""
+    with store._lock:
+        yield store.db.conn
 
 
 def rows(conn: sqlite3.Connection, sql: str, args: Sequence[Any] = ()) -> list[dict[str, Any]]:

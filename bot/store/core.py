@@ -1,7 +1,7 @@
-"""The embedded store (SQLite through sqlite-utils, WAL mode): runs and their findings.
+"""The embedded store (SQLite through sqlite-utils, WAL mode): its connection, and runs and their findings.
 
-One file, safe for one writer process and concurrent readers. Later tables (incidents, audit, outbox) live
-here too so that every piece of state survives restarts in one place.
+One file, safe for one writer process and concurrent readers. Every other table (incidents, audit, outbox, ...)
+lives here too, so that every piece of state survives restarts in one place; bot/store/schema.py creates them.
 """
 
 from __future__ import annotations
@@ -13,21 +13,43 @@ import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import sqlite_utils
 
 from bot.errors import BotError
-
-if TYPE_CHECKING:
-    from bot.engine.baseline import AgentVersionSeen, PoolObservation
-    from bot.engine.runner import RunResult
-
+from bot.store import schema
+from bot.store.records import AgentVersionSeen, PoolCount, PoolObservation
+from bot.store.sql import insert, transaction
 
 # How long pool observations (agents.missing's learned baseline) are kept: its longest `baseline_window`.
 FLEET_POOLS_KEEP_S = 30 * 86400.0
 # How long a worker's recorded clearml-agent version is kept when no run confirms it (the worker is gone).
 AGENT_VERSIONS_KEEP_S = 30 * 86400.0
+
+
+class RunRecord(Protocol):
+    """What `Store.record_run` reads of a run (bot/engine/runner.py's RunResult has it): the store imports nothing
+    of the engine. `findings` hold the engine's Finding objects (check, severity, fingerprint, subject, title and
+    `model_dump_json()`); `checks` have `id` and `status`."""
+
+    playbooks: list[str]
+    server: str
+    server_url: str
+    started_at: datetime
+    duration_s: float
+    api_calls: int
+    trigger: str
+    findings: Any
+    checks: Any
+    fleet_pools: dict[str, PoolCount] | None
+    agent_versions: dict[str, AgentVersionSeen] | None
+
+    @property
+    def problems(self) -> Any: ...
+
+    @property
+    def worst(self) -> str: ...
 
 
 class StoreError(BotError):
@@ -116,56 +138,11 @@ class Store:
         return self.db.table(name)
 
     def _migrate(self) -> None:
-        runs = self.db["runs"]
-        if not runs.exists():
-            runs.create(  # type: ignore[union-attr]
-                {
-                    "id": int,
-                    "started_at": str,
-                    "duration_s": float,
-                    "server": str,
-                    "server_url": str,
-                    "playbooks": str,
-                    "trigger": str,
-                    "api_calls": int,
-                    "worst": str,
-                    "problems": int,
-                    "findings": int,
-                    "checks": str,
-                },
-                pk="id",
-            )
-            runs.create_index(["started_at"])  # type: ignore[union-attr]
-        findings = self.db["findings"]
-        if not findings.exists():
-            findings.create(  # type: ignore[union-attr]
-                {
-                    "id": int,
-                    "run_id": int,
-                    "at": str,
-                    "check_id": str,
-                    "severity": str,
-                    "fingerprint": str,
-                    "subject_kind": str,
-                    "subject_id": str,
-                    "subject_name": str,
-                    "title": str,
-                    "finding": str,
-                },
-                pk="id",
-                foreign_keys=[("run_id", "runs", "id")],
-            )
-            findings.create_index(["check_id", "at"])  # type: ignore[union-attr]
-            findings.create_index(["fingerprint"])  # type: ignore[union-attr]
-            findings.create_index(["at"])  # type: ignore[union-attr]
+        schema.create_run_tables(self.db)
 
-    def record_run(self, result: RunResult) -> int:
+    def record_run(self, result: RunRecord) -> int:
         """Persist a run and its findings atomically; returns the run id."""
-        from bot.engine.findings import worst_severity
-
         at = result.started_at.astimezone(UTC).isoformat(timespec="microseconds")
-        from bot.incidents.db import insert, transaction
-
         if result.fleet_pools is not None:
             self._ensure_fleet_pools()
         if result.agent_versions:
@@ -186,7 +163,7 @@ class Store:
                         "playbooks": json.dumps(result.playbooks),
                         "trigger": result.trigger,
                         "api_calls": result.api_calls,
-                        "worst": worst_severity(result.findings),
+                        "worst": result.worst,
                         "problems": len(result.problems),
                         "findings": len(result.findings),
                         "checks": json.dumps([{"id": c.id, "status": c.status} for c in result.checks]),
@@ -246,25 +223,14 @@ class Store:
         return int(run_id)  # type: ignore[arg-type]
 
     def _ensure_fleet_pools(self) -> None:
-        self.ensure_table(
-            "fleet_pools",
-            {"run_id": int, "at": str, "server_url": str, "pools": str},
-            pk="run_id",
-            indexes=(("server_url", "at"),),
-        )
+        schema.ensure_fleet_pools(self)
 
     def _ensure_agent_versions(self) -> None:
-        self.ensure_table(
-            "agent_versions",
-            {"server_url": str, "worker": str, "version": str, "task_id": str, "task_name": str, "seen_at": str},
-            pk=("server_url", "worker"),
-        )
+        schema.ensure_agent_versions(self)
 
     def agent_versions(self, server_url: str) -> dict[str, AgentVersionSeen]:
         """The clearml-agent version last read per worker of `server_url` (server.compatibility reads only the
         logs of workers missing here, or re-registered since)."""
-        from bot.engine.baseline import AgentVersionSeen
-
         try:
             self._ensure_agent_versions()
             rows = self.db.execute(
@@ -286,8 +252,6 @@ class Store:
     def pool_history(self, server_url: str, window_s: float, *, now: datetime | None = None) -> list[PoolObservation]:
         """The pools registered at each recorded run against `server_url` within the last `window_s`, oldest
         first: what `agents.missing` (`expected: auto`) learns the usual fleet from."""
-        from bot.engine.baseline import PoolCount, PoolObservation
-
         try:
             self._ensure_fleet_pools()
             since = ((now or datetime.now(UTC)) - timedelta(seconds=window_s)).astimezone(UTC)

@@ -1,0 +1,23 @@
+"""Where a Slack message goes: a channel (name or id), or a direct message `dm:<Slack user id or e-mail>`.
+
+The incident pipeline addresses a task's owner this way (bot/incidents/owners.py) and the outbox's sender opens
+the DM (users.lookupByEmail, conversations.open). Pure string rules, so both sides share them without the
+delivery importing the incidents.
+"""
+
+from __future__ import annotations
+
+import re
+
+DM_PREFIX = "dm:"
+_SLACK_USER = re.compile(r"^[UW][A-Z0-9]{6,}$")
+
+
+def is_dm_target(channel: str) -> bool:
+    return channel.startswith(DM_PREFIX)
+
+
+def slack_user_ref(target: str) -> tuple[str, str]:
+    """("user", "U123") or ("email", "alice@example.com") for a "dm:..." target."""
+    value = target[len(DM_PREFIX):] if is_dm_target(target) else target
+    return ("user", value) if _SLACK_USER.match(value) else ("email", value)
