@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from bot import __version__
-from bot.config import ConfigError, ServerSettings, Settings, load_settings, resolve_server
+from bot.config import ConfigError, IntervalSchedule, ServerSettings, Settings, load_settings, resolve_server
 from bot.durations import parse_duration
 from bot.engine.playbook import Playbook, PlaybookError, find_playbooks, load_playbook, resolve_playbook
 from bot.engine.registry import load_builtin_checks
@@ -196,7 +196,6 @@ def cmd_checks(args: argparse.Namespace) -> int:
 
 def cmd_playbooks(args: argparse.Namespace) -> int:
     """Every playbook in use, and where it came from (your directory or the ones shipped with the package)."""
-    from bot.config import IntervalSchedule
     from bot.engine.playbook_sources import playbooks_location, shipped_playbooks_dir
 
     settings = load_settings(args.config)

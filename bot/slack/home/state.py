@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from bot.clearml.errors import ClearMLError
-from bot.config import DigestSettings
+from bot.config import DigestSettings, ServerSettings
 from bot.engine.window import ReadWindow, server_identity
 from bot.incidents.digest import TREND_METRICS, Trend
 from bot.incidents.tracker import IncidentView, root_key
@@ -27,7 +27,7 @@ from bot.slack.commands.lookups import Meta, agent_thresholds, open_snapshot, wo
 from bot.store import parse_iso, row, transaction, utc
 
 if TYPE_CHECKING:
-    from bot.config import ServerSettings, Settings
+    from bot.config import Settings
     from bot.engine.playbook import Playbook
     from bot.slack.services import BotServices
 
@@ -214,9 +214,7 @@ HOME_KEY = ("view", "home-fleet")
 
 
 def _identity(server: ServerSettings) -> str:
-    from bot.config import ServerSettings as Settings_
-
-    return server_identity(server) if isinstance(server, Settings_) else f"name:{server.name}"
+    return server_identity(server) if isinstance(server, ServerSettings) else f"name:{server.name}"
 
 
 # -- the store: incidents, schedules, the last digest -------------------------------------------------------------
