@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from bot import metrics
 from bot.redact import redact_tree
-from bot.store import insert, iso, parse_iso, reading, row, rows, schema, transaction, update, utc
+from bot.store import insert, iso, locked, parse_iso, row, rows, schema, transaction, update, utc
 from bot.targets import is_dm_target, slack_user_ref
 
 if TYPE_CHECKING:
@@ -532,7 +532,7 @@ class Outbox:
     def failed_count(self) -> int:
         """Messages that failed for good (for /metrics): a plain read under the store's lock, so a scrape never
         takes SQLite's write lock."""
-        with reading(self.store) as conn:
+        with locked(self.store) as conn:
             r = row(conn, "SELECT count(*) AS n FROM outbox WHERE status = 'failed'")
         return int(r["n"]) if r else 0
 

@@ -20,7 +20,7 @@ from bot import metrics
 from bot.actions.base import Actor
 from bot.mrkdwn import neutral
 from bot.redact import redact
-from bot.store import Store, insert, schema, transaction
+from bot.store import Store, locked, schema
 
 
 def ensure_schema(store: Store) -> None:
@@ -68,8 +68,8 @@ def record(
         "idempotency_key": idempotency_key,
         "context": json.dumps(context or {}, sort_keys=True, default=str),
     }
-    with transaction(store) as conn:
-        audit_id = insert(conn, "audit", row)
+    with locked(store):
+        audit_id = int(store.db["audit"].insert(row).last_pk)  # type: ignore[union-attr, arg-type]
     metrics.action(action, outcome)  # after the write: an attempt counts once it is on record
     return audit_id
 

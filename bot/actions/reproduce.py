@@ -27,7 +27,7 @@ from bot.actions.requeue import enqueue_step, note_unwatched
 from bot.clearml.errors import ClearMLError, NotFoundError
 from bot.diagnosis.refs import task_id_of
 from bot.durations import parse_duration
-from bot.store import Store, insert, schema, transaction, update
+from bot.store import Store, locked, schema
 
 if TYPE_CHECKING:
     from bot.actions.executor import ActionDeps
@@ -85,8 +85,8 @@ def add_watch(
         "context": json.dumps(context, default=str),
         "status": "watching",
     }
-    with transaction(store) as conn:
-        return insert(conn, "repro_watches", row)
+    with locked(store):
+        return int(store.db["repro_watches"].insert(row).last_pk)  # type: ignore[union-attr, arg-type]
 
 
 def pending(store: Store) -> list[dict[str, Any]]:
@@ -198,9 +198,9 @@ def _render(comparison: Comparison, original: dict[str, Any], clone: dict[str, A
 
 def _finish_watch(store: Store, watch_id: int, status: str, text: str, result: dict[str, Any] | None,
                   now: datetime) -> None:
-    with transaction(store) as conn:
-        update(
-            conn, "repro_watches", watch_id,
+    with locked(store):
+        store.db["repro_watches"].update(  # type: ignore[union-attr]
+            watch_id,
             {"status": status, "finished_at": now.astimezone(UTC).isoformat(), "text": text,
              "result": json.dumps(result, default=str) if result is not None else None},
         )

@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bot.actions.base import Actor
-from bot.store import Store, schema, transaction
+from bot.store import Store, locked, schema
 
 STALE_AFTER_S = 1800.0
 RETRYABLE = ("failed", "refused")
@@ -88,7 +88,7 @@ def claim(
     started = now.astimezone(UTC).isoformat()
     values = (action, server, subject, actor.id, actor.name, actor.via, started,
               json.dumps(context, default=str) if context else None)
-    with transaction(store) as conn:  # the store's lock and one write transaction: claim or re-claim atomically
+    with locked(store) as conn:  # the store's lock; each statement is atomic on its own (across processes too)
         # INSERT OR IGNORE rather than catching the constraint error: under contention sqlite3 sometimes
         # reports the UNIQUE violation as a plain DatabaseError, which let a second caller through.
         inserted = conn.execute(
@@ -116,7 +116,7 @@ def claim(
 
 def finish(store: Store, key: str, *, status: str, outcome: dict[str, Any], now: datetime) -> None:
     ensure_schema(store)
-    with transaction(store) as conn:
+    with locked(store) as conn:
         conn.execute(
             "update action_runs set status = ?, finished_at = ?, outcome = ? where key = ?",
             (status, now.astimezone(UTC).isoformat(), json.dumps(outcome, default=str), key),
@@ -136,7 +136,7 @@ def recover_interrupted(store: Store, *, now: datetime | None = None) -> list[Ru
 
     ensure_schema(store)
     now = now or datetime.now(UTC)
-    with transaction(store) as conn:  # audit.record joins it: each interrupted run and its audit row together
+    with locked(store) as conn:
         rows = [_row(r) for r in store.db["action_runs"].rows_where("status = 'running'")]  # type: ignore[union-attr]
         for run in rows:
             when = run.started_at.astimezone(UTC).strftime("%H:%M UTC")

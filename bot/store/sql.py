@@ -43,9 +43,11 @@ def transaction(store: Store) -> Iterator[sqlite3.Connection]:
 
 
 @contextmanager
-def reading(store: Store) -> Iterator[sqlite3.Connection]:
-    """A plain read on the store's connection under its lock: unlike `transaction`, it never takes SQLite's write
-    lock (for /metrics scrapes)."""
+def locked(store: Store) -> Iterator[sqlite3.Connection]:
+    """The store's connection under its lock, without a transaction: each statement commits on its own (autocommit)
+    and waits for another process's write lock with the busy timeout. For a plain read that must never take SQLite's
+    write lock (a /metrics scrape), and for single statements whose atomicity SQLite already gives (the actions'
+    INSERT OR IGNORE claim, a conditional UPDATE)."""
     with store._lock:
         yield store.db.conn
 
