@@ -9,17 +9,15 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from bot.durations import parse_duration
 from bot.errors import BotError
-
-if TYPE_CHECKING:
-    from bot.incidents.tracker import TrackerPolicy
 
 
 class ConfigError(BotError):
@@ -234,6 +232,31 @@ class SlackSettings(_Strict):
     scheduled_reports: bool = False
 
 
+@dataclass(frozen=True)
+class TrackerPolicy:
+    """The incident tracker's policy (bot/incidents/tracker.py); `IncidentSettings.policy()` builds it from
+    `incidents:` in the config file."""
+
+    resolve_after: int = 1  # consecutive clean runs before a member counts as recovered
+    reopen_grace_s: float = 900.0  # flapping: back within 15 min of resolving -> same incident, same thread
+    manual_resolve_grace_s: float = 900.0  # a manual resolve is believed for this long before it can reopen
+    open_severities: frozenset[str] = frozenset({"warning", "critical"})
+    # Alertmanager's group_wait: a new incident's first post waits this long, so that the rest of a cascade
+    # arriving a run later (another playbook's run at the same minute, the orphan one run after its agent) joins it
+    # before anyone is notified. 0: post at once. `serve` takes it from `incidents.settle` (default 60 s).
+    settle_s: float = 0.0
+    # A storm: this many new incidents in one run become one storm incident listing them. 0: never.
+    storm_threshold: int = 0
+
+    def __post_init__(self) -> None:
+        if self.resolve_after < 1:
+            raise ValueError("resolve_after must be at least 1")
+        if self.settle_s < 0:
+            raise ValueError("settle_s must not be negative")
+        if self.storm_threshold < 0 or self.storm_threshold == 1:
+            raise ValueError("storm_threshold must be 0 (off) or at least 2")
+
+
 class IncidentSettings(_Strict):
     """How scheduled runs become incidents (docs/slack.md, "Incidents")."""
 
@@ -268,8 +291,6 @@ class IncidentSettings(_Strict):
         return parse_duration(self.refused_retry)
 
     def policy(self) -> TrackerPolicy:
-        from bot.incidents.tracker import TrackerPolicy
-
         return TrackerPolicy(resolve_after=self.resolve_after, settle_s=self.settle_s,
                              storm_threshold=self.storm_threshold)
 

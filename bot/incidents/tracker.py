@@ -52,6 +52,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
+from bot.config import TrackerPolicy  # a config type (incidents: in the config file); the pipeline imports it from here
 from bot.durations import format_duration
 from bot.engine.findings import SEVERITY_RANK, Finding, Subject, SubjectKind
 from bot.errors import BotError
@@ -71,28 +72,6 @@ _SUBJECT_KINDS = set(get_args(SubjectKind))
 
 class IncidentError(BotError):
     """An action on an incident that cannot be done (unknown id, already resolved); the message says why."""
-
-
-@dataclass(frozen=True)
-class TrackerPolicy:
-    resolve_after: int = 1  # consecutive clean runs before a member counts as recovered
-    reopen_grace_s: float = 900.0  # flapping: back within 15 min of resolving -> same incident, same thread
-    manual_resolve_grace_s: float = 900.0  # a manual resolve is believed for this long before it can reopen
-    open_severities: frozenset[str] = frozenset({"warning", "critical"})
-    # Alertmanager's group_wait: a new incident's first post waits this long, so that the rest of a cascade
-    # arriving a run later (another playbook's run at the same minute, the orphan one run after its agent) joins it
-    # before anyone is notified. 0: post at once. `serve` takes it from `incidents.settle` (default 60 s).
-    settle_s: float = 0.0
-    # A storm: this many new incidents in one run become one storm incident listing them. 0: never.
-    storm_threshold: int = 0
-
-    def __post_init__(self) -> None:
-        if self.resolve_after < 1:
-            raise ValueError("resolve_after must be at least 1")
-        if self.settle_s < 0:
-            raise ValueError("settle_s must not be negative")
-        if self.storm_threshold < 0 or self.storm_threshold == 1:
-            raise ValueError("storm_threshold must be 0 (off) or at least 2")
 
 
 # -- views (what renderers get) ------------------------------------------------------------------------------
