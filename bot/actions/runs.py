@@ -143,7 +143,7 @@ def recover_interrupted(store: Store, *, now: datetime | None = None) -> list[Ru
             text = (f"interrupted: the bot stopped while this {run.action} of {run.subject} ran (started {when}); "
                     "part of it may have been done, check the subject's state before acting again")
             conn.execute(
-                "update action_runs set status = ?, finished_at = ?, outcome = ? where key = ? and status = 'running''",
+                "update action_runs set status = ?, finished_at = ?, outcome = ? where key = ? and status = 'running'",
                 (INTERRUPTED, now.astimezone(UTC).isoformat(), json.dumps({"status": INTERRUPTED, "text": text}),
                  run.key),
             )
