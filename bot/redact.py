@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from detect_secrets.plugins.aws import AWSKeyDetector
@@ -117,6 +118,20 @@ _WEAK_HINTS = ("key", "auth", "sig", "cred", "salt")
 _WEAK_CONTEXT = re.compile(
     r"(?i)\b(key|auth|sig|signature|hash_?key|cred|salt)([\"']?\s*[:=]\s*[\"']?)([A-Za-z0-9+/=_\-]{16,})"
 )
+
+def _any_of(patterns: tuple[re.Pattern[str], ...]) -> re.Pattern[str]:
+    """One alternation of `patterns`, each keeping its own flags: it matches somewhere exactly when one of them does,
+    so one search decides whether the per-pattern substitutions have anything to do (most texts - ids, names,
+    timestamps - hold no secret shape, and 37 separate scans of every short string dominated a run's redaction)."""
+    flag_letters = {re.I: "i", re.S: "s", re.X: "x", re.M: "m"}
+    parts = []
+    for rx in patterns:
+        letters = "".join(letter for flag, letter in flag_letters.items() if rx.flags & flag)
+        parts.append(f"(?{letters}:{rx.pattern})" if letters else f"(?:{rx.pattern})")
+    return re.compile("|".join(parts))
+
+
+_ANY_SHAPE = _any_of(_EXTRA_SHAPES + _PROVIDER_REGEXES)
 _ENTROPY = Base64HighEntropyString()
 _ENTROPY_LIMIT = 3.5
 
@@ -154,29 +169,101 @@ def _weak(match: re.Match[str]) -> str:
     return f"{match.group(1)}{match.group(2)}{MARK}"
 
 
-def redact(text: str, secrets: Iterable[str] = ()) -> str:
-    """`text` with every known secret and credential-looking string replaced by [REDACTED]."""
+# -- batch pre-scan ---------------------------------------------------------------------------------------------
+# A run redacts thousands of short texts (ids, names, timestamps, evidence values); 37 shape scans and the context
+# tests per text cost more than the run's own work. `scan_texts` looks at a whole batch once (joined by newlines)
+# and records which layers can match anywhere in it; `redact(..., scan=)` then skips, per text, only what cannot
+# match that text: a pattern that does not match the joined batch matches none of its texts (no shape or hint
+# crosses a newline, and a newline satisfies the same boundary lookarounds as a text's start or end).
+
+# Cheap necessary conditions for the patterns slowest to search over a large batch (no literal start): a pattern
+# not listed here is simply searched. (kind, what): "in" = substring of the text, "in_low" = of the lowercased
+# text, "rx" = a pattern with a literal start that any match of the slow one also matches.
+_SLOW_GATES: dict[str, tuple[str, str]] = {
+    r"[0-9a-z]{32}-us[0-9]{1,2}": ("in", "-us"),
+    r"\d{8,10}:[0-9A-Za-z_-]{35}": ("rx", r":[0-9A-Za-z_-]{35}"),
+    r"(?:r|s)k_live_[0-9a-zA-Z]{24}": ("in", "k_live_"),
+}
+# `_SECRET_NAME` cannot match a text holding none of these (each of its alternatives holds one).
+_SECRET_NAME_STARTS = ("secret", "token", "pass", "private", "credential", "conn", "apikey", "api_key", "api-key",
+                       *(f"{word}{sep}key" for word in ("access", "auth", "session", "signing", "account")
+                         for sep in ("", "_", "-")),
+                       "sastoken", "sas_token", "sas-token")
+
+
+@dataclass(frozen=True)
+class TextScan:
+    """What a batch of texts can hold at all (see `scan_texts`)."""
+
+    shapes: tuple[re.Pattern[str], ...]  # the shape patterns that match somewhere in the batch
+    context: tuple[tuple[tuple[str, ...], re.Pattern[str], str], ...]  # the `_CONTEXT` entries whose hint occurs
+    named: bool  # `_SECRET_NAME` matches somewhere
+    weak: tuple[str, ...]  # the weak hints that occur
+
+
+def _may_match(rx: re.Pattern[str], joined: str, low: str) -> bool:
+    gate = _SLOW_GATES.get(rx.pattern)
+    if gate is None and rx.flags & re.I:
+        literal = re.match(r"[a-z]{3,}", rx.pattern)  # a case-insensitive pattern starting with a word (aws, xox)
+        gate = ("in_low", literal.group(0)) if literal else None
+    if gate is not None:
+        kind, what = gate
+        if kind == "in" and what not in joined:
+            return False
+        if kind == "in_low" and what not in low:
+            return False
+        if kind == "rx" and re.search(what, joined) is None:
+            return False
+    return rx.search(joined) is not None
+
+
+def scan_texts(texts: Iterable[str]) -> TextScan:
+    """One look at a batch of texts: which redaction layers can change any of them."""
+    joined = "\n".join(t for t in texts if t)
+    low = joined.lower()
+    return TextScan(
+        shapes=tuple(rx for rx in _EXTRA_SHAPES + _PROVIDER_REGEXES if _may_match(rx, joined, low)),
+        context=tuple(entry for entry in _CONTEXT if any(h in low for h in entry[0])),
+        named=any(w in low for w in _SECRET_NAME_STARTS) and _SECRET_NAME.search(low) is not None,
+        weak=tuple(h for h in _WEAK_HINTS if h in low),
+    )
+
+
+def redact(text: str, secrets: Iterable[str] = (), *, scan: TextScan | None = None) -> str:
+    """`text` with every known secret and credential-looking string replaced by [REDACTED]. `scan`: what the batch
+    `text` belongs to can hold (`scan_texts` over texts including this one); the result is the same, only faster."""
     if not text:
         return text
     if not isinstance(text, str):
         text = str(text)
+    raw = text
     known, clipped, long = _known(tuple(secrets))
     if known is not None:
         text = known.sub(MARK, text)
     if clipped is not None and "…" in text:
         text = clipped.sub(lambda m: MARK if any(s.startswith(m.group(0)[:-1]) for s in long) else m.group(0), text)
-    for rx in _EXTRA_SHAPES:  # first: some match more than the plugin's pattern (a JWT's signature, a PEM body)
-        text = rx.sub(MARK, text)
-    for rx in _PROVIDER_REGEXES:  # the whole match is blanked (a plugin's groups may be only part of a secret)
-        text = rx.sub(MARK, text)
+    if text != raw:  # the scan saw the raw text; a [REDACTED] next to a word can start a match it did not see
+        scan = None
+    if scan is None:
+        shaped = _ANY_SHAPE.search(text) is not None
+    else:
+        shaped = any(rx.search(text) is not None for rx in scan.shapes)
+    if shaped:  # else every substitution below would leave `text` as it is
+        before = text
+        for rx in _EXTRA_SHAPES:  # first: some match more than the plugin's pattern (a JWT's signature, a PEM body)
+            text = rx.sub(MARK, text)
+        for rx in _PROVIDER_REGEXES:  # the whole match is blanked (a plugin's groups may be only part of a secret)
+            text = rx.sub(MARK, text)
+        if text != before:  # as above
+            scan = None
     low = text.lower()
-    for hints, rx, repl in _CONTEXT:
+    for hints, rx, repl in (_CONTEXT if scan is None else scan.context):
         if any(h in low for h in hints):
             text = rx.sub(repl, text)
-    if _SECRET_NAME.search(low):
+    if (scan is None or scan.named) and _SECRET_NAME.search(low):
         for rx, repl in _NAMED:
             text = rx.sub(repl, text)
-    if not any(h in low for h in _WEAK_HINTS):
+    if not any(h in low for h in (_WEAK_HINTS if scan is None else scan.weak)):
         return text
     return _WEAK_CONTEXT.sub(_weak, text)
 
@@ -187,30 +274,44 @@ SLACK_MACHINE_FIELDS = frozenset({"value", "action_id", "block_id", "metadata", 
 
 
 def redact_tree(
-    value: Any, secrets: Iterable[str] = (), key: str = "", *, keep: frozenset[str] = SLACK_MACHINE_FIELDS
+    value: Any, secrets: Iterable[str] = (), key: str = "", *, keep: frozenset[str] = SLACK_MACHINE_FIELDS,
+    scan: TextScan | None = None,
 ) -> Any:
     """A JSON-like payload with `redact` applied to every text field except the `keep` fields (Slack's machine
     fields by default; pass `frozenset()` for data such as finding evidence); the whole value of an entry whose key
-    looks secret (`db_password: [a, b]`, `HF_TOKEN: x`) is blanked."""
-    return _tree(value, tuple(secrets), key, keep)
+    looks secret (`db_password: [a, b]`, `HF_TOKEN: x`) is blanked. `scan`: as for `redact`, over a batch that
+    includes every text of `value` (`tree_texts`)."""
+    return _tree(value, tuple(secrets), key, keep, scan)
 
 
-def _tree(value: Any, secrets: tuple[str, ...], key: str, keep: frozenset[str]) -> Any:
+def tree_texts(value: Any) -> Iterable[str]:
+    """Every string inside a JSON-like value (for `scan_texts`)."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, list | tuple):
+        for v in value:
+            yield from tree_texts(v)
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from tree_texts(v)
+
+
+def _tree(value: Any, secrets: tuple[str, ...], key: str, keep: frozenset[str], scan: TextScan | None) -> Any:
     if key in keep:
         return value
     if key and is_secret_name(key) and not isinstance(value, bool) and value not in (None, "", [], {}):
         if isinstance(value, str | int | float):
             return MARK
         if isinstance(value, list | tuple):
-            return [MARK if not isinstance(v, dict | list) else _tree(v, secrets, key, keep) for v in value]
+            return [MARK if not isinstance(v, dict | list) else _tree(v, secrets, key, keep, scan) for v in value]
         if isinstance(value, dict) and "value" in value:  # ClearML's {"name", "value", "type"} parameter shape
-            return {k: (MARK if k == "value" else _tree(v, secrets, k, keep)) for k, v in value.items()}
+            return {k: (MARK if k == "value" else _tree(v, secrets, k, keep, scan)) for k, v in value.items()}
     if isinstance(value, str):
-        return redact(value, secrets)
+        return redact(value, secrets, scan=scan)
     if isinstance(value, list | tuple):
-        return [_tree(v, secrets, key, keep) for v in value]
+        return [_tree(v, secrets, key, keep, scan) for v in value]
     if isinstance(value, dict):
         if "name" in value and "value" in value and is_secret_name(str(value.get("name"))):
-            return {k: (MARK if k == "value" else _tree(v, secrets, k, keep)) for k, v in value.items()}
-        return {k: _tree(v, secrets, str(k), keep) for k, v in value.items()}
+            return {k: (MARK if k == "value" else _tree(v, secrets, k, keep, scan)) for k, v in value.items()}
+        return {k: _tree(v, secrets, str(k), keep, scan) for k, v in value.items()}
     return value

@@ -22,12 +22,12 @@ from bot.engine.correlation import correlate
 from bot.engine.findings import SEVERITY_RANK, Finding, Severity, Subject, is_problem, worst_severity
 from bot.engine.registry import REGISTRY, load_builtin_checks
 from bot.engine.snapshot import Snapshot
-from bot.redact import redact, redact_tree
+from bot.redact import TextScan, redact, redact_tree, scan_texts, tree_texts
 
 log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
 
     from bot.config import ServerSettings, Settings
     from bot.engine.playbook import CheckEntry, Playbook
@@ -294,7 +294,8 @@ async def run_playbooks(
     # The one boundary every finding passes before any output (CLI text/JSON, store, Slack, incidents): whatever a
     # check forgot, secret shapes and secret-named values (hyperparameters, env vars) are blanked here (after the
     # correlation, which matches subjects by their raw ids; fingerprints are kept).
-    findings = [redact_finding(f, secrets) for f in findings]
+    scan = scan_texts(text for f in findings for text in finding_texts(f))  # one look at every text, see redact.py
+    findings = [redact_finding(f, secrets, scan=scan) for f in findings]
     for run in runs:  # what each check reports after correlation and limits
         run.findings = sum(1 for f in findings if f.check == run.id)
     findings.sort(key=lambda f: (-f.rank, f.check, f.subject.name or f.subject.id))
@@ -332,20 +333,28 @@ def _baseline_window(entries: list[tuple[Playbook, CheckEntry]]) -> float | None
     return max(windows) if windows else None
 
 
-def redact_finding(finding: Finding, secrets: list[str]) -> Finding:
+def finding_texts(finding: Finding) -> Iterator[str]:
+    """Every text of `finding` that `redact_finding` redacts."""
+    yield from (finding.title, finding.detail, finding.remediation, finding.subject.name, finding.subject.id)
+    yield from finding.links
+    yield from tree_texts(finding.evidence)
+
+
+def redact_finding(finding: Finding, secrets: list[str], *, scan: TextScan | None = None) -> Finding:
     """`finding` with every text a person reads redacted (the fingerprint, computed from the raw subject, is kept so
-    incidents still match)."""
+    incidents still match). `scan`: `scan_texts` over texts including all of `finding_texts(finding)` (faster)."""
     subject = finding.subject.model_copy(
-        update={"name": redact(finding.subject.name, secrets), "id": redact(finding.subject.id, secrets) or "?"}
+        update={"name": redact(finding.subject.name, secrets, scan=scan),
+                "id": redact(finding.subject.id, secrets, scan=scan) or "?"}
     )
     return finding.model_copy(
         update={
-            "title": redact(finding.title, secrets) or finding.title,
-            "detail": redact(finding.detail, secrets),
-            "remediation": redact(finding.remediation, secrets),
+            "title": redact(finding.title, secrets, scan=scan) or finding.title,
+            "detail": redact(finding.detail, secrets, scan=scan),
+            "remediation": redact(finding.remediation, secrets, scan=scan),
             "subject": subject,
-            "evidence": redact_tree(finding.evidence, secrets, keep=frozenset()),
-            "links": [redact(link, secrets) for link in finding.links],
+            "evidence": redact_tree(finding.evidence, secrets, keep=frozenset(), scan=scan),
+            "links": [redact(link, secrets, scan=scan) for link in finding.links],
         }
     )
 
