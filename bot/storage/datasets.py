@@ -598,24 +598,48 @@ def stop_all_hashing() -> int:
     return len(running)
 
 
+# A hashing thread hands its byte count to the event loop at most every this many bytes and at each file's end:
+# a loop wake-up per 1 MiB block (call_soon_threadsafe, then the GIL for the callback) slowed the threads down.
+PROGRESS_STEP = 64 << 20
+
+
+class _ThreadProgress:
+    """One hashing thread's bytes not yet reported to the loop."""
+
+    def __init__(self, report: Callable[[int, bool], None]) -> None:
+        self.report = report
+        self.pending = 0
+
+    def add(self, nbytes: int) -> None:
+        self.pending += nbytes
+        if self.pending >= PROGRESS_STEP:
+            self.report(self.pending, False)
+            self.pending = 0
+
+    def file_done(self) -> None:
+        self.report(self.pending, True)
+        self.pending = 0
+
+
 def _capped_digest(fh: IO[bytes], view: memoryview, limit: int | None, stop: threading.Event,
-                   report: Callable[[int, bool], None]) -> tuple[str, int]:
+                   progress: _ThreadProgress) -> tuple[str, int]:
     """sha256 and size of what `fh` yields, reading at most `limit` + 1 bytes (one more than recorded shows the
-    file is larger) and giving up as soon as `stop` is set."""
+    file is larger) and giving up as soon as `stop` is set (checked before every block)."""
     digest = hashlib.sha256()
     total = 0
+    block = len(view)
     while True:
         if stop.is_set():
             raise HashCancelled()
-        want = len(view) if limit is None else max(0, min(len(view), limit + 1 - total))
-        if want == 0:
+        want = block if limit is None else min(block, limit + 1 - total)
+        if want <= 0:
             break
-        n = fh.readinto(view[:want])  # type: ignore[attr-defined]
+        n = fh.readinto(view if want == block else view[:want])  # type: ignore[attr-defined]
         if not n:
             break
-        digest.update(view[:n])
+        digest.update(view if n == block else view[:n])
         total += n
-        report(n, False)
+        progress.add(n)
     return digest.hexdigest(), total
 
 
@@ -626,6 +650,7 @@ def _hash_members(zip_path: str, names: list[str], sizes: dict[str, int | None],
     out: dict[str, Any] = {}
     buf = bytearray(BLOCK)
     view = memoryview(buf)
+    progress = _ThreadProgress(report)
     try:
         zf = zipfile.ZipFile(zip_path)
     except (zipfile.BadZipFile, OSError) as exc:
@@ -634,35 +659,36 @@ def _hash_members(zip_path: str, names: list[str], sizes: dict[str, int | None],
         for name in names:
             try:
                 with zf.open(name) as fh:
-                    out[name] = ("ok", *_capped_digest(fh, view, sizes.get(name), stop, _bytes_only(report)))
+                    out[name] = ("ok", *_capped_digest(fh, view, sizes.get(name), stop, progress))
             except HashCancelled:
                 return out
             except KeyError:
                 out[name] = ("missing", "not in the chunk")
             except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:  # bad CRC, truncated
                 out[name] = ("error", f"unreadable in the chunk: {exc}")
-            report(0, True)
+            progress.file_done()
     return out
 
 
-def _bytes_only(report: Callable[[int, bool], None]) -> Callable[[int, bool], None]:
-    return lambda n, _done: report(n, False) if n else None
-
-
-def _hash_local_files(paths: dict[str, str | None], sizes: dict[str, int | None], stop: threading.Event,
+def _hash_local_files(root: str, names: list[str], sizes: dict[str, int | None], stop: threading.Event,
                       report: Callable[[int, bool], None]) -> dict[str, Any]:
-    """Hash plain files; a None path was refused by the policy (outside the dataset's folder)."""
+    """Hash the plain files `names` under the folder `root` (resolved). An entry whose path leads outside `root`
+    (`../../etc/passwd`, a symlink out) is refused by the read policy; paths are resolved here, in the worker
+    thread, so the lookups run in parallel with the hashing rather than before it on the event loop."""
     out: dict[str, Any] = {}
     buf = bytearray(BLOCK)
     view = memoryview(buf)
-    for name, path in paths.items():
+    progress = _ThreadProgress(report)
+    roots = [root]
+    for name in names:
+        path = under_root(os.path.join(root, name), roots)
         if path is None:
             out[name] = ("error", "not read: the entry's path leads outside the dataset's folder")
-            report(0, True)
+            progress.file_done()
             continue
         try:
             with open_regular(path) as fh:
-                out[name] = ("ok", *_capped_digest(fh, view, sizes.get(name), stop, _bytes_only(report)))
+                out[name] = ("ok", *_capped_digest(fh, view, sizes.get(name), stop, progress))
         except HashCancelled:
             return out
         except FileNotFoundError:
@@ -671,7 +697,7 @@ def _hash_local_files(paths: dict[str, str | None], sizes: dict[str, int | None]
             out[name] = ("error", str(exc))
         except OSError as exc:
             out[name] = ("error", exc.strerror or type(exc).__name__)
-        report(0, True)
+        progress.file_done()
     return out
 
 
@@ -793,8 +819,7 @@ async def verify_chunks(
             parts = await asyncio.gather(
                 *(
                     loop.run_in_executor(
-                        pool, _hash_local_files, {n: under_root(os.path.join(local, n), [local]) for n in names},
-                        sizes, stop, progress_from_thread,
+                        pool, _hash_local_files, local, names, sizes, stop, progress_from_thread,
                     )
                     for names in groups
                 )
