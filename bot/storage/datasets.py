@@ -20,6 +20,7 @@ must be quick and must not raise (exceptions from it are swallowed so they canno
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import json
 import os
@@ -214,10 +215,32 @@ def local_roots(ctx: StorageContext) -> list[str]:
 def under_root(path: str, roots: list[str]) -> str | None:
     """`path` resolved (symlinks, `..`) if it stays inside one of `roots`, else None."""
     real = os.path.realpath(path)
-    for root in roots:
-        if real == root or real.startswith(root.rstrip(os.sep) + os.sep):
-            return real
-    return None
+    return real if _inside(real, roots) else None
+
+
+def _inside(real: str, roots: list[str]) -> bool:
+    return any(real == root or real.startswith(root.rstrip(os.sep) + os.sep) for root in roots)
+
+
+def _open_under(root: str, name: str, real_dirs: dict[str, str]) -> IO[bytes] | None:
+    """`name` under the resolved folder `root` opened as `open_regular` does, or None when its resolved path leads
+    outside `root` (the read policy of `under_root`). Fast path: the folders are resolved once each (`real_dirs`
+    caches them; a dataset has far fewer folders than files) and the file itself is opened with O_NOFOLLOW, so it
+    is not a symlink; a symlinked file (or an odd name) takes the full `under_root` path."""
+    path = os.path.join(root, name)
+    folder, base = os.path.split(path)
+    if base not in ("", ".", ".."):
+        real_dir = real_dirs.get(folder)
+        if real_dir is None:
+            real_dir = real_dirs[folder] = os.path.realpath(folder)
+        if _inside(real_dir, [root]):
+            try:
+                return open_regular(os.path.join(real_dir, base))
+            except OSError as exc:
+                if exc.errno != errno.ELOOP:  # ELOOP: the file is a symlink; resolve it in full below
+                    raise
+    real = under_root(path, [root])
+    return open_regular(real) if real is not None else None
 
 
 def reach(ctx: StorageContext, uri: str) -> Reach:
@@ -679,16 +702,15 @@ def _hash_local_files(root: str, names: list[str], sizes: dict[str, int | None],
     buf = bytearray(BLOCK)
     view = memoryview(buf)
     progress = _ThreadProgress(report)
-    roots = [root]
+    real_dirs: dict[str, str] = {}
     for name in names:
-        path = under_root(os.path.join(root, name), roots)
-        if path is None:
-            out[name] = ("error", "not read: the entry's path leads outside the dataset's folder")
-            progress.file_done()
-            continue
         try:
-            with open_regular(path) as fh:
-                out[name] = ("ok", *_capped_digest(fh, view, sizes.get(name), stop, progress))
+            opened = _open_under(root, name, real_dirs)
+            if opened is None:
+                out[name] = ("error", "not read: the entry's path leads outside the dataset's folder")
+            else:
+                with opened as fh:
+                    out[name] = ("ok", *_capped_digest(fh, view, sizes.get(name), stop, progress))
         except HashCancelled:
             return out
         except FileNotFoundError:

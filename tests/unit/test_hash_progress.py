@@ -47,3 +47,21 @@ def test_a_set_stop_flag_ends_hashing_before_the_next_block(tmp_path: Path) -> N
     stop = threading.Event()
     stop.set()
     assert datasets._hash_local_files(str(tmp_path), ["big.bin"], {}, stop, lambda n, done: None) == {}
+
+
+def test_the_read_policy_holds_for_symlinks_and_dotdot(tmp_path: Path) -> None:
+    root = tmp_path / "ds"
+    (root / "sub").mkdir(parents=True)
+    (root / "sub" / "real.bin").write_bytes(b"inside")
+    (tmp_path / "secret.txt").write_bytes(b"outside")
+    (root / "link-in.bin").symlink_to(root / "sub" / "real.bin")
+    (root / "link-out.bin").symlink_to(tmp_path / "secret.txt")
+    (root / "dir-out").symlink_to(tmp_path)
+    names = ["sub/real.bin", "link-in.bin", "link-out.bin", "dir-out/secret.txt", "../secret.txt",
+             "sub/../sub/real.bin", "sub/missing.bin"]
+    out = datasets._hash_local_files(str(root.resolve()), names, {}, threading.Event(), lambda n, done: None)
+    inside = ("ok", hashlib.sha256(b"inside").hexdigest(), 6)
+    assert out["sub/real.bin"] == out["link-in.bin"] == out["sub/../sub/real.bin"] == inside
+    for name in ("link-out.bin", "dir-out/secret.txt", "../secret.txt"):
+        assert out[name][0] == "error" and "outside the dataset's folder" in out[name][1]
+    assert out["sub/missing.bin"] == ("missing", "file not found")
