@@ -284,16 +284,19 @@ def redact_tree(
     return _tree(value, tuple(secrets), key, keep, scan)
 
 
-def tree_texts(value: Any) -> Iterable[str]:
-    """Every string inside a JSON-like value (for `scan_texts`)."""
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, list | tuple):
-        for v in value:
-            yield from tree_texts(v)
-    elif isinstance(value, dict):
-        for v in value.values():
-            yield from tree_texts(v)
+def tree_texts(value: Any) -> list[str]:
+    """Every string inside a JSON-like value, in no particular order (for `scan_texts`, which needs none)."""
+    out: list[str] = []
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            out.append(item)
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+    return out
 
 
 def _tree(value: Any, secrets: tuple[str, ...], key: str, keep: frozenset[str], scan: TextScan | None) -> Any:
