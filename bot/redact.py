@@ -19,7 +19,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from detect_secrets.plugins.aws import AWSKeyDetector
@@ -199,6 +199,8 @@ class TextScan:
     context: tuple[tuple[tuple[str, ...], re.Pattern[str], str], ...]  # the `_CONTEXT` entries whose hint occurs
     named: bool  # `_SECRET_NAME` matches somewhere
     weak: tuple[str, ...]  # the weak hints that occur
+    # results so far, by (text, secrets): a batch repeats many texts (titles, remediations, timestamps, names)
+    memo: dict[tuple[str, tuple[str, ...]], str] = field(default_factory=dict, compare=False, repr=False)
 
 
 def _may_match(rx: re.Pattern[str], joined: str, low: str) -> bool:
@@ -236,8 +238,18 @@ def redact(text: str, secrets: Iterable[str] = (), *, scan: TextScan | None = No
         return text
     if not isinstance(text, str):
         text = str(text)
+    if scan is None:
+        return _redact(text, tuple(secrets), None)
+    key = (text, tuple(secrets))
+    done = scan.memo.get(key)
+    if done is None:
+        done = scan.memo[key] = _redact(text, key[1], scan)
+    return done
+
+
+def _redact(text: str, secrets: tuple[str, ...], scan: TextScan | None) -> str:
     raw = text
-    known, clipped, long = _known(tuple(secrets))
+    known, clipped, long = _known(secrets)
     if known is not None:
         text = known.sub(MARK, text)
     if clipped is not None and "…" in text:
