@@ -48,9 +48,15 @@ def pool_of(worker_id: str) -> str:
     if worker_id.startswith("clearml-id-"):
         return "clearml-id-*"
     host, sep, _slot = worker_id.partition(":")
-    pattern = re.sub(r"\d+", "*", host)
-    pattern = re.sub(r"\*+", "*", pattern)
+    pattern = _DIGITS.sub("*", host)
+    if "**" in pattern:
+        pattern = _STARS.sub("*", pattern)
     return pattern + (":*" if sep else "")
+
+
+# compiled once: every run maps each registered worker (thousands) to its pool
+_DIGITS = re.compile(r"\d+")
+_STARS = re.compile(r"\*+")
 
 
 def observe(workers: list[Worker]) -> dict[str, PoolCount]:
