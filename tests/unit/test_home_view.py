@@ -9,18 +9,20 @@ import json
 from datetime import UTC, datetime, timedelta
 
 from bot.incidents.digest import Trend
-from bot.slack.home.state import (
+from bot.slack.home.state import FleetCache
+from bot.slack.messages.common import section
+from bot.slack.messages.home import (
     DigestTrends,
-    FleetCache,
     FleetState,
     HomeData,
+    HomeResult,
     IncidentLine,
     NextRun,
     PoolState,
     QueueLine,
+    fleet_state,
+    render_home,
 )
-from bot.slack.messages.common import section
-from bot.slack.messages.home import HomeResult, fleet_state, render_home
 from tests.fakes.slack_api import validate_view
 
 NOW = datetime(2026, 12, 7, 9, 0, tzinfo=UTC)

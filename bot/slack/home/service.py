@@ -29,19 +29,13 @@ from bot.engine.playbook import PlaybookError
 from bot.errors import LookupInputError
 from bot.redact import redact
 from bot.slack.commands.lookups import Meta, open_snapshot, pick_server
-from bot.slack.home.state import (
-    FleetCache,
-    FleetState,
-    HomeData,
-    fetch_fleet,
-    incident_lines,
-    last_digest,
-    next_runs,
-)
+from bot.slack.home.state import FleetCache, fetch_fleet, incident_lines, last_digest, next_runs
 from bot.slack.messages.home import (
     HOME_INC_ACK,
     HOME_INC_RESOLVE,
     HOME_INC_SNOOZE,
+    FleetState,
+    HomeData,
     HomeResult,
     render_home,
 )

@@ -13,7 +13,6 @@ import json
 import logging
 import sqlite3
 import time
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +23,14 @@ from bot.incidents.digest import TREND_METRICS, Trend
 from bot.incidents.tracker import IncidentView, root_key
 from bot.redact import redact
 from bot.slack.commands.lookups import Meta, agent_thresholds, open_snapshot, worker_state
+from bot.slack.messages.home import (
+    DigestTrends,
+    FleetState,
+    IncidentLine,
+    NextRun,
+    PoolState,
+    QueueLine,
+)
 from bot.store import parse_iso, row, transaction, utc
 
 if TYPE_CHECKING:
@@ -36,81 +43,6 @@ log = logging.getLogger(__name__)
 MAX_POOLS = 12
 MAX_QUEUES = 10
 NO_QUEUE = "(no queue)"
-
-
-@dataclass(frozen=True)
-class PoolState:
-    """The agents serving one queue (or matching an `agents.missing` pattern): how many are alive, stale, dead
-    (silent past dead_after: still registered), and missing (an expected minimum not registered at all)."""
-
-    name: str
-    alive: int = 0
-    stale: int = 0
-    dead: int = 0
-    missing: int = 0
-    expected: int | None = None  # the agents.missing minimum, for a pattern pool
-
-
-@dataclass(frozen=True)
-class QueueLine:
-    name: str
-    length: int
-    oldest_wait_s: float | None
-    link: str
-
-
-@dataclass(frozen=True)
-class FleetState:
-    server: str
-    web_url: str
-    fetched_at: datetime
-    reachable: bool
-    error: str = ""
-    agents: dict[str, int] = field(default_factory=dict)  # alive / stale / dead
-    pools: tuple[PoolState, ...] = ()
-    queues: tuple[QueueLine, ...] = ()  # the longest first, capped at MAX_QUEUES
-    queues_total: int = 0
-    waiting_total: int = 0
-    api_calls: int = 0
-
-
-@dataclass(frozen=True)
-class IncidentLine:
-    id: int
-    server: str
-    severity: str
-    title: str
-    opened_at: datetime
-    ack_by: str | None
-    snoozed_until: datetime | None
-    thread: str | None  # a link to the incident's thread, once its root message is posted
-
-
-@dataclass(frozen=True)
-class NextRun:
-    name: str
-    kind: str
-    schedule: str
-    next_run: datetime | None
-    last_status: str | None
-
-
-@dataclass(frozen=True)
-class DigestTrends:
-    at: datetime
-    headline: str
-    trends: tuple[Trend, ...]
-
-
-@dataclass(frozen=True)
-class HomeData:
-    now: datetime
-    fleets: tuple[FleetState, ...]
-    incidents: tuple[IncidentLine, ...]
-    next_runs: tuple[NextRun, ...]
-    digest: DigestTrends | None
-    playbooks: tuple[str, ...]  # names offered as "run" buttons
-    command: str = "/clearml"
 
 
 # -- ClearML: the fleet of one server ---------------------------------------------------------------------------

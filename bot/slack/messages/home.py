@@ -25,7 +25,7 @@ from slack_sdk.models.views import View
 
 from bot.durations import format_duration
 from bot.engine.findings import SEVERITY_RANK
-from bot.slack.home.state import FleetState, HomeData, IncidentLine, PoolState
+from bot.incidents.digest import Trend
 from bot.slack.messages.actions import mrkdwn
 from bot.slack.messages.common import (
     SEVERITY_EMOJI,
@@ -39,6 +39,84 @@ from bot.slack.messages.common import (
     safe,
     section,
 )
+
+# -- what the Home view shows (built by bot/slack/home/state.py from ClearML and the store) ---------------
+
+
+@dataclass(frozen=True)
+class PoolState:
+    """The agents serving one queue (or matching an `agents.missing` pattern): how many are alive, stale, dead
+    (silent past dead_after: still registered), and missing (an expected minimum not registered at all)."""
+
+    name: str
+    alive: int = 0
+    stale: int = 0
+    dead: int = 0
+    missing: int = 0
+    expected: int | None = None  # the agents.missing minimum, for a pattern pool
+
+
+@dataclass(frozen=True)
+class QueueLine:
+    name: str
+    length: int
+    oldest_wait_s: float | None
+    link: str
+
+
+@dataclass(frozen=True)
+class FleetState:
+    server: str
+    web_url: str
+    fetched_at: datetime
+    reachable: bool
+    error: str = ""
+    agents: dict[str, int] = field(default_factory=dict)  # alive / stale / dead
+    pools: tuple[PoolState, ...] = ()
+    queues: tuple[QueueLine, ...] = ()  # the longest first, capped at MAX_QUEUES
+    queues_total: int = 0
+    waiting_total: int = 0
+    api_calls: int = 0
+
+
+@dataclass(frozen=True)
+class IncidentLine:
+    id: int
+    server: str
+    severity: str
+    title: str
+    opened_at: datetime
+    ack_by: str | None
+    snoozed_until: datetime | None
+    thread: str | None  # a link to the incident's thread, once its root message is posted
+
+
+@dataclass(frozen=True)
+class NextRun:
+    name: str
+    kind: str
+    schedule: str
+    next_run: datetime | None
+    last_status: str | None
+
+
+@dataclass(frozen=True)
+class DigestTrends:
+    at: datetime
+    headline: str
+    trends: tuple[Trend, ...]
+
+
+@dataclass(frozen=True)
+class HomeData:
+    now: datetime
+    fleets: tuple[FleetState, ...]
+    incidents: tuple[IncidentLine, ...]
+    next_runs: tuple[NextRun, ...]
+    digest: DigestTrends | None
+    playbooks: tuple[str, ...]  # names offered as "run" buttons
+    command: str = "/clearml"
+
 
 MAX_VIEW_BLOCKS = 100  # Slack: a Home tab holds at most 100 blocks
 MAX_RESULT_BLOCKS = 30  # the viewer's last result: the rest of the tab must still fit
