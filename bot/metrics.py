@@ -312,13 +312,6 @@ def metrics_route() -> Route:
     return Route(METRICS_PATH, metrics, methods=["GET"])
 
 
-def asgi_app() -> Any:
-    """A standalone ASGI app serving the registry (to mount elsewhere)."""
-    from prometheus_client import make_asgi_app
-
-    return make_asgi_app(enable())
-
-
 def sample(name: str, labels: dict[str, str] | None = None) -> float:
     """The current value of one sample (0 when absent or disabled): for tests and `doctor`."""
     if REGISTRY is None:

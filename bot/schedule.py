@@ -407,15 +407,6 @@ def playbook_runner(
     return run
 
 
-def digest_runner(pipeline: IncidentPipeline, digest: DigestSettings | None = None) -> RunDigest:
-    """The `run_digest` a Scheduler needs: build the digest since the last one and queue it."""
-
-    def run(trigger: str) -> Any:
-        return pipeline.post_digest(settings=digest)
-
-    return run
-
-
 # -- `clearml-chatops schedules` -------------------------------------------------------------------------------------
 
 

@@ -10,9 +10,8 @@ Per-run metrics (table `run_metrics`; one row per run and metric name). What the
 - `queues.wait_median_s`: the median over queues of the oldest entry's wait (or average wait) in seconds;
 - `queues.pending`: entries waiting in all queues;
 - `run.problems`, `run.checks_errored`, `run.duration_s`, `run.api_calls`: from the RunResult itself.
-The run-level ones are always there. The fleet ones come from `RunResult.metrics` (a proposed field the checks
-fill while they have the snapshot at hand) or, until that exists, from an `evidence["metrics"]` dict on any
-finding; a metric with no data is simply left out of the digest.
+The run-level ones are always there. The fleet ones come from `RunResult.metrics` (filled by the runner from the
+fleet snapshot the checks read); a metric with no data is simply left out of the digest.
 """
 
 from __future__ import annotations
@@ -155,13 +154,7 @@ def metrics_from_result(result: RunResult) -> dict[str, float]:
         "run.duration_s": float(result.duration_s),
         "run.api_calls": float(result.api_calls),
     }
-    for f in result.findings:
-        extra = f.evidence.get("metrics") if isinstance(f.evidence, dict) else None
-        if isinstance(extra, dict):
-            out.update({str(k): float(v) for k, v in extra.items() if _number(v)})
-    declared = getattr(result, "metrics", None)
-    if isinstance(declared, dict):
-        out.update({str(k): float(v) for k, v in declared.items() if _number(v)})
+    out.update({str(k): float(v) for k, v in result.metrics.items() if _number(v)})
     return out
 
 

@@ -126,7 +126,7 @@ def _when(dt: datetime | None) -> str:
 def _evidence(evidence: dict[str, Any], limit: int = 6) -> str:
     parts = []
     for key, value in evidence.items():
-        if key in ("related", "metrics") or value in (None, "", [], {}):
+        if key == "related" or value in (None, "", [], {}):
             continue
         text = str(value)
         parts.append(f"{key}={text if len(text) <= 80 else text[:77] + '…'}")
@@ -253,29 +253,6 @@ def print_sink(stream: IO[str] | None = None) -> Sink:
         out.write(f"── {channel} · {label} ──\n{message.text}\n\n")
 
     return sink
-
-
-def describe_incidents(incidents: list[IncidentView], now: datetime | None = None) -> str:
-    """The `/clearml incidents` answer as plain text (one line each; the Slack app may render blocks)."""
-    now = utc(now)
-    if not incidents:
-        return "No open incidents."
-    lines = []
-    for v in incidents:
-        flags = []
-        if v.ack_by:
-            flags.append(f"ack {v.ack_by}")
-        if v.snoozed(now):
-            flags.append(f"snoozed until {_when(v.snoozed_until)}")
-        if v.firing and all(m.silenced for m in v.firing):
-            flags.append("silenced")
-        if v.is_open and v.gone:
-            flags.append("gone from the server")
-        state = "open" if v.is_open else f"resolved {_when(v.resolved_at)}"
-        extra = f" ({', '.join(flags)})" if flags else ""
-        lines.append(f"#{v.id} [{v.severity}] {v.title}: {state}, {format_duration(v.duration_s(now))}, "
-                     f"seen {v.count}×{extra}")
-    return "\n".join(lines)
 
 
 # -- the pipeline -----------------------------------------------------------------------------------------------

@@ -192,10 +192,3 @@ def active_silences(store: Store, now: datetime | None = None) -> list[Silence]:
 
 def matching_silence(silences: list[Silence], finding: Finding) -> Silence | None:
     return next((s for s in silences if s.matches(finding)), None)
-
-
-def describe_silences(silences: list[Silence], now: datetime) -> str:
-    """The `/clearml silences` answer as plain text (the Slack renderer may do better)."""
-    if not silences:
-        return "No active silences."
-    return "\n".join(["Active silences:", *(f"• {s.describe(now)}" for s in silences)])

@@ -49,7 +49,7 @@ import re
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from bot.config import TrackerPolicy  # a config type (incidents: in the config file); the pipeline imports it from here
@@ -1344,8 +1344,3 @@ class IncidentTracker:
 def root_key(incident_id: int) -> str:
     """The outbox dedupe key of an incident's root message (its thread hangs under it)."""
     return f"incident:{incident_id}:root"
-
-
-def snooze_until(now: datetime, duration_s: float) -> datetime:
-    """The end of a snooze button's period (1 h / 4 h / 24 h)."""
-    return utc(now) + timedelta(seconds=duration_s)

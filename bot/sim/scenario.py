@@ -1324,9 +1324,3 @@ def build_state(
         if was_enabled:
             gc.enable()
     return state
-
-
-def validate_scenario(scenario: str | Path | dict[str, Any]) -> None:
-    """Raise ScenarioError if the scenario cannot be loaded (without starting anything)."""
-    build_state(scenario, SimClock())
-

@@ -36,29 +36,6 @@ class DeliveryResult:
         return self.error.explain() if self.error else ""
 
 
-def deliver_run(
-    outbox: Outbox,
-    router: Router,
-    result: RunResult,
-    playbook: Playbook | None,
-    *,
-    opts: ReportOptions | None = None,
-    secrets: Sequence[str] = (),
-) -> list[DeliveryResult]:
-    """Post the report to every channel the router plans; one channel failing does not stop the others."""
-    out: list[DeliveryResult] = []
-    for plan in router.plan(result.findings, playbook):
-        part = result if plan.whole_report else dataclasses.replace(result, findings=plan.findings)
-        delivery = DeliveryResult(plan.channel, plan.reasons)
-        try:
-            delivery.posted = outbox.post(plan.channel, render_run(part, opts=opts, secrets=secrets))
-        except SlackWriteError as exc:
-            delivery.error = exc
-            log.error("report for %s not posted: %s", ", ".join(result.playbooks), exc.explain())
-        out.append(delivery)
-    return out
-
-
 def queue_run_report(
     outbox: Outbox,
     router: Router,

@@ -9,15 +9,19 @@ import time
 from pathlib import Path
 
 import pytest
+from slack_sdk import WebClient
 
 from bot.config import SlackRoute, resolve_server
 from bot.engine.playbook import load_playbook
 from bot.engine.runner import run_playbooks
+from bot.outbox import Outbox as DurableOutbox
+from bot.outbox import WebClientSender
 from bot.sim.server import SimServer
 from bot.slack.client import make_web_client
-from bot.slack.delivery import deliver_run
+from bot.slack.delivery import queue_run_report
 from bot.slack.outbox import Outbox
 from bot.slack.routing import Router
+from bot.store import Store
 from tests.e2e.conftest import HttpBot, sim_settings
 from tests.fakes.slack_api import FakeSlack
 
@@ -83,18 +87,26 @@ def test_routed_delivery_of_an_unattended_report(
     playbook = load_playbook(Path(settings.playbooks or "") / "health.yaml")
     server = resolve_server(settings, "prod")
     result = asyncio.run(run_playbooks([playbook], settings, server, trigger="schedule"))
+    # `serve`'s way for an unattended report: queued in the durable outbox, drained by its worker
+    store = Store(tmp_path / "delivery.db")
     outbox = Outbox(make_web_client(fake_slack.bot_token, settings))
-    deliveries = deliver_run(outbox, Router(settings.slack), result, playbook)
-    by_channel = {d.channel: d for d in deliveries}
-    assert set(by_channel) == {"#ml-alerts", "#ml-oncall"}
-    assert by_channel["#ml-alerts"].posted is not None and by_channel["#ml-alerts"].posted.channel == alerts.id
-    failed = by_channel["#ml-oncall"]
-    assert failed.posted is None and failed.error is not None and failed.error.error == "not_in_channel"
-    assert "#ml-oncall" in failed.problem and "/invite" in failed.problem
+    outbox.durable = DurableOutbox(store)
+    sender = WebClientSender(WebClient(token=fake_slack.bot_token, base_url=fake_slack.base_url, retry_handlers=[]))
+    queued = queue_run_report(outbox, Router(settings.slack), result, playbook, key="run-1")
+    assert set(queued) == {"#ml-alerts", "#ml-oncall"}
+    outbox.durable.drain(sender)
+    sent = outbox.durable.get("report:run-1:#ml-alerts")
+    assert sent is not None and sent["status"] == "sent" and sent["channel_id"] == alerts.id
+    failed = outbox.durable.get("report:run-1:#ml-oncall")
+    assert failed is not None and failed["status"] == "failed" and failed["ts"] is None
+    problem = str(failed["last_error"])
+    assert problem.startswith("not_in_channel") and "#ml-oncall" in problem and "/invite" in problem
     # once invited, the same delivery reaches it, with only the routed findings
     oncall.member = True
-    deliveries = deliver_run(outbox, Router(settings.slack), result, playbook)
-    routed = next(d for d in deliveries if d.channel == "#ml-oncall")
-    assert routed.posted is not None
-    message = fake_slack.message(oncall.id, routed.posted.ts)
+    assert outbox.durable.retry_failed(channel="#ml-oncall") == 1
+    outbox.durable.drain(sender)
+    routed = outbox.durable.get("report:run-1:#ml-oncall")
+    assert routed is not None and routed["status"] == "sent" and routed["ts"]
+    message = fake_slack.message(oncall.id, routed["ts"])
     assert message is not None and "queues.backlog" in text_of(message) and "agents.stale" not in text_of(message)
+    store.close()

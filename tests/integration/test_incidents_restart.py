@@ -163,7 +163,7 @@ def test_incident_zoo_on_schedule_with_a_restart_in_the_middle(tmp_path: Path, s
 
     from bot.config import ServerSettings
     from bot.engine.playbook import load_playbook
-    from bot.schedule import Scheduler, digest_runner, playbook_runner
+    from bot.schedule import Scheduler, playbook_runner
     from bot.sim.server import SimServer
 
     db = tmp_path / "store.db"
@@ -179,7 +179,7 @@ def test_incident_zoo_on_schedule_with_a_restart_in_the_middle(tmp_path: Path, s
         box = Outbox(store)
         pipe = IncidentPipeline(store, outbox=box, settings=settings, playbooks=playbooks)
         sched = Scheduler(store, playbooks, run_playbook=playbook_runner(settings, store, pipe, server=server),
-                          run_digest=digest_runner(pipe), digest=None)
+                          run_digest=lambda trigger: pipe.post_digest(), digest=None)
         return store, box, pipe, sched
 
     def tick(sched: Scheduler, box: Outbox) -> None:

@@ -4,6 +4,7 @@ storms."""
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from pathlib import Path
 
@@ -164,14 +165,15 @@ def test_a_gone_worker_that_comes_back_healthy_resolves(store: Store) -> None:
 
 
 def test_a_deleted_queue_stays_open_as_gone_and_shows_so(store: Store) -> None:
-    from bot.incidents.pipeline import describe_incidents
+    from bot.slack.messages.incidents import render_incident_list
 
     tracker = IncidentTracker(store)
     tracker.process(listed(run(backlog(queue="q-cpu"), started=at(0)), queue={"q-cpu", "q-gpu"}), at(0))
     notes = tracker.process(listed(run(started=at(1)), queue={"q-gpu"}), at(1))
     assert [n.kind for n in notes] == ["update", "reply"] and "queue cpu is gone" in notes[1].lines[0]
     (inc,) = tracker.list_incidents("open")
-    assert "gone from the server" in describe_incidents([inc], at(2))
+    listing = render_incident_list([inc], at(2), threads=lambda incident_id: None)
+    assert "gone from the server" in json.dumps(listing.blocks_as_dicts())
     # listed again and healthy: resolved
     assert [n.kind for n in tracker.process(listed(run(started=at(2)), queue={"q-cpu"}), at(2))] == ["resolve"]
 

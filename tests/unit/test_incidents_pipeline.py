@@ -15,7 +15,6 @@ from bot.incidents.pipeline import (
     Rendered,
     TextRenderer,
     default_router,
-    describe_incidents,
     print_sink,
 )
 from bot.incidents.tracker import IncidentView, Notification
@@ -134,7 +133,7 @@ def test_a_rise_to_critical_is_broadcast_to_the_channel(store: Store) -> None:
     assert reply is not None and '"reply_broadcast": true' in reply["payload"]
 
 
-def test_print_sink_and_incident_list(store: Store) -> None:
+def test_print_sink(store: Store) -> None:
     import io
 
     out = io.StringIO()
@@ -146,10 +145,3 @@ def test_print_sink_and_incident_list(store: Store) -> None:
     text = out.getvalue()
     assert text.startswith("── #ml-alerts · new message ──\n🟠 [WARNING] Queue cpu has 60 waiting")
     assert "── #ml-alerts · thread reply ──\n👀 Acknowledged by U0ALICE" in text
-    listing = describe_incidents(pipe.tracker.list_incidents(), at(2))
-    assert listing.splitlines() == [
-        f"#{ids['worker']} [critical] Worker gpu-3 silent for 10m: open, 2m, seen 1× (ack U0ALICE)",
-        f"#{ids['queue']} [warning] Queue cpu has 60 waiting: open, 2m, seen 1× "
-        "(snoozed until 2026-11-02 10:01 UTC)",
-    ]
-    assert describe_incidents([], at(2)) == "No open incidents."

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -11,10 +12,10 @@ from bot.incidents.silences import (
     active_silences,
     add_silence,
     cancel_silence,
-    describe_silences,
     matching_silence,
     parse_silence_args,
 )
+from bot.slack.messages.incidents import render_silences
 from bot.store import Store
 from tests.unit._incidents_support import at, backlog, dead_worker, orphaned_task, storage_down
 
@@ -62,7 +63,7 @@ def test_list_cancel_and_expire(store: Store) -> None:
     a = add_silence(store, "agents.*", "30m", reason="maintenance", by="U0ALICE", now=at(0))
     b = add_silence(store, "queues.backlog", "2h", now=at(0))
     assert [s.id for s in active_silences(store, at(1))] == [a.id, b.id]  # soonest to end first
-    text = describe_silences(active_silences(store, at(10)), at(10))
+    text = json.dumps(render_silences(active_silences(store, at(10)), at(10)).blocks_as_dicts())
     assert f"#{a.id} `agents.*` for 20m more by U0ALICE: maintenance" in text
     # Expired: gone without anyone doing anything.
     assert [s.id for s in active_silences(store, at(30))] == [b.id]
@@ -70,4 +71,4 @@ def test_list_cancel_and_expire(store: Store) -> None:
     assert cancelled is not None and cancelled.cancelled_by == "U0BOB" and not cancelled.active(at(31))
     assert cancel_silence(store, b.id, now=at(32)) is None
     assert active_silences(store, at(32)) == []
-    assert describe_silences([], at(32)) == "No active silences."
+    assert "Nothing is silenced." in json.dumps(render_silences([], at(32)).blocks_as_dicts())
