@@ -4,13 +4,31 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Callable
-from typing import Any
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from pydantic import SecretStr
 
 from bot.config import ServerSettings
+
+if TYPE_CHECKING:
+    from bot.slack.services import BotServices
+    from tests.e2e.conftest import HttpBot
+    from tests.fakes.slack_history import HistoryFakeSlack
+
+
+# The fleet checks as a playbook's `checks:` section (appended to a playbook's name/description/schedule).
+FLEET_CHECKS_YAML = """\
+checks:
+  - check: agents.stale
+  - check: agents.orphaned_tasks
+  - check: agents.unserved_queues
+  - check: queues.backlog
+  - check: queues.stuck_queued
+"""
 
 
 def server_settings(sim: Any, **overrides: Any) -> ServerSettings:
@@ -75,3 +93,48 @@ class AfterFirstTasksPage(httpx.AsyncHTTPTransport):
             hook, self.hook = self.hook, None
             hook()
         return response
+
+
+def cityscapes_datasets() -> list[dict[str, Any]]:
+    """Two versions of a simulated dataset, the newer one with a corrupt file (for the integrity check's scenarios)."""
+    return [
+        {"name": "cityscapes-seg", "project": "perception", "version": "1.1.0", "status": "completed",
+         "last_update": "-10d", "files": [{"path": "leftImg8bit/aachen.png", "size": 2500, "seed": 10}]},
+        {"name": "cityscapes-seg", "project": "perception", "version": "1.2.0", "status": "completed",
+         "last_update": "-2d", "parents": ["cityscapes-seg@1.1.0"], "chunk_size": 4096,
+         "files": [{"path": "leftImg8bit/bochum.png", "size": 2500, "seed": 11},
+                   {"path": "gtFine/bochum_labelIds.png", "content": "labels-v2"}],
+         "faults": {"corrupt_file": "gtFine/bochum_labelIds.png"}},
+    ]
+
+
+def services(bot: HttpBot) -> BotServices:
+    """The running bot's services (store, outbox, incidents, ...)."""
+    from bot.slack.app import services_of
+
+    return services_of(bot.server.app)  # type: ignore[arg-type]
+
+
+def wait_until(condition: Callable[[], Any], timeout: float = 30.0, what: str = "") -> Any:
+    """Poll `condition` until it returns something truthy (that value), or fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what or condition}")
+        time.sleep(0.05)
+
+
+@contextmanager
+def alerts_slack(channel_id: str) -> Iterator[HistoryFakeSlack]:
+    """A fake Slack with a #ml-alerts channel (id `channel_id`); on leaving, asserts that every Web API method the
+    bot called is in the scope table the manifest is checked against."""
+    from bot.slack.client import METHOD_SCOPES
+    from tests.fakes.slack_history import HistoryFakeSlack
+
+    with HistoryFakeSlack() as fake:
+        fake.add_channel("ml-alerts", channel_id=channel_id)
+        yield fake
+    assert fake.web_api_methods() <= set(METHOD_SCOPES), fake.web_api_methods() - set(METHOD_SCOPES)

@@ -24,34 +24,24 @@ import pytest
 from bot.actions.tokens import ENV_KEY
 from bot.config import Settings
 from bot.sim.server import SimServer
-from bot.slack.app import services_of
-from bot.slack.client import METHOD_SCOPES
 from bot.slack.serve import BotServer
-from bot.slack.services import BotServices
 from tests.e2e.conftest import SIGNING_SECRET, USER, HttpBot, bot_env, signed_headers
 from tests.fakes.slack_api import validate_view
 from tests.fakes.slack_history import HistoryFakeSlack
+from tests.helpers import FLEET_CHECKS_YAML, alerts_slack, services, wait_until
 
 CHANNEL = "C0MLALERTS"
 FLEET_PLAYBOOK = """
 name: fleet
 description: The fleet checks (the test runs them; the schedule never fires by itself).
 schedule: "0 0 1 1 *"
-checks:
-  - check: agents.stale
-  - check: agents.orphaned_tasks
-  - check: agents.unserved_queues
-  - check: queues.backlog
-  - check: queues.stuck_queued
-"""
+""" + FLEET_CHECKS_YAML
 
 
 @pytest.fixture
 def slack() -> Iterator[HistoryFakeSlack]:
-    with HistoryFakeSlack() as fake:
-        fake.add_channel("ml-alerts", channel_id=CHANNEL)
+    with alerts_slack(CHANNEL) as fake:
         yield fake
-    assert fake.web_api_methods() <= set(METHOD_SCOPES), fake.web_api_methods() - set(METHOD_SCOPES)
 
 
 @contextmanager
@@ -79,21 +69,6 @@ def home_bot(sim: SimServer, slack: HistoryFakeSlack, tmp_path: Path, env: pytes
         yield HttpBot(server, slack, sim, settings)
     finally:
         server.stop()
-
-
-def services(bot: HttpBot) -> BotServices:
-    return services_of(bot.server.app)  # type: ignore[arg-type]
-
-
-def wait_until(condition: Callable[[], Any], timeout: float = 30.0, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or condition}")
-        time.sleep(0.05)
 
 
 def open_home(bot: HttpBot, user: str = USER, tab: str = "home") -> httpx.Response:

@@ -28,14 +28,12 @@ import yaml
 from bot.actions.tokens import ENV_KEY
 from bot.config import Settings
 from bot.sim.server import SimServer
-from bot.slack.app import services_of
-from bot.slack.client import METHOD_SCOPES
 from bot.slack.serve import BotServer
-from bot.slack.services import BotServices
 from tests.e2e.conftest import USER, HttpBot, bot_env
 from tests.e2e.test_slack_actions import blocks_of, buttons_in, click, text_of
 from tests.fakes.slack_api import Call
 from tests.fakes.slack_history import HistoryFakeSlack
+from tests.helpers import FLEET_CHECKS_YAML, alerts_slack, services, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 CHANNEL = "C0MLALERTS"
@@ -44,22 +42,13 @@ ZOO_PLAYBOOK = """
 name: zoo
 description: The fleet checks, every second (the test drives time through the schedule).
 schedule: {every: 1s}
-checks:
-  - check: agents.stale
-  - check: agents.orphaned_tasks
-  - check: agents.unserved_queues
-  - check: queues.backlog
-  - check: queues.stuck_queued
-"""
+""" + FLEET_CHECKS_YAML
 
 
 @pytest.fixture
 def slack() -> Iterator[HistoryFakeSlack]:
-    with HistoryFakeSlack() as fake:
-        fake.add_channel("ml-alerts", channel_id=CHANNEL)
+    with alerts_slack(CHANNEL) as fake:
         yield fake
-    # every Web API method the bot called is in the scope table the manifest is checked against
-    assert fake.web_api_methods() <= set(METHOD_SCOPES), fake.web_api_methods() - set(METHOD_SCOPES)
 
 
 @pytest.fixture
@@ -99,21 +88,6 @@ def in_process(config: dict[str, Any], sim: SimServer, slack: HistoryFakeSlack,
         yield HttpBot(server, slack, sim, settings)
     finally:
         server.stop()
-
-
-def services(bot: HttpBot) -> BotServices:
-    return services_of(bot.server.app)  # type: ignore[arg-type]
-
-
-def wait_until(condition: Callable[[], Any], timeout: float = 30.0, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or condition}")
-        time.sleep(0.05)
 
 
 def roots(slack: HistoryFakeSlack) -> list[dict[str, Any]]:

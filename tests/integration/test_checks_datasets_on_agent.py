@@ -23,7 +23,7 @@ from bot.engine.findings import Finding
 from bot.engine.playbook import CheckEntry, Playbook
 from bot.engine.runner import run_playbooks
 from tests.fakes.moto_server import _moto_server_process, moto_server  # noqa: F401
-from tests.helpers import server_settings, sim_data, sim_request
+from tests.helpers import cityscapes_datasets, server_settings, sim_data, sim_request
 from tests.integration.test_checks_datasets import zip_bytes
 
 CHECK = "datasets.integrity"
@@ -37,13 +37,7 @@ def scenario() -> dict[str, Any]:
         "projects": [{"name": "perception"}],
         "queues": [{"name": QUEUE}, {"name": "default", "system_tags": ["default"]}],
         "datasets": [
-            {"name": "cityscapes-seg", "project": "perception", "version": "1.1.0", "status": "completed",
-             "last_update": "-10d", "files": [{"path": "leftImg8bit/aachen.png", "size": 2500, "seed": 10}]},
-            {"name": "cityscapes-seg", "project": "perception", "version": "1.2.0", "status": "completed",
-             "last_update": "-2d", "parents": ["cityscapes-seg@1.1.0"], "chunk_size": 4096,
-             "files": [{"path": "leftImg8bit/bochum.png", "size": 2500, "seed": 11},
-                       {"path": "gtFine/bochum_labelIds.png", "content": "labels-v2"}],
-             "faults": {"corrupt_file": "gtFine/bochum_labelIds.png"}},
+            *cityscapes_datasets(),
             {"name": "audio-commands", "project": "perception", "version": "1.0.0", "status": "completed",
              "last_update": "-4d", "chunk_size": 2048,
              "files": [{"path": "yes/0001.wav", "size": 1500, "seed": 8},

@@ -15,7 +15,6 @@ import pytest
 from slack_sdk import WebClient
 
 from bot.config import Settings
-from bot.engine.findings import Finding, Subject
 from bot.incidents.pipeline import IncidentPipeline
 from bot.outbox import Outbox, WebClientSender
 from bot.slack.messages.common import MAX_MESSAGE_TEXT, block_text_length
@@ -23,7 +22,7 @@ from bot.slack.messages.incidents import SlackIncidentRenderer
 from bot.store import Store
 from tests.fakes.slack_api import validate_message
 from tests.fakes.slack_history import HistoryFakeSlack
-from tests.unit._incidents_support import T0, backlog, dead_worker, orphaned_task, run
+from tests.unit._incidents_support import T0, backlog, dead_worker, fileserver_down, orphaned_task, run
 
 CHANNEL = "C0MLALERTS"
 
@@ -90,17 +89,6 @@ def test_a_cascade_over_two_runs_and_a_restart_is_one_root_and_unrelated_faults_
     store.close()
 
 
-def file_server(probe: str, ms: int) -> Finding:
-    return Finding(
-        check="storage.fileserver", severity="critical", title="File server http://files:8081 refuses uploads",
-        subject=Subject(kind="storage", id="http://files:8081", name="files"),
-        evidence={"target": "http://files:8081", "ok": False, "total_ms": ms, "error": "http_500",
-                  "message": f"PUT http://files:8081/.clearml-chatops-probe/{probe}.probe returned 500 after {ms} ms",
-                  "probe_object": f".clearml-chatops-probe/{probe}.probe",
-                  "steps": [{"step": "write", "ok": False, "ms": ms}]},
-    )
-
-
 def test_a_volatile_change_earns_no_thread_reply(tmp_path: Path, slack: HistoryFakeSlack) -> None:
     """38 runs of a failing file server, each with a new random probe object and latency: 12.5 minutes without a
     single thread reply after the opening one (before: one reply per run)."""
@@ -109,7 +97,7 @@ def test_a_volatile_change_earns_no_thread_reply(tmp_path: Path, slack: HistoryF
     store, box, pipe = bot(tmp_path / "store.db", settings(settle="0s"))
     for i in range(38):
         now = at_s(20 * i)
-        pipe.handle_run(run(file_server(uuid.uuid4().hex, 400 + 13 * i), checks=("storage.fileserver",),
+        pipe.handle_run(run(fileserver_down(uuid.uuid4().hex, 400 + 13 * i), checks=("storage.fileserver",),
                             started=now), now)
         box.drain(sender(slack), now)
     (root,) = roots(slack)

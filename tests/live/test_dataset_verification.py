@@ -12,7 +12,7 @@ from bot.config import Settings
 from bot.engine.playbook import CheckEntry, Playbook
 from bot.engine.runner import run_playbooks
 from bot.sim.server import SimServer
-from tests.helpers import server_settings
+from tests.helpers import cityscapes_datasets, server_settings
 from tests.live.conftest import AGENT_A, needs_agent, start_agent, task_log, wait_for
 
 QUEUE = "storage-side"
@@ -25,13 +25,7 @@ def scenario() -> dict[str, Any]:
         "projects": [{"name": "perception"}],
         "queues": [{"name": QUEUE}, {"name": "default", "system_tags": ["default"]}],
         "datasets": [
-            {"name": "cityscapes-seg", "project": "perception", "version": "1.1.0", "status": "completed",
-             "last_update": "-10d", "files": [{"path": "leftImg8bit/aachen.png", "size": 2500, "seed": 10}]},
-            {"name": "cityscapes-seg", "project": "perception", "version": "1.2.0", "status": "completed",
-             "last_update": "-2d", "parents": ["cityscapes-seg@1.1.0"], "chunk_size": 4096,
-             "files": [{"path": "leftImg8bit/bochum.png", "size": 2500, "seed": 11},
-                       {"path": "gtFine/bochum_labelIds.png", "content": "labels-v2"}],
-             "faults": {"corrupt_file": "gtFine/bochum_labelIds.png"}},
+            *cityscapes_datasets(),
         ],
     }
 

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+from bot.config import Settings
 from bot.engine.findings import Finding, Subject
 from bot.engine.runner import CheckRun, RunResult
+from bot.incidents.tracker import Notification
+from bot.store import Store
 
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 CHECKS = ("agents.stale", "agents.orphaned_tasks", "agents.unserved_queues", "queues.backlog", "storage.probe",
@@ -94,3 +99,33 @@ def run(
     if metrics is not None:
         result.metrics = metrics  # type: ignore[attr-defined]
     return result
+
+
+def fileserver_down(probe: str = "3f2a9c1be0d44b8c9a7e5d6c1b2a3f40", ms: int = 532) -> Finding:
+    """storage.fileserver failing; every run has its own probe object and latency (volatile evidence)."""
+    return Finding(
+        check="storage.fileserver", severity="critical", title="File server http://files:8081 refuses uploads",
+        subject=Subject(kind="storage", id="http://files:8081", name="files"),
+        evidence={"target": "http://files:8081", "ok": False, "total_ms": ms, "error": "http_500",
+                  "message": f"PUT http://files:8081/.clearml-chatops-probe/{probe}.probe returned 500 after {ms} ms",
+                  "probe_object": f".clearml-chatops-probe/{probe}.probe",
+                  "steps": [{"step": "write", "ok": False, "ms": ms}]},
+    )
+
+
+def kinds(notes: list[Notification]) -> list[tuple[str, int]]:
+    """(kind, incident id) of each notification, for comparing what the tracker said."""
+    return [(n.kind, n.incident.id) for n in notes]
+
+
+def settings(**slack: Any) -> Settings:
+    """Settings with #ml-alerts as the default channel, plus the given `slack` settings."""
+    return Settings.model_validate({"slack": {"default_channel": "#ml-alerts", **slack}})
+
+
+def temp_store(tmp_path: Path) -> Iterator[Store]:
+    """A fresh store under tmp_path, closed afterwards; a test module registers it as its `store` fixture with
+    `store = pytest.fixture(temp_store, name="store")`."""
+    s = Store(tmp_path / "store.db")
+    yield s
+    s.close()

@@ -12,37 +12,28 @@ import pytest
 
 from bot.engine.findings import Finding, Subject
 from bot.engine.runner import RunResult
-from bot.incidents.tracker import IncidentTracker, Notification, TrackerPolicy, evidence_changes, key_evidence
+from bot.incidents.tracker import IncidentTracker, TrackerPolicy, evidence_changes, key_evidence
 from bot.store import Store
-from tests.unit._incidents_support import T0, at, backlog, dead_worker, orphaned_task, run, unserved_queue
+from tests.unit._incidents_support import (
+    T0,
+    at,
+    backlog,
+    dead_worker,
+    fileserver_down,
+    kinds,
+    orphaned_task,
+    run,
+    temp_store,
+    unserved_queue,
+)
 
-
-@pytest.fixture
-def store(tmp_path: Path) -> Store:
-    s = Store(tmp_path / "store.db")
-    yield s  # type: ignore[misc]
-    s.close()
-
-
-def kinds(notes: list[Notification]) -> list[tuple[str, int]]:
-    return [(n.kind, n.incident.id) for n in notes]
+store = pytest.fixture(temp_store, name="store")
 
 
 def listed(result: RunResult, **kinds_ids: set[str]) -> RunResult:
     """The run as if the server had listed exactly these workers / queues."""
     result.listed = {kind: ids for kind, ids in kinds_ids.items()}
     return result
-
-
-def fileserver_down(probe: str = "3f2a9c1be0d44b8c9a7e5d6c1b2a3f40", ms: int = 532) -> Finding:
-    return Finding(
-        check="storage.fileserver", severity="critical", title="File server http://files:8081 refuses uploads",
-        subject=Subject(kind="storage", id="http://files:8081", name="files"),
-        evidence={"target": "http://files:8081", "ok": False, "total_ms": ms, "error": "http_500",
-                  "message": f"PUT http://files:8081/.clearml-chatops-probe/{probe}.probe returned 500 after {ms} ms",
-                  "probe_object": f".clearml-chatops-probe/{probe}.probe",
-                  "steps": [{"step": "write", "ok": False, "ms": ms}]},
-    )
 
 
 def dataset_unreadable(fp_root: str | None, name: str = "ds-1") -> Finding:

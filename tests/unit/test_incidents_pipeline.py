@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
-from pathlib import Path
-from typing import Any
 
 import pytest
 
-from bot.config import Settings
 from bot.engine.playbook import parse_playbook
 from bot.incidents.pipeline import (
     IncidentPipeline,
@@ -20,18 +17,18 @@ from bot.incidents.pipeline import (
 from bot.incidents.tracker import IncidentView, Notification
 from bot.outbox import Outbox
 from bot.store import Store
-from tests.unit._incidents_support import at, backlog, dead_worker, orphaned_task, run, unserved_queue
+from tests.unit._incidents_support import (
+    at,
+    backlog,
+    dead_worker,
+    orphaned_task,
+    run,
+    settings,
+    temp_store,
+    unserved_queue,
+)
 
-
-@pytest.fixture
-def store(tmp_path: Path) -> Store:
-    s = Store(tmp_path / "store.db")
-    yield s  # type: ignore[misc]
-    s.close()
-
-
-def settings(**slack: Any) -> Settings:
-    return Settings.model_validate({"slack": {"default_channel": "#ml-alerts", **slack}})
+store = pytest.fixture(temp_store, name="store")
 
 
 def outbox_rows(store: Store) -> list[tuple[str, str, str, str | None, str]]:

@@ -4,12 +4,10 @@ the critical route too (and kept up to date there), the broadcast of a rise to c
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from bot.config import Settings
 from bot.incidents.pipeline import IncidentPipeline, default_router
 from bot.incidents.tracker import TrackerPolicy
 from bot.outbox import Outbox
@@ -17,20 +15,21 @@ from bot.slack.messages.common import MAX_MESSAGE_TEXT, block_text_length
 from bot.slack.messages.incidents import SlackIncidentRenderer
 from bot.store import Store
 from tests.fakes.slack_api import validate_message
-from tests.unit._incidents_support import at, backlog, dead_worker, orphaned_task, run, unserved_queue
+from tests.unit._incidents_support import (
+    at,
+    backlog,
+    dead_worker,
+    orphaned_task,
+    run,
+    settings,
+    temp_store,
+    unserved_queue,
+)
 
 ONCALL = [{"severity": "critical", "channel": "#ml-oncall"}]
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Store:
-    s = Store(tmp_path / "store.db")
-    yield s  # type: ignore[misc]
-    s.close()
-
-
-def settings(**slack: Any) -> Settings:
-    return Settings.model_validate({"slack": {"default_channel": "#ml-alerts", **slack}})
+store = pytest.fixture(temp_store, name="store")
 
 
 def rows(store: Store) -> list[dict[str, Any]]:

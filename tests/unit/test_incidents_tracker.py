@@ -11,7 +11,6 @@ from bot.incidents.silences import add_silence
 from bot.incidents.tracker import (
     IncidentError,
     IncidentTracker,
-    Notification,
     TrackerPolicy,
     evidence_changes,
     key_evidence,
@@ -21,23 +20,16 @@ from tests.unit._incidents_support import (
     at,
     backlog,
     dead_worker,
+    kinds,
     orphaned_task,
     run,
     storage_down,
+    temp_store,
     unserved_queue,
     upload_failure,
 )
 
-
-@pytest.fixture
-def store(tmp_path: Path) -> Store:
-    s = Store(tmp_path / "store.db")
-    yield s  # type: ignore[misc]
-    s.close()
-
-
-def kinds(notes: list[Notification]) -> list[tuple[str, int]]:
-    return [(n.kind, n.incident.id) for n in notes]
+store = pytest.fixture(temp_store, name="store")
 
 
 def test_open_repeat_resolve(store: Store) -> None:
