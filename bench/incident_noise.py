@@ -24,9 +24,9 @@ from slack_sdk import WebClient
 from bot.config import ServerSettings, Settings
 from bot.engine.playbook import load_playbook
 from bot.incidents.pipeline import IncidentPipeline
-from bot.outbox import Outbox, WebClientSender
 from bot.schedule import Scheduler, playbook_runner
 from bot.sim.server import SimServer
+from bot.slack.delivery import Outbox, WebClientSender
 from bot.store import Store
 from tests.fakes.slack_history import HistoryFakeSlack
 

@@ -39,9 +39,9 @@ from bot.engine.findings import Finding, is_problem
 from bot.engine.playbook import find_playbooks, load_playbook
 from bot.engine.runner import RunResult, run_playbooks
 from bot.incidents.pipeline import IncidentPipeline
-from bot.outbox import Outbox, WebClientSender
 from bot.sim.fleet import apply_faults, generate_healthy_fleet
 from bot.sim.server import SimServer
+from bot.slack.delivery import Outbox, WebClientSender
 from bot.store import Store
 
 CORPUS = Path(__file__).resolve().parent / "signal"

@@ -11,6 +11,12 @@ import re
 
 DM_PREFIX = "dm:"
 _SLACK_USER = re.compile(r"^[UW][A-Z0-9]{6,}$")
+_CHANNEL_ID = re.compile(r"^[CGD][A-Z0-9]{6,}$")  # public (C), private (G) and DM (D) channel ids
+
+
+def is_channel_id(channel: str) -> bool:
+    """A Slack channel id (`C0ABC123`), as opposed to a `#name`."""
+    return bool(_CHANNEL_ID.match(channel))
 
 
 def is_dm_target(channel: str) -> bool:

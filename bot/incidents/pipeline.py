@@ -24,7 +24,7 @@ import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import IO, TYPE_CHECKING, Any, Protocol
+from typing import IO, TYPE_CHECKING, Any, Literal, Protocol
 
 from bot.durations import format_duration
 from bot.engine.findings import SEVERITY_RANK
@@ -37,7 +37,6 @@ if TYPE_CHECKING:
     from bot.config import Settings
     from bot.engine.playbook import Playbook
     from bot.engine.runner import RunResult
-    from bot.outbox import Outbox
     from bot.store import Store
 
 log = logging.getLogger(__name__)
@@ -53,6 +52,54 @@ class Rendered:
 
     text: str
     blocks: list[Any] | None = None
+
+    def as_payload(self) -> dict[str, Any]:
+        """The message as an outbox payload: `text`, and `blocks` when it has some."""
+        out: dict[str, Any] = {"text": self.text}
+        if self.blocks:
+            out["blocks"] = self.blocks
+        return out
+
+
+SinkKind = Literal["post", "update", "reply", "ephemeral"]
+
+
+class MessageSink(Protocol):
+    """Where the pipeline's messages go: the Slack outbox (bot/slack/delivery: durable, redacted at its door) or
+    the terminal (`TerminalSink`). The roots a channel refused only exist on Slack; the terminal has none."""
+
+    def enqueue(self, key: str, channel: str, kind: SinkKind, message: dict[str, Any], *,
+                root_key: str | None = None, supersede: bool = False, now: datetime | None = None) -> bool:
+        """Queue one message (`Rendered.as_payload()`, maybe with `reply_broadcast`); False when `key` was queued
+        before."""
+        ...
+
+    def refused_posts(self, key_like: str, errors: Iterable[str]) -> list[dict[str, Any]]: ...
+
+    def retire(self, key: str, new_key: str) -> bool: ...
+
+    def requeue_orphans(self, root_key: str, channel: str, now: datetime | None = None) -> int: ...
+
+
+class TerminalSink:
+    """A `MessageSink` that hands each message to `show` (channel, kind, message) at once: the terminal demo."""
+
+    def __init__(self, show: Sink) -> None:
+        self.show = show
+
+    def enqueue(self, key: str, channel: str, kind: SinkKind, message: dict[str, Any], *,
+                root_key: str | None = None, supersede: bool = False, now: datetime | None = None) -> bool:
+        self.show(channel, kind, Rendered(text=str(message.get("text") or ""), blocks=message.get("blocks")))
+        return True
+
+    def refused_posts(self, key_like: str, errors: Iterable[str]) -> list[dict[str, Any]]:
+        return []  # a terminal refuses nothing
+
+    def retire(self, key: str, new_key: str) -> bool:
+        return False
+
+    def requeue_orphans(self, root_key: str, channel: str, now: datetime | None = None) -> int:
+        return 0
 
 
 class IncidentRenderer(Protocol):
@@ -258,13 +305,6 @@ def print_sink(stream: IO[str] | None = None) -> Sink:
 # -- the pipeline -----------------------------------------------------------------------------------------------
 
 
-def _payload(message: Rendered) -> dict[str, Any]:
-    out: dict[str, Any] = {"text": message.text}
-    if message.blocks:
-        out["blocks"] = message.blocks
-    return out
-
-
 class IncidentPipeline:
     def __init__(
         self,
@@ -272,7 +312,7 @@ class IncidentPipeline:
         *,
         tracker: IncidentTracker | None = None,
         policy: TrackerPolicy | None = None,
-        outbox: Outbox | None = None,
+        outbox: MessageSink | None = None,
         renderer: IncidentRenderer | None = None,
         router: Router | None = None,
         sink: Sink | None = None,
@@ -290,7 +330,8 @@ class IncidentPipeline:
         self.tracker = tracker or IncidentTracker(store, policy)
         self.fallback = fallback or (lambda: default_channel(settings))
         self.refused_retry_s = settings.incidents.refused_retry_s if settings is not None else 300.0
-        self.outbox = outbox
+        # the terminal demo gives a `sink` callable instead of an outbox
+        self.outbox: MessageSink | None = outbox if outbox is not None else (TerminalSink(sink) if sink else None)
         self.renderer: IncidentRenderer = renderer or TextRenderer()
         self.router = router or default_router(settings, playbooks)
         self.sink = sink
@@ -362,23 +403,16 @@ class IncidentPipeline:
 
     # -- outputs ------------------------------------------------------------------------------------------------
 
-    def _emit(self, key: str, channel: str | None, kind: str, message: Rendered, root: str | None,
+    def _emit(self, key: str, channel: str | None, kind: SinkKind, message: Rendered, root: str | None,
               *, now: datetime, supersede: bool = False, broadcast: bool = False) -> None:
         if channel is None:
             log.warning("no Slack channel for %s: set slack.default_channel or a playbook `channel`", key)
             return
-        payload = _payload(message)
+        payload = message.as_payload()
         if broadcast:
             payload["reply_broadcast"] = True
         if self.outbox is not None:
-            self.outbox.enqueue(key, channel, kind, payload, root_key=root, supersede=supersede,  # type: ignore[arg-type]
-                                now=now)
-        elif self.sink is not None:
-            self.sink(channel, kind, message)
-
-    def _durable(self) -> Any:
-        """The durable outbox (the Slack facade wraps it as `.durable`), or None (terminal sink)."""
-        return getattr(self.outbox, "durable", None) or self.outbox
+            self.outbox.enqueue(key, channel, kind, payload, root_key=root, supersede=supersede, now=now)
 
     def tick(self, now: datetime | None = None, *, can_post: Callable[[str], bool] | None = None
              ) -> list[Notification]:
@@ -395,8 +429,8 @@ class IncidentPipeline:
         return notes
 
     def _reroute_refused(self, now: datetime) -> list[Notification]:
-        durable = self._durable()
-        if durable is None or not hasattr(durable, "refused_posts"):
+        durable = self.outbox
+        if durable is None:
             return []
         notes: list[Notification] = []
         for r in durable.refused_posts("incident:%:root", REFUSED_CHANNEL_ERRORS):
@@ -418,7 +452,9 @@ class IncidentPipeline:
         return notes
 
     def _retry_refused(self, now: datetime, can_post: Callable[[str], bool]) -> list[Notification]:
-        durable = self._durable()
+        durable = self.outbox
+        if durable is None:
+            return []
         notes: list[Notification] = []
         answers: dict[str, bool] = {}  # one look-up per channel per tick, however many incidents wait for it
         for incident_id, channel, checked in self.tracker.refused():

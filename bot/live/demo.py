@@ -275,8 +275,8 @@ class LiveDemo:
 
         from slack_sdk import WebClient
 
-        from bot.outbox import Outbox, OutboxWorker, WebClientSender
         from bot.slack.client import api_base_url
+        from bot.slack.delivery import Outbox, OutboxWorker, WebClientSender
         from bot.slack.messages.incidents import SlackIncidentRenderer
 
         outbox = Outbox(store)

@@ -143,7 +143,7 @@ def create_app(
 
 def _durable_outbox(store: Store) -> Any:
     """One per process: at construction it marks messages a killed predecessor was sending as uncertain."""
-    from bot.outbox import Outbox as DurableOutbox
+    from bot.slack.delivery import Outbox as DurableOutbox
 
     return DurableOutbox(store, rng=random.Random())
 

@@ -27,9 +27,9 @@ from typing import TYPE_CHECKING, Any
 from apscheduler.triggers.interval import IntervalTrigger
 from slack_sdk import WebClient
 
-from bot.outbox import OutboxWorker, WebClientSender
 from bot.schedule import Scheduler
 from bot.slack.client import api_base_url
+from bot.slack.delivery import OutboxWorker, WebClientSender
 
 if TYPE_CHECKING:
     from bot.actions.reproduce import WatchResult
@@ -59,7 +59,7 @@ class Background:
         if durable is None or services.incidents is None:
             raise RuntimeError("create_app() builds the durable outbox and the incident pipeline first")
         # Its own client without retry handlers: the outbox retries durably, honouring Retry-After without holding
-        # a thread, and checks Slack before re-posting something that may have gone through (bot/outbox.py).
+        # a thread, and checks Slack before re-posting something that may have gone through (bot/slack/delivery).
         self.client = WebClient(token=token, base_url=api_base_url(settings), retry_handlers=[], timeout=15,
                                 logger=logging.getLogger("bot.slack.web.outbox"))
         self.sender = WebClientSender(self.client, secrets=services.secrets)
@@ -138,7 +138,7 @@ class Background:
     def run_playbook(self, playbook: Playbook, trigger: str) -> RunResult:
         """One scheduled run: run, record, incidents (queued messages), and the report when configured."""
         from bot.slack.commands.lookups import pick_server
-        from bot.slack.delivery import queue_run_report
+        from bot.slack.delivery.reports import queue_run_report
         from bot.slack.jobs import run_with_queues
         from bot.slack.messages.report import ReportOptions
 
@@ -216,9 +216,10 @@ class Background:
         key = f"repro:{result.watch_id}:result"
         incident = ctx.get("incident")
         if isinstance(incident, int):
-            self.services.outbox.enqueue(key, channel, "reply", message, root_key=root_key(incident))
+            self.services.outbox.enqueue(key, channel, "reply", message.as_payload(),
+                                         root_key=root_key(incident))
         else:
-            self.services.outbox.enqueue(key, channel, "reply", message,
+            self.services.outbox.enqueue(key, channel, "reply", message.as_payload(),
                                          thread_ts=ctx.get("thread_ts") or ctx.get("message_ts"))
 
     def _tick_quietly(self) -> None:

@@ -44,8 +44,8 @@ METHOD_SCOPES: dict[str, tuple[str, ...]] = {
     "conversations.open": ("im:write",),
     # who may press a mutating button: `actions.allow.<action>.usergroups` (bot/actions/policy.py)
     "usergroups.users.list": ("usergroups:read",),
-    # the durable outbox (bot/outbox.py): after a crash mid-send it looks for the message it may have posted (by the
-    # dedupe key in its metadata) before posting again, and turns a routed `#name` into the channel's id
+    # the durable outbox (bot/slack/delivery): after a crash mid-send it looks for the message it may have posted (by
+    # the dedupe key in its metadata) before posting again, and turns a routed `#name` into the channel's id
     "conversations.history": ("channels:history", "groups:history"),
     "conversations.replies": ("channels:history", "groups:history"),
     "conversations.list": ("channels:read", "groups:read"),

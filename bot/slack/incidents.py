@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
     from bot.actions import Actor
     from bot.engine.playbook import Playbook
-    from bot.outbox import WebClientSender
+    from bot.slack.delivery import WebClientSender
     from bot.slack.services import BotServices
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ def build_pipeline(services: BotServices) -> IncidentPipeline:
     )
     return IncidentPipeline(
         services.store,
-        outbox=services.outbox,  # type: ignore[arg-type]  # the facade: redacts, then the durable outbox
+        outbox=services.outbox,  # a MessageSink: redacts, then the durable queue
         renderer=renderer,
         router=incident_router(services),
         settings=services.settings,

@@ -6,9 +6,9 @@ Two paths:
   retried by the WebClient's handlers (429 + Retry-After, 5xx, connection errors): someone is waiting for them,
   and if the bot dies meanwhile the person simply types the command again;
 - *unattended* writes (incident root messages, their updates and thread replies, digests, scheduled reports,
-  action outcomes, reproduce results) go through `enqueue()` into the durable outbox (bot/outbox.py: a SQLite
-  queue with dedupe keys, per-channel order, backoff honouring Retry-After, crash reconciliation), drained by its
-  worker thread that `serve` starts. Nobody would notice if one of those were lost, so they must not be.
+  action outcomes, reproduce results) go through `enqueue()` into the durable outbox (bot/slack/delivery: a
+  SQLite queue with dedupe keys, per-channel order, backoff honouring Retry-After, crash reconciliation), drained
+  by its worker thread that `serve` starts. Nobody would notice if one of those were lost, so they must not be.
 
 Every payload is redacted here as a last line of defence, whatever the builders did (for the durable path before
 it is stored, so the store never holds a secret either).
@@ -17,7 +17,6 @@ it is stored, so the store never holds a secret either).
 from __future__ import annotations
 
 import logging
-import re
 import threading
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable
@@ -31,24 +30,22 @@ from slack_sdk.webhook import WebhookClient
 from bot import metrics
 from bot.redact import redact_tree
 from bot.slack.client import BOT_DISPLAY_NAME, METHOD_SCOPES, retry_handlers
+from bot.slack.delivery.queue import plain
 from bot.slack.messages.common import SlackMessage, fallback_text
+from bot.targets import is_channel_id
 
 if TYPE_CHECKING:
     from datetime import datetime
 
     from bot.charts.render import RenderedChart
-    from bot.incidents.pipeline import Rendered
-    from bot.outbox import MessageKind
-    from bot.outbox import Outbox as DurableOutbox
+    from bot.slack.delivery.queue import MessageKind
+    from bot.slack.delivery.queue import Outbox as DurableOutbox
 
 log = logging.getLogger(__name__)
 
-_CHANNEL_ID = re.compile(r"^[CGD][A-Z0-9]{6,}$")
-
-
 def channel_label(channel: str) -> str:
     """How to name a channel in a message: a mention for ids (Slack shows the name), `#name` otherwise."""
-    if _CHANNEL_ID.match(channel):
+    if is_channel_id(channel):
         return f"<#{channel}> (`{channel}`)"
     return channel if channel.startswith("#") else f"#{channel}"
 
@@ -160,7 +157,7 @@ class Outbox:
         key: str,
         channel: str,
         kind: MessageKind,
-        message: SlackMessage | Rendered | dict[str, Any],
+        message: dict[str, Any],
         *,
         root_key: str | None = None,
         supersede: bool = False,
@@ -169,36 +166,24 @@ class Outbox:
         user: str | None = None,
         now: datetime | None = None,
     ) -> bool:
-        """Queue an unattended write in the durable outbox (same signature as `bot.outbox.Outbox.enqueue`, so the
-        incident pipeline takes this facade as its outbox). False when `key` was queued before (dedupe).
+        """Queue an unattended write in the durable outbox (the incident pipeline's `MessageSink`: the queue's
+        `enqueue`, plus `thread_ts`/`ts`/`user`). False when `key` was queued before (dedupe).
 
-        `message`: a SlackMessage, an incident `Rendered`, or a payload dict (`text`, `blocks`, ...). `root_key`
-        names a message this outbox posted (an incident root); `thread_ts` / `ts` (+ a channel *id*) a message
-        posted otherwise (a command's answer)."""
-        if self.durable is None:
-            raise RuntimeError("no durable outbox attached: create_app() attaches one")
-        if isinstance(message, SlackMessage):
-            payload: dict[str, Any] = {"text": message.text, "blocks": message.blocks_as_dicts()}
-            if message.metadata:
-                payload["metadata"] = message.metadata
-        elif isinstance(message, dict):
-            payload = dict(message)
-        else:  # an incident Rendered(text, blocks)
-            payload = {"text": message.text}
-            if message.blocks:
-                payload["blocks"] = message.blocks
+        `message`: a payload dict (`text`, `blocks`, ...: `SlackMessage.as_payload()`, `Rendered.as_payload()`).
+        `root_key` names a message this outbox posted (an incident root); `thread_ts` / `ts` (+ a channel *id*) a
+        message posted otherwise (a command's answer)."""
+        durable = self._queue()
+        payload = dict(message)
         if payload.get("blocks"):
-            from bot.outbox import _plain
-
             # Block objects -> dicts now: slack_sdk checks Block Kit's limits here, before anything is stored
-            payload["blocks"] = _plain(payload["blocks"])
+            payload["blocks"] = plain(payload["blocks"])
         for name, value in (("thread_ts", thread_ts), ("ts", ts), ("user", user)):
             if value:
                 payload[name] = value
         if isinstance(payload.get("text"), str):  # the top-level text is mrkdwn to Slack: `<!channel>` there pings
             payload["text"] = fallback_text(payload["text"])
         payload = redact_tree(payload, self._secrets())
-        return self.durable.enqueue(key, channel, kind, payload, root_key=root_key, supersede=supersede, now=now)
+        return durable.enqueue(key, channel, kind, payload, root_key=root_key, supersede=supersede, now=now)
 
     def enqueue_file(
         self,
@@ -254,6 +239,21 @@ class Outbox:
         """`views.publish` of a user's App Home (interactive: someone just opened the tab; retried by the client's
         handlers, not queued: an old Home view is worth nothing after a restart). Redacted like every write."""
         self._call("views.publish", user, user_id=user, view=redact_tree(view, self._secrets()))
+
+    # -- the incident pipeline's MessageSink (bot/incidents/pipeline.py): roots a channel refused ---------------
+    def refused_posts(self, key_like: str, errors: Iterable[str]) -> list[dict[str, Any]]:
+        return self._queue().refused_posts(key_like, errors)
+
+    def retire(self, key: str, new_key: str) -> bool:
+        return self._queue().retire(key, new_key)
+
+    def requeue_orphans(self, root_key: str, channel: str, now: datetime | None = None) -> int:
+        return self._queue().requeue_orphans(root_key, channel, now)
+
+    def _queue(self) -> DurableOutbox:
+        if self.durable is None:
+            raise RuntimeError("no durable outbox attached: create_app() attaches one")
+        return self.durable
 
     def message_ref(self, key: str) -> tuple[str, str] | None:
         """(channel id, ts) of a message the durable outbox posted (an incident root), once it is on Slack."""
@@ -326,10 +326,7 @@ class Outbox:
 
     # -- payloads ---------------------------------------------------------------------------------------------
     def _payload(self, message: SlackMessage) -> dict[str, Any]:
-        body: dict[str, Any] = {"text": message.text, "blocks": message.blocks_as_dicts()}
-        if message.metadata:
-            body["metadata"] = message.metadata
-        return redact_tree(body, self._secrets())
+        return redact_tree(message.as_payload(), self._secrets())
 
     def ack_body(self, message: SlackMessage, *, ephemeral: bool = True) -> dict[str, Any]:
         """The body for an immediate `ack(...)` reply (not a Web API write, but redacted the same way)."""

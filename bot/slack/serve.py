@@ -279,10 +279,11 @@ def report_interrupted(services: Any, interrupted: list[Any]) -> None:
             if incident is not None:
                 from bot.incidents.tracker import root_key
 
-                services.outbox.enqueue(f"interrupted:{run.key}", channel, "reply", message,
+                services.outbox.enqueue(f"interrupted:{run.key}", channel, "reply", message.as_payload(),
                                         root_key=root_key(int(incident)))
             else:
-                services.outbox.enqueue(f"interrupted:{run.key}", channel, "reply", message, thread_ts=thread)
+                services.outbox.enqueue(f"interrupted:{run.key}", channel, "reply", message.as_payload(),
+                                        thread_ts=thread)
         except Exception:  # the audit row is written; only the telling failed
             log.exception("could not queue the interrupted-action note for %s", run.key)
 

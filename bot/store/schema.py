@@ -341,7 +341,7 @@ def ensure_schedule_state(store: Store) -> None:
 
 
 def ensure_outbox(store: Store) -> None:
-    """The durable queue of Slack writes (bot/outbox.py)."""
+    """The durable queue of Slack writes (bot/slack/delivery/queue.py)."""
     with transaction(store) as conn:
         conn.execute(
             """CREATE TABLE IF NOT EXISTS outbox (

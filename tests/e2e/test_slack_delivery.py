@@ -14,11 +14,11 @@ from slack_sdk import WebClient
 from bot.config import SlackRoute, resolve_server
 from bot.engine.playbook import load_playbook
 from bot.engine.runner import run_playbooks
-from bot.outbox import Outbox as DurableOutbox
-from bot.outbox import WebClientSender
 from bot.sim.server import SimServer
 from bot.slack.client import make_web_client
-from bot.slack.delivery import queue_run_report
+from bot.slack.delivery import Outbox as DurableOutbox
+from bot.slack.delivery import WebClientSender
+from bot.slack.delivery.reports import queue_run_report
 from bot.slack.outbox import Outbox
 from bot.slack.routing import Router
 from bot.store import Store

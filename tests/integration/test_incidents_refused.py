@@ -14,7 +14,7 @@ from slack_sdk import WebClient
 
 from bot.config import Settings
 from bot.incidents.pipeline import IncidentPipeline, default_router
-from bot.outbox import Outbox, WebClientSender
+from bot.slack.delivery import Outbox, WebClientSender
 from bot.slack.incidents import bot_is_member
 from bot.slack.messages.incidents import SlackIncidentRenderer
 from bot.store import Store

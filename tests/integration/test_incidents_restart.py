@@ -19,7 +19,7 @@ from slack_sdk import WebClient
 
 from bot.config import Settings
 from bot.incidents.pipeline import IncidentPipeline
-from bot.outbox import Outbox, WebClientSender
+from bot.slack.delivery import Outbox, WebClientSender
 from bot.store import Store
 from tests.fakes.slack_history import HistoryFakeSlack
 from tests.unit._incidents_support import at, dead_worker, orphaned_task, run
@@ -62,7 +62,7 @@ def test_killed_between_slack_accepting_the_root_and_recording_it(tmp_path: Path
         import os, signal
         from datetime import datetime
         from slack_sdk import WebClient
-        from bot.outbox import Outbox, WebClientSender
+        from bot.slack.delivery import Outbox, WebClientSender
         from bot.store import Store
 
         store = Store({str(db)!r})
@@ -112,7 +112,7 @@ def test_killed_in_the_middle_of_handling_a_run(tmp_path: Path) -> None:
         from datetime import datetime
         from bot.config import Settings
         from bot.incidents.pipeline import IncidentPipeline, TextRenderer
-        from bot.outbox import Outbox
+        from bot.slack.delivery import Outbox
         from bot.store import Store
         from tests.unit._incidents_support import dead_worker, run
 

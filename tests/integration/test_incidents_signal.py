@@ -16,7 +16,7 @@ from slack_sdk import WebClient
 
 from bot.config import Settings
 from bot.incidents.pipeline import IncidentPipeline
-from bot.outbox import Outbox, WebClientSender
+from bot.slack.delivery import Outbox, WebClientSender
 from bot.slack.messages.common import MAX_MESSAGE_TEXT, block_text_length
 from bot.slack.messages.incidents import SlackIncidentRenderer
 from bot.store import Store

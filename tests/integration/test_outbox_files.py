@@ -16,8 +16,8 @@ from slack_sdk import WebClient
 
 from bot.charts.render import RenderedChart
 from bot.charts.series import ChartSpec, Panel, Series
-from bot.outbox import Outbox as Durable
-from bot.outbox import OutboxError, WebClientSender
+from bot.slack.delivery import Outbox as Durable
+from bot.slack.delivery import OutboxError, WebClientSender
 from bot.slack.outbox import Outbox
 from bot.store import Store
 from tests.fakes.slack_api import FakeSlack

@@ -15,7 +15,7 @@ from slack_sdk import WebClient
 
 from bot.config import Settings
 from bot.incidents.pipeline import IncidentPipeline
-from bot.outbox import Outbox, WebClientSender
+from bot.slack.delivery import Outbox, WebClientSender
 from bot.store import Store
 from tests.fakes.slack_api import Call
 from tests.fakes.slack_history import HistoryFakeSlack

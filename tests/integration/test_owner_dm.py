@@ -17,7 +17,7 @@ from bot.config import Settings
 from bot.engine.playbook import CheckEntry, Playbook
 from bot.incidents.owners import owner_target, run_with_owners
 from bot.incidents.pipeline import IncidentPipeline
-from bot.outbox import Outbox, WebClientSender
+from bot.slack.delivery import Outbox, WebClientSender
 from bot.store import Store
 from tests.fakes.slack_api import FakeSlack
 from tests.helpers import server_settings

@@ -21,9 +21,9 @@ from bot.config import Settings
 from bot.engine.playbook import CheckEntry, Playbook
 from bot.engine.runner import run_playbooks
 from bot.logs import add_secrets, setup_logging
-from bot.outbox import Outbox, WebClientSender
 from bot.sim.server import SimServer
 from bot.slack.client import retry_handlers
+from bot.slack.delivery import Outbox, WebClientSender
 from bot.store import Store
 from tests.fakes.slack_api import FakeSlack
 from tests.helpers import server_settings

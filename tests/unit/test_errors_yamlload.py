@@ -24,7 +24,7 @@ OUTSIDE_BOT_ERROR = {
     "bot.checks.agent_scripts.verify_dataset.VerifyError",
     # the outbox and routing are being reworked into one delivery package (issue 12, item 1); they join BotError
     # there
-    "bot.outbox.OutboxError",
+    "bot.slack.delivery.queue.OutboxError",
     "bot.slack.outbox.SlackWriteError",
     "bot.slack.routing.NoChannelError",
 }

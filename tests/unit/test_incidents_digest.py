@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from bot.config import Settings
 from bot.incidents.digest import DigestSettings, build_digest, metrics_from_result, thread_refs
 from bot.incidents.pipeline import IncidentPipeline
-from bot.outbox import Outbox, SendResult
+from bot.slack.delivery import Outbox, SendResult
 from bot.store import Store
 from tests.unit._incidents_support import T0, backlog, dead_worker, orphaned_task, run, storage_down
 

@@ -12,7 +12,7 @@ from bot.config import Settings
 from bot.engine.findings import Finding, Subject
 from bot.engine.runner import CheckRun, RunResult
 from bot.incidents.pipeline import IncidentPipeline
-from bot.outbox import Outbox
+from bot.slack.delivery import Outbox
 from bot.slack.messages.common import MAX_MESSAGE_TEXT, block_text_length, fit_lines
 from bot.slack.messages.incidents import SlackIncidentRenderer
 from bot.slack.messages.report import render_run, render_run_details

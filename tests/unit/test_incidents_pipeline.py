@@ -15,7 +15,7 @@ from bot.incidents.pipeline import (
     print_sink,
 )
 from bot.incidents.tracker import IncidentView, Notification
-from bot.outbox import Outbox
+from bot.slack.delivery import Outbox
 from bot.store import Store
 from tests.unit._incidents_support import (
     at,

@@ -10,7 +10,7 @@ import pytest
 
 from bot.incidents.pipeline import IncidentPipeline, default_router
 from bot.incidents.tracker import TrackerPolicy
-from bot.outbox import Outbox
+from bot.slack.delivery import Outbox
 from bot.slack.messages.common import MAX_MESSAGE_TEXT, block_text_length
 from bot.slack.messages.incidents import SlackIncidentRenderer
 from bot.store import Store

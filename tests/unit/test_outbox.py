@@ -12,7 +12,7 @@ import pytest
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.slack_response import SlackResponse
 
-from bot.outbox import Outbox, OutboxError, OutboxMessage, OutboxWorker, SendResult
+from bot.slack.delivery import Outbox, OutboxError, OutboxMessage, OutboxWorker, SendResult
 from bot.store import Store
 from tests.unit._incidents_support import T0
 

@@ -190,9 +190,10 @@ def deliver_outcome(
         return
     key = f"action:{outcome.audit_id}"
     if incident is not None:
-        services.outbox.enqueue(f"{key}:reply", click.channel, "reply", reply, root_key=root_key(incident))
+        services.outbox.enqueue(f"{key}:reply", click.channel, "reply", reply.as_payload(),
+                                root_key=root_key(incident))
     else:
-        services.outbox.enqueue(f"{key}:reply", click.channel, "reply", reply,
+        services.outbox.enqueue(f"{key}:reply", click.channel, "reply", reply.as_payload(),
                                 thread_ts=click.thread_ts or click.message_ts)
     if outcome.status != "ok":
         return  # nothing changed: the buttons stay (a failed run can be clicked again)
@@ -205,7 +206,8 @@ def deliver_outcome(
     if blocks is None:
         return
     message = SlackMessage(text=click.message_text or outcome.text, blocks=blocks)
-    services.outbox.enqueue(f"{key}:update", click.channel, "update", message, ts=click.message_ts)
+    services.outbox.enqueue(f"{key}:update", click.channel, "update", message.as_payload(),
+                            ts=click.message_ts)
 
 
 def _refresh_incident_root(services: BotServices, incident: int, key: str) -> None:
@@ -217,7 +219,8 @@ def _refresh_incident_root(services: BotServices, incident: int, key: str) -> No
     from datetime import UTC, datetime
 
     rendered = pipeline.renderer.root(view, datetime.now(UTC))
-    services.outbox.enqueue(key, view.channel, "update", rendered, root_key=root_key(incident), supersede=True)
+    services.outbox.enqueue(key, view.channel, "update", rendered.as_payload(), root_key=root_key(incident),
+                            supersede=True)
 
 
 def _private(services: BotServices, click: Click, message: SlackMessage) -> None:

@@ -94,6 +94,13 @@ class SlackMessage:
         whose blocks carry more text than Slack takes is cut (saying so) rather than refused."""
         return fit_blocks([b.to_dict() for b in self.blocks])
 
+    def as_payload(self) -> dict[str, Any]:
+        """The message as an outbox payload: `text`, `blocks` as JSON, and `metadata` when it has some."""
+        body: dict[str, Any] = {"text": self.text, "blocks": self.blocks_as_dicts()}
+        if self.metadata:
+            body["metadata"] = self.metadata
+        return body
+
     def all_text(self) -> str:
         """Everything a user could read in this message (for tests that search for secrets)."""
         return self.text + "\n" + json.dumps(self.blocks_as_dicts())

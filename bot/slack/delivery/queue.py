@@ -36,24 +36,19 @@ from __future__ import annotations
 import json
 import logging
 import random
-import re
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from bot import metrics
-from bot.redact import redact_tree
 from bot.store import insert, iso, locked, parse_iso, row, rows, schema, transaction, update, utc
-from bot.targets import is_dm_target, slack_user_ref
 
 if TYPE_CHECKING:
-    from slack_sdk import WebClient
-
     from bot.store import Store
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("bot.outbox")  # one logger name for the outbox's queue, sender and worker
 
 MessageKind = Literal["post", "update", "reply", "ephemeral", "file"]
 KINDS: tuple[str, ...] = ("post", "update", "reply", "ephemeral", "file")
@@ -214,7 +209,7 @@ class Outbox:
         if not str(payload.get("text") or "").strip():
             raise OutboxError("a message needs a top-level `text` (notifications and screen readers use it)")
         now = utc(now)
-        body = json.dumps(_plain(payload), default=str)
+        body = json.dumps(plain(payload), default=str)
         with transaction(self.store) as conn:
             if row(conn, "SELECT id FROM outbox WHERE key = ?", (key,)) is not None:
                 return False
@@ -602,14 +597,14 @@ def ensure_schema(store: Store) -> None:
     schema.ensure_outbox(store)  # bot/store/schema.py
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
     """slack_sdk Block Kit objects -> dicts (`to_dict()` also enforces Block Kit limits before anything is sent)."""
     if hasattr(value, "to_dict") and callable(value.to_dict):
         return value.to_dict()
     if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items() if v is not None}
+        return {k: plain(v) for k, v in value.items() if v is not None}
     if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     return value
 
 
@@ -636,195 +631,3 @@ def _classify(exc: Exception) -> tuple[int | None, str, float | None]:
                 break
         return status, str(error or (f"http_{status}" if status else "unknown_error")), retry_after
     return 0, f"{type(exc).__name__}: {exc}", None
-
-
-# -- the real sender -----------------------------------------------------------------------------------------
-
-
-_CHANNEL_ID = re.compile(r"^[CGD][A-Z0-9]{6,}$")
-class WebClientSender:
-    """Sends outbox messages with a slack_sdk WebClient.
-
-    Give it a client with `retry_handlers=[]`: slack_sdk's RateLimitErrorRetryHandler sleeps through Retry-After
-    inside the call (holding the drain thread, hiding the 429 from the outbox, which handles it durably), and its
-    connection-error and server-error handlers re-post a message whose first attempt may have gone through; the
-    outbox retries instead, after checking whether the message is already there.
-
-    Scopes: `chat:write` (+ `chat:write.public`); `find_posted` needs `channels:history` + `groups:history` (to
-    find a message that may have been sent just before a crash) and `channels:read` + `groups:read` (to turn a
-    `#name` into an id)."""
-
-    def __init__(
-        self, client: WebClient, *, max_pages: int = 5, secrets: Callable[[], Iterable[str]] | None = None
-    ) -> None:
-        self.client = client
-        self.max_pages = max_pages
-        self.secrets = secrets or (lambda: ())
-        self._ids: dict[str, str] = {}
-
-    def __call__(self, message: OutboxMessage) -> SendResult:
-        if message.kind == "file":
-            return self._upload(message)
-        # Redacted at the last moment, whatever the renderers did: no credential-looking string reaches Slack.
-        p = redact_tree(message.payload, self.secrets())
-        common: dict[str, Any] = {"text": p["text"]}
-        if p.get("blocks"):
-            common["blocks"] = p["blocks"]
-        channel = message.channel_id or message.channel
-        if is_dm_target(channel):
-            channel = self.dm_channel(channel)
-        if message.kind == "update":
-            resp = self.client.chat_update(channel=channel, ts=message.target_ts, **common)
-            return SendResult(ts=resp.get("ts") or message.target_ts, channel=resp.get("channel"))
-        if message.kind == "ephemeral":
-            extra = {"thread_ts": message.thread_ts} if message.thread_ts else {}
-            resp = self.client.chat_postEphemeral(channel=channel, user=p["user"], **common, **extra)
-            return SendResult(ts=resp.get("message_ts"), channel=None)
-        metadata = p.get("metadata") or {"event_type": METADATA_EVENT, "event_payload": {}}
-        metadata = {**metadata, "event_payload": {**metadata.get("event_payload", {}), "outbox_key": message.key}}
-        extra = {}
-        if message.kind == "reply":
-            extra["thread_ts"] = message.thread_ts
-            if p.get("reply_broadcast"):
-                extra["reply_broadcast"] = True
-        resp = self.client.chat_postMessage(
-            channel=channel, metadata=metadata, unfurl_links=bool(p.get("unfurl_links", False)), **common, **extra
-        )
-        return SendResult(ts=resp.get("ts"), channel=resp.get("channel"))
-
-    def _upload(self, message: OutboxMessage) -> SendResult:
-        """A file (a chart) into a channel or a thread: `files_upload_v2` (files.getUploadURLExternal, the upload,
-        files.completeUploadExternal; scope files:write). The bytes are not text: only the title and alt text are
-        redacted."""
-        import base64
-
-        spec = dict(message.payload["file"])
-        content = base64.b64decode(spec.pop("content_b64"))
-        spec = redact_tree(spec, self.secrets())
-        channel = message.channel_id or self.channel_id(message.channel)  # the upload takes ids only
-        extra: dict[str, Any] = {"thread_ts": message.thread_ts} if message.thread_ts else {}
-        comment = message.payload.get("initial_comment")
-        if comment:
-            extra["initial_comment"] = redact_tree(comment, self.secrets())
-        self.client.files_upload_v2(channel=channel, content=content, filename=spec.get("filename") or "chart.png",
-                                    title=spec.get("title") or None, alt_txt=spec.get("alt_txt") or None, **extra)
-        return SendResult(ts=None, channel=channel)
-
-    def find_posted(self, message: OutboxMessage, since: datetime) -> SendResult | None:
-        """The message with this outbox key if Slack has it (posted before a crash), else None.
-
-        Scans the channel's (or thread's) newest `max_pages` pages rather than asking for messages newer than
-        `since`: Slack's clock and ours may disagree, and the message we look for is among the newest anyway."""
-        if is_dm_target(message.channel):
-            # reading a DM's history needs im:history, which the bot does not ask for: a DM posted just before a
-            # crash may be sent once more (the channel's root message, which matters, is reconciled)
-            return None
-        channel = message.channel_id or self.channel_id(message.channel)
-        cursor: str | None = None
-        for _ in range(self.max_pages):
-            args: dict[str, Any] = {"channel": channel, "include_all_metadata": True, "limit": 200}
-            if cursor:
-                args["cursor"] = cursor
-            if message.kind == "reply" and message.thread_ts:
-                resp = self.client.conversations_replies(ts=message.thread_ts, **args)
-            else:
-                resp = self.client.conversations_history(**args)
-            for m in resp.get("messages") or []:
-                payload = (m.get("metadata") or {}).get("event_payload") or {}
-                if payload.get("outbox_key") == message.key:
-                    return SendResult(ts=m.get("ts"), channel=channel)
-            cursor = (resp.get("response_metadata") or {}).get("next_cursor") or None
-            if not cursor:
-                break
-        return None
-
-    def dm_channel(self, target: str) -> str:
-        """"dm:U123" or "dm:alice@example.com" -> the id of the bot's DM with that user (users.lookupByEmail for an
-        address, then conversations.open; cached). Slack's errors (users_not_found, missing_scope) propagate: the
-        outbox retries or fails the message, naming them."""
-        if target in self._ids:
-            return self._ids[target]
-        kind, value = slack_user_ref(target)
-        user = value
-        if kind == "email":
-            user = str(self.client.users_lookupByEmail(email=value)["user"]["id"])
-        channel = str(self.client.conversations_open(users=user)["channel"]["id"])
-        self._ids[target] = channel
-        return channel
-
-    def channel_id(self, channel: str) -> str:
-        """`#name` or `name` -> id via conversations.list (cached); ids pass through."""
-        if _CHANNEL_ID.match(channel):
-            return channel
-        name = channel.lstrip("#")
-        if name in self._ids:
-            return self._ids[name]
-        cursor: str | None = None
-        for _ in range(20):
-            args: dict[str, Any] = {"types": "public_channel,private_channel", "exclude_archived": True, "limit": 1000}
-            if cursor:
-                args["cursor"] = cursor
-            resp = self.client.conversations_list(**args)
-            for c in resp.get("channels") or []:
-                self._ids[c.get("name", "")] = c.get("id", "")
-            if name in self._ids:
-                return self._ids[name]
-            cursor = (resp.get("response_metadata") or {}).get("next_cursor") or None
-            if not cursor:
-                break
-        return channel
-
-
-# -- the worker thread ---------------------------------------------------------------------------------------
-
-
-class OutboxWorker:
-    """Drains the outbox in a background thread: at once after an enqueue, else when the next retry is due."""
-
-    def __init__(
-        self,
-        outbox: Outbox,
-        sender: Sender,
-        *,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-        idle_s: float = 5.0,
-    ) -> None:
-        self.outbox = outbox
-        self.sender = sender
-        self.clock = clock
-        self.idle_s = idle_s
-        self.last_report: DrainReport | None = None
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        outbox.add_listener(self._wake.set)
-
-    def start(self) -> None:
-        if self._thread is None or not self._thread.is_alive():
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._run, name="outbox-worker", daemon=True)
-            self._thread.start()
-
-    def wake(self) -> None:
-        self._wake.set()
-
-    def stop(self, timeout: float = 10.0) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self._wake.clear()
-            now = self.clock()
-            try:
-                report = self.outbox.drain(self.sender, now)
-                self.last_report = report
-                wait = self.idle_s
-                if report.next_due is not None:
-                    wait = min(self.idle_s, max(0.05, (report.next_due - now).total_seconds()))
-            except Exception:  # a store hiccup must not kill the worker: log it and try again later
-                log.exception("outbox worker: drain failed")
-                wait = self.idle_s
-            self._wake.wait(wait)

@@ -60,6 +60,6 @@ def queue_run_report(
     for plan in plans:
         part = result if plan.whole_report else dataclasses.replace(result, findings=plan.findings)
         message = render_run(part, opts=opts, secrets=secrets, buttons=buttons, queues=queues)
-        outbox.enqueue(f"report:{key}:{plan.channel}", plan.channel, "post", message)
+        outbox.enqueue(f"report:{key}:{plan.channel}", plan.channel, "post", message.as_payload())
         channels.append(plan.channel)
     return channels
