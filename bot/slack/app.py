@@ -26,8 +26,8 @@ from bot.engine.window import ReadWindow
 from bot.errors import BotError
 from bot.slack import home
 from bot.slack.client import make_web_client
+from bot.slack.delivery.sink import SlackSink
 from bot.slack.listeners import actions, commands, datasets, incidents
-from bot.slack.outbox import Outbox
 from bot.slack.routing import Router
 from bot.slack.services import BotServices, UserGroups, slack_secrets_from_env
 from bot.slack.workpool import WorkPool
@@ -81,7 +81,7 @@ def create_app(
     secrets = [s for s in (token, signing_secret, *(extra_secrets or []), *slack_secrets_from_env()) if s]
     services: BotServices | None = None
     # late-bound: the outbox redacts with everything the services know (ClearML keys of every server included)
-    outbox = Outbox(client, secrets=lambda: services.secrets() if services is not None else secrets)
+    outbox = SlackSink(client, secrets=lambda: services.secrets() if services is not None else secrets)
     outbox.durable = _durable_outbox(store)
     services = BotServices(
         settings=settings,

@@ -355,10 +355,10 @@ async def _digest(services: BotServices, req: CommandRequest, parsed: ParsedComm
     from slack_sdk.models.blocks import Block
 
     from bot.incidents.digest_on_demand import digest_now
+    from bot.slack.delivery.sink import channel_label
     from bot.slack.incidents import now_utc
     from bot.slack.messages.actions import render_note
     from bot.slack.messages.incidents import SlackIncidentRenderer
-    from bot.slack.outbox import channel_label
 
     target = channel_arg(parsed.args[0]) if parsed.args else None
     now = now_utc()

@@ -13,9 +13,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from bot.slack.delivery.sink import Posted, SlackSink, SlackWriteError
 from bot.slack.messages.common import SlackMessage
 from bot.slack.messages.help import render_channel_problem
-from bot.slack.outbox import Outbox, Posted, SlackWriteError
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ class CommandRequest:
 
 
 class Reply:
-    def __init__(self, outbox: Outbox, request: CommandRequest) -> None:
+    def __init__(self, outbox: SlackSink, request: CommandRequest) -> None:
         self.outbox = outbox
         self.request = request
         self.posted: Posted | None = None

@@ -27,8 +27,8 @@ from bot.engine.playbook import (
 )
 from bot.engine.window import ReadWindow
 from bot.slack.commands.lookups import configured_servers
+from bot.slack.delivery.sink import SlackSink
 from bot.slack.messages.help import PlaybookInfo
-from bot.slack.outbox import Outbox
 from bot.slack.routing import Router
 from bot.slack.workpool import WorkPool
 from bot.store import Store
@@ -86,7 +86,7 @@ _PLAYBOOK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 class BotServices:
     settings: Settings
     store: Store
-    outbox: Outbox
+    outbox: SlackSink
     router: Router
     pool: WorkPool
     playbooks_dir: Path

@@ -19,7 +19,7 @@ from bot.slack.client import make_web_client
 from bot.slack.delivery import Outbox as DurableOutbox
 from bot.slack.delivery import WebClientSender
 from bot.slack.delivery.reports import queue_run_report
-from bot.slack.outbox import Outbox
+from bot.slack.delivery.sink import SlackSink
 from bot.slack.routing import Router
 from bot.store import Store
 from tests.e2e.conftest import HttpBot, sim_settings
@@ -89,7 +89,7 @@ def test_routed_delivery_of_an_unattended_report(
     result = asyncio.run(run_playbooks([playbook], settings, server, trigger="schedule"))
     # `serve`'s way for an unattended report: queued in the durable outbox, drained by its worker
     store = Store(tmp_path / "delivery.db")
-    outbox = Outbox(make_web_client(fake_slack.bot_token, settings))
+    outbox = SlackSink(make_web_client(fake_slack.bot_token, settings))
     outbox.durable = DurableOutbox(store)
     sender = WebClientSender(WebClient(token=fake_slack.bot_token, base_url=fake_slack.base_url, retry_handlers=[]))
     queued = queue_run_report(outbox, Router(settings.slack), result, playbook, key="run-1")

@@ -18,7 +18,7 @@ from bot.charts.render import RenderedChart
 from bot.charts.series import ChartSpec, Panel, Series
 from bot.slack.delivery import Outbox as Durable
 from bot.slack.delivery import OutboxError, WebClientSender
-from bot.slack.outbox import Outbox
+from bot.slack.delivery.sink import SlackSink
 from bot.store import Store
 from tests.fakes.slack_api import FakeSlack
 
@@ -40,9 +40,9 @@ def slack() -> Iterator[FakeSlack]:
         yield fake
 
 
-def outbox(slack: FakeSlack, store: Store) -> tuple[Outbox, WebClientSender]:
+def outbox(slack: FakeSlack, store: Store) -> tuple[SlackSink, WebClientSender]:
     client = WebClient(token=slack.bot_token, base_url=slack.base_url, retry_handlers=[])
-    facade = Outbox(client, secrets=lambda: [SECRET])
+    facade = SlackSink(client, secrets=lambda: [SECRET])
     facade.durable = Durable(store)
     return facade, WebClientSender(client, secrets=lambda: [SECRET])
 

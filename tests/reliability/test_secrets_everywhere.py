@@ -267,8 +267,8 @@ def test_random_secret_bearing_lines_and_names_leave_no_marker_in_any_output(
     from bot.engine.playbook import CheckEntry, Playbook
     from bot.engine.runner import run_playbooks
     from bot.report import render_text
+    from bot.slack.delivery.sink import SlackSink
     from bot.slack.messages.report import render_run
-    from bot.slack.outbox import Outbox
     from bot.store import Store
     from tests.helpers import server_settings
 
@@ -280,7 +280,7 @@ def test_random_secret_bearing_lines_and_names_leave_no_marker_in_any_output(
 
     text_out = io.StringIO()
     render_text(result, stream=text_out, verbose=True)
-    slack = Outbox(WebClient(token="xoxb-0-0-unused", base_url="http://127.0.0.1:9/api/"))
+    slack = SlackSink(WebClient(token="xoxb-0-0-unused", base_url="http://127.0.0.1:9/api/"))
     store_path = tmp_path_factory.mktemp("store") / "store.db"
     store = Store(store_path)
     try:

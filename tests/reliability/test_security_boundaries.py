@@ -655,7 +655,7 @@ def test_the_slash_command_ack_parses_no_playbook(http_bot: HttpBot, monkeypatch
 def test_a_response_url_outside_slack_is_never_posted_to(http_bot: HttpBot, recorder: Recorder) -> None:
     """A signed request's body names the response_url; only Slack's hook hosts (and the configured Slack API host)
     get the bot's answers. The user is still answered (privately, through chat.postEphemeral)."""
-    from bot.slack.outbox import response_url_allowed
+    from bot.slack.delivery.sink import response_url_allowed
 
     response, _ = http_bot.command("task 0123456789abcdef0123456789abcdef",
                                    response_url=f"{recorder.url}/commands/T0/1/abc")

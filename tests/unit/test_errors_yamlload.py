@@ -25,7 +25,7 @@ OUTSIDE_BOT_ERROR = {
     # the outbox and routing are being reworked into one delivery package (issue 12, item 1); they join BotError
     # there
     "bot.slack.delivery.queue.OutboxError",
-    "bot.slack.outbox.SlackWriteError",
+    "bot.slack.delivery.sink.SlackWriteError",
     "bot.slack.routing.NoChannelError",
 }
 

@@ -38,11 +38,11 @@ def test_get_permalink_like_slack() -> None:
 
 
 def test_the_bots_outbox_asks_slack_for_permalinks_once_each() -> None:
+    from bot.slack.delivery.sink import SlackSink
     from bot.slack.messages.common import SlackMessage, section
-    from bot.slack.outbox import Outbox
 
     with FakeSlack() as slack:
-        outbox = Outbox(WebClient(token=slack.bot_token, base_url=slack.base_url))
+        outbox = SlackSink(WebClient(token=slack.bot_token, base_url=slack.base_url))
         posted = outbox.post("#general", SlackMessage(text="root", blocks=[section("root")]))
         first = outbox.permalink(posted.channel, posted.ts)
         assert first == f"https://fake.slack.test/archives/C0GENERAL/p{posted.ts.replace('.', '')}"
@@ -55,15 +55,15 @@ def test_the_bots_outbox_asks_slack_for_permalinks_once_each() -> None:
 
 
 def test_permalinks_never_hold_up_an_answer() -> None:
+    from bot.slack.delivery.sink import SlackSink
     from bot.slack.messages.common import SlackMessage, section
-    from bot.slack.outbox import Outbox
 
     with FakeSlack() as slack:
-        outbox = Outbox(WebClient(token=slack.bot_token, base_url=slack.base_url))
+        outbox = SlackSink(WebClient(token=slack.bot_token, base_url=slack.base_url))
         posted = outbox.post("#general", SlackMessage(text="root", blocks=[section("root")]))
         assert outbox.permalink(posted.channel, posted.ts, fetch=False) is None  # only from the cache
         assert slack.calls_to("chat.getPermalink") == []
-        slack.latency["chat.getPermalink"] = Outbox.PERMALINK_TIMEOUT_S + 1.0  # Slack hangs: no link, no retry
+        slack.latency["chat.getPermalink"] = SlackSink.PERMALINK_TIMEOUT_S + 1.0  # Slack hangs: no link, no retry
         assert outbox.permalink(posted.channel, posted.ts) is None
         slack.latency.clear()
         link = outbox.permalink(posted.channel, posted.ts)

@@ -10,8 +10,8 @@ from collections.abc import Iterator
 import pytest
 
 from bot.slack.client import api_base_url, make_web_client, retry_handlers
+from bot.slack.delivery.sink import SlackSink, SlackWriteError
 from bot.slack.messages.common import SlackMessage, section
-from bot.slack.outbox import Outbox, SlackWriteError
 from bot.slack.workpool import PoolBusyError, WorkPool
 from tests.fakes.slack_api import FakeSlack
 
@@ -25,15 +25,15 @@ def slack() -> Iterator[FakeSlack]:
 
 
 @pytest.fixture
-def outbox(slack: FakeSlack) -> Outbox:
-    return Outbox(make_web_client(slack.bot_token, base_url=slack.base_url), secrets=lambda: [SECRET])
+def outbox(slack: FakeSlack) -> SlackSink:
+    return SlackSink(make_web_client(slack.bot_token, base_url=slack.base_url), secrets=lambda: [SECRET])
 
 
 def msg(text: str) -> SlackMessage:
     return SlackMessage(text=text, blocks=[section(text)])
 
 
-def test_every_write_is_redacted(slack: FakeSlack, outbox: Outbox) -> None:
+def test_every_write_is_redacted(slack: FakeSlack, outbox: SlackSink) -> None:
     posted = outbox.post("#general", msg(f"key {SECRET} and xoxb-9999999999-leaky-token"))
     outbox.update(posted, msg(f"again {SECRET}"))
     outbox.ephemeral("C0GENERAL", "U1", msg(f"private {SECRET}"))
@@ -43,12 +43,12 @@ def test_every_write_is_redacted(slack: FakeSlack, outbox: Outbox) -> None:
     assert outbox.sent["chat.postMessage"] == 1 and outbox.sent["response_url"] == 1
 
 
-def test_ack_bodies_are_redacted_too(outbox: Outbox) -> None:
+def test_ack_bodies_are_redacted_too(outbox: SlackSink) -> None:
     body = outbox.ack_body(msg(f"oops {SECRET}"))
     assert body["response_type"] == "ephemeral" and SECRET not in json.dumps(body)
 
 
-def test_channel_errors_are_explained_naming_the_channel(slack: FakeSlack, outbox: Outbox) -> None:
+def test_channel_errors_are_explained_naming_the_channel(slack: FakeSlack, outbox: SlackSink) -> None:
     private = slack.add_channel("secret-project", private=True, member=False)
     with pytest.raises(SlackWriteError) as err:
         outbox.post(private.id, msg("hi"))
@@ -64,7 +64,7 @@ def test_channel_errors_are_explained_naming_the_channel(slack: FakeSlack, outbo
     assert outbox.failed["chat.postMessage"] == 3
 
 
-def test_retries_give_up_with_an_explained_error(slack: FakeSlack, outbox: Outbox) -> None:
+def test_retries_give_up_with_an_explained_error(slack: FakeSlack, outbox: SlackSink) -> None:
     outbox.client.retry_handlers = retry_handlers(max_server_error_retries=1)  # keep the backoff short here
     slack.fail("chat.postMessage", status=500, times=None)
     with pytest.raises(SlackWriteError) as err:
@@ -73,7 +73,7 @@ def test_retries_give_up_with_an_explained_error(slack: FakeSlack, outbox: Outbo
     assert len(slack.calls_to("chat.postMessage")) == 2  # the first try and one retry
 
 
-def test_unknown_methods_must_be_declared_with_their_scopes(outbox: Outbox) -> None:
+def test_unknown_methods_must_be_declared_with_their_scopes(outbox: SlackSink) -> None:
     with pytest.raises(RuntimeError, match="METHOD_SCOPES"):
         outbox._call("conversations.kick", None, channel="C1", user="U1")
 

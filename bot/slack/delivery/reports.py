@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from bot.slack.delivery.sink import Posted, SlackSink, SlackWriteError
 from bot.slack.messages.report import FindingButtons, ReportOptions, render_run
-from bot.slack.outbox import Outbox, Posted, SlackWriteError
 from bot.slack.routing import NoChannelError, Router
 
 if TYPE_CHECKING:
@@ -37,7 +37,7 @@ class DeliveryResult:
 
 
 def queue_run_report(
-    outbox: Outbox,
+    outbox: SlackSink,
     router: Router,
     result: RunResult,
     playbook: Playbook | None,

@@ -29,6 +29,7 @@ from bot.engine.playbook import PlaybookError
 from bot.errors import LookupInputError
 from bot.redact import redact
 from bot.slack.commands.lookups import Meta, open_snapshot, pick_server
+from bot.slack.delivery.sink import SlackWriteError
 from bot.slack.home.state import FleetCache, fetch_fleet, incident_lines, last_digest, next_runs
 from bot.slack.messages.home import (
     HOME_INC_ACK,
@@ -40,7 +41,6 @@ from bot.slack.messages.home import (
     render_home,
 )
 from bot.slack.messages.incidents import ACK_ACTION, RESOLVE_ACTION
-from bot.slack.outbox import SlackWriteError
 from bot.slack.workpool import PoolBusyError
 
 if TYPE_CHECKING:

@@ -26,6 +26,7 @@ from slack_bolt import Ack, App, BoltContext
 
 from bot.actions import ActionOutcome, ActionRequest, Actor, execute_action
 from bot.incidents.tracker import root_key
+from bot.slack.delivery.sink import SlackWriteError
 from bot.slack.incidents import incident_by_root_ts
 from bot.slack.messages.actions import (
     ACTION_PREFIX,
@@ -39,7 +40,6 @@ from bot.slack.messages.actions import (
     replace_buttons,
 )
 from bot.slack.messages.common import SlackMessage
-from bot.slack.outbox import SlackWriteError
 from bot.slack.services import BotServices
 from bot.slack.workpool import PoolBusyError
 

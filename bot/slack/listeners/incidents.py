@@ -18,10 +18,10 @@ from slack_bolt import Ack, App, BoltContext
 from bot.actions import Actor
 from bot.actions import audit as audit_mod
 from bot.incidents.tracker import IncidentError
+from bot.slack.delivery.sink import SlackWriteError
 from bot.slack.incidents import may
 from bot.slack.messages.actions import render_note
 from bot.slack.messages.incidents import ACK_ACTION, RESOLVE_ACTION, SNOOZE_ACTIONS
-from bot.slack.outbox import SlackWriteError
 from bot.slack.services import BotServices
 from bot.slack.workpool import PoolBusyError
 

@@ -1,4 +1,4 @@
-"""The outbox: the one seam through which the bot writes to Slack (posts, updates, deletes, ephemeral messages,
+"""The Slack sink: the one seam through which the bot writes to Slack (posts, updates, deletes, ephemeral messages,
 `response_url` replies).
 
 Two paths:
@@ -129,8 +129,9 @@ class Posted:
     ts: str
 
 
-class Outbox:
-    """All Slack writes. Thread-safe: the WebClient is, and the counters are under a lock."""
+class SlackSink:
+    """All Slack writes: interactive ones at once, unattended ones into the durable outbox (`durable`). The incident
+    pipeline's `MessageSink`. Thread-safe: the WebClient is, and the counters are under a lock."""
 
     def __init__(
         self,
