@@ -372,7 +372,7 @@ async def _digest(services: BotServices, req: CommandRequest, parsed: ParsedComm
         return Outcome(SlackMessage(text=rendered.text, blocks=[b for b in blocks if b is not None]))
     # another channel: through the durable outbox, like the scheduled digest (its errors are logged by the worker)
     await services.pool.io(services.outbox.enqueue, f"digest:on-demand:{target}:{now.isoformat()}", target, "post",
-                           rendered, now=now)
+                           rendered.as_payload(), now=now)
     return Outcome(render_note(f"Digest ({digest.headline}) sent to {channel_label(target)} at <@{req.user_id}>'s "
                                "request.", users=[req.user_id], channels=[target]))
 
