@@ -392,6 +392,29 @@ async def integrity(snap: Snapshot, params: IntegrityParams) -> list[Finding]:
     return findings
 
 
+def _integrity_finding(
+    ds: Task,
+    evidence: dict[str, Any],
+    links: list[str],
+    secrets: list[str],
+    severity: Severity,
+    title: str,
+    detail: str,
+    remediation: str = "",
+) -> Finding:
+    """One `datasets.integrity` finding about a dataset version (the local and the on-agent paths alike)."""
+    return Finding(
+        check="datasets.integrity",
+        severity=severity,
+        title=title,
+        detail=detail,
+        subject=subject(ds),
+        evidence=redact_obj(evidence, secrets),
+        links=links,
+        remediation=remediation,
+    )
+
+
 async def _verify_one(
     snap: Snapshot,
     ctx: StorageContext,
@@ -409,16 +432,7 @@ async def _verify_one(
 
     def done(severity: Severity, title: str, detail: str, remediation: str = "") -> Finding:
         evidence["duration_s"] = round(time.perf_counter() - started, 3)
-        return Finding(
-            check="datasets.integrity",
-            severity=severity,
-            title=title,
-            detail=detail,
-            subject=subject(ds),
-            evidence=redact_obj(evidence, secrets),
-            links=links,
-            remediation=remediation,
-        )
+        return _integrity_finding(ds, evidence, links, secrets, severity, title, detail, remediation)
 
     read = await state_of(snap, ctx, ds)
     evidence["state"] = {
@@ -537,16 +551,7 @@ def judge_integrity(
         evidence["related"] = owner_related
 
     def done(severity: Severity, title: str, detail: str, remediation: str = "") -> Finding:
-        return Finding(
-            check="datasets.integrity",
-            severity=severity,
-            title=title,
-            detail=detail,
-            subject=subject(ds),
-            evidence=redact_obj(evidence, secrets),
-            links=links,
-            remediation=remediation,
-        )
+        return _integrity_finding(ds, evidence, links, secrets, severity, title, detail, remediation)
 
     if problems:
         examples = [m["path"] for m in mismatched[:3]] + [m["path"] for m in missing[:3]]
