@@ -370,7 +370,7 @@ def _permalinks_from(client: Any) -> Callable[[str, str], str | None]:
 def _post_digest(digest: Any, channel: str | None, client: Any) -> int:
     from slack_sdk.errors import SlackApiError, SlackClientError
 
-    from bot.slack.messages.incidents import SlackIncidentRenderer
+    from bot.slack.incidents.messages import SlackIncidentRenderer
 
     token = str(client.token or "")
     if not channel:

@@ -277,7 +277,7 @@ class LiveDemo:
 
         from bot.slack.client import api_base_url
         from bot.slack.delivery import Outbox, OutboxWorker, WebClientSender
-        from bot.slack.messages.incidents import SlackIncidentRenderer
+        from bot.slack.incidents.messages import SlackIncidentRenderer
 
         outbox = Outbox(store)
         secrets = [token, *self._server().secrets()]

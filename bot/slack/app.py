@@ -3,7 +3,7 @@ client, the outbox (with the durable outbox behind it), the router, the work poo
 and button signer, and the incident pipeline; registers the listener modules, and returns the `App`. The threads
 that drain the durable outbox and run schedules are `serve`'s (bot/slack/background.py).
 
-Listeners are registered per domain (`bot/slack/listeners/<domain>.py`, each with `register(app)`); what they need
+Listeners are registered per domain (`bot/slack/<domain>/listeners.py`, each with `register(app)`); what they need
 arrives in Bolt's context as `context["services"]` (a `BotServices`), put there by a global middleware.
 """
 
@@ -24,11 +24,14 @@ from slack_sdk import WebClient
 from bot.config import Settings
 from bot.engine.window import ReadWindow
 from bot.errors import BotError
-from bot.slack import home
+from bot.slack.actions import listeners as action_listeners
+from bot.slack.actions import verify_hashes
 from bot.slack.client import make_web_client
+from bot.slack.commands import listeners as command_listeners
+from bot.slack.delivery.routing import Router
 from bot.slack.delivery.sink import SlackSink
-from bot.slack.listeners import actions, commands, datasets, incidents
-from bot.slack.routing import Router
+from bot.slack.home import listeners as home_listeners
+from bot.slack.incidents import listeners as incident_listeners
 from bot.slack.services import BotServices, UserGroups, slack_secrets_from_env
 from bot.slack.workpool import WorkPool
 from bot.store import Store
@@ -36,7 +39,7 @@ from bot.store import Store
 log = logging.getLogger(__name__)
 
 # Listener modules, each with `register(app)`.
-LISTENER_MODULES = (commands, datasets, actions, incidents, home)
+LISTENER_MODULES = (command_listeners, verify_hashes, action_listeners, incident_listeners, home_listeners)
 
 _SERVICES: weakref.WeakKeyDictionary[App, BotServices] = weakref.WeakKeyDictionary()
 
@@ -96,7 +99,7 @@ def create_app(
         reads=ReadWindow(settings.read_window_s),
     )
     _wire_actions(services)
-    from bot.slack.incidents import build_pipeline
+    from bot.slack.incidents.service import build_pipeline
 
     services.incidents = build_pipeline(services)
     from bot.slack.home.service import HomeService
@@ -153,7 +156,7 @@ def _wire_actions(services: BotServices) -> None:
     commit on their own), the authorizer with its user-group resolver, the button signer."""
     from bot.actions import ActionDeps, Authorizer
     from bot.actions.executor import signer_for
-    from bot.slack.action_buttons import ButtonMaker
+    from bot.slack.actions.buttons import ButtonMaker
 
     store = services.store
     services.action_store = store if str(store.path) == ":memory:" else Store(store.path)

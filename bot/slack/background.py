@@ -137,9 +137,9 @@ class Background:
     # -- jobs ------------------------------------------------------------------------------------------------------
     def run_playbook(self, playbook: Playbook, trigger: str) -> RunResult:
         """One scheduled run: run, record, incidents (queued messages), and the report when configured."""
+        from bot.slack.commands.jobs import run_with_queues
         from bot.slack.commands.lookups import pick_server
         from bot.slack.delivery.reports import queue_run_report
-        from bot.slack.jobs import run_with_queues
         from bot.slack.messages.report import ReportOptions
 
         services = self.services
@@ -164,7 +164,7 @@ class Background:
         assert self.services.incidents is not None
         digest = self.services.incidents.post_digest()
         try:  # the charts follow the text in its thread; the digest stands without them
-            from bot.slack.charts import post_digest_charts
+            from bot.slack.delivery.charts import post_digest_charts
 
             post_digest_charts(self.services, digest)
         except Exception:
@@ -176,8 +176,8 @@ class Background:
         looked recently. Neither may fail the run (it is recorded and its messages queued already)."""
         services = self.services
         try:
-            from bot.slack.charts import post_incident_charts
-            from bot.slack.incidents import open_incidents
+            from bot.slack.delivery.charts import post_incident_charts
+            from bot.slack.incidents.service import open_incidents
 
             post_incident_charts(services, list(open_incidents(services)))
         except Exception:
@@ -204,7 +204,7 @@ class Background:
 
     def _post_repro(self, result: WatchResult) -> None:
         from bot.incidents.tracker import root_key
-        from bot.slack.messages.actions import render_repro_result
+        from bot.slack.actions.messages import render_repro_result
 
         ctx = result.context or {}
         channel = ctx.get("channel")
@@ -234,7 +234,7 @@ class Background:
         return self.services.incidents.tick(can_post=self.can_post)
 
     def can_post(self, channel: str) -> bool:
-        from bot.slack.incidents import bot_is_member
+        from bot.slack.incidents.service import bot_is_member
 
         return bot_is_member(self.client, self.sender, channel)
 

@@ -45,7 +45,7 @@ from bot.config import ConfigError, Settings, load_settings
 from bot.errors import BotError
 from bot.slack.app import SlackAuthError, create_app, playbooks_directory, services_of, shutdown_app
 from bot.slack.client import api_base_url
-from bot.slack.listeners.commands import acks_without_io
+from bot.slack.commands.listeners import acks_without_io
 from bot.store import Store, StoreError
 
 log = logging.getLogger(__name__)
@@ -154,7 +154,7 @@ class Health:
 
 
 def _acks_on_loop(body: bytes) -> bool:
-    """A slash command whose ack does no I/O (bot/slack/listeners/commands.py): safe to dispatch on the event loop.
+    """A slash command whose ack does no I/O (bot/slack/commands/listeners.py): safe to dispatch on the event loop.
     Interactions (`payload=`) and events (JSON) go to a thread: their listeners may read the store."""
     if b"command=" not in body:
         return False

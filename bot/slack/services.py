@@ -26,10 +26,10 @@ from bot.engine.playbook import (
     load_playbook,
 )
 from bot.engine.window import ReadWindow
+from bot.slack.commands.help import PlaybookInfo
 from bot.slack.commands.lookups import configured_servers
+from bot.slack.delivery.routing import Router
 from bot.slack.delivery.sink import SlackSink
-from bot.slack.messages.help import PlaybookInfo
-from bot.slack.routing import Router
 from bot.slack.workpool import WorkPool
 from bot.store import Store
 
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from bot.actions import ActionDeps
     from bot.incidents.pipeline import IncidentPipeline
     from bot.schedule import Scheduler
-    from bot.slack.action_buttons import ButtonMaker
+    from bot.slack.actions.buttons import ButtonMaker
 
 log = logging.getLogger(__name__)
 

@@ -19,8 +19,8 @@ from bot.slack.client import make_web_client
 from bot.slack.delivery import Outbox as DurableOutbox
 from bot.slack.delivery import WebClientSender
 from bot.slack.delivery.reports import queue_run_report
+from bot.slack.delivery.routing import Router
 from bot.slack.delivery.sink import SlackSink
-from bot.slack.routing import Router
 from bot.store import Store
 from tests.e2e.conftest import HttpBot, sim_settings
 from tests.fakes.slack_api import FakeSlack

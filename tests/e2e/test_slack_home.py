@@ -291,7 +291,7 @@ def test_digest_charts_go_into_the_digest_thread_and_backlog_charts_into_the_inc
 
         # the queue backlog incident: its queue's chart in its own thread, once
         from bot.incidents.tracker import root_key
-        from bot.slack.charts import backlog_queue
+        from bot.slack.delivery.charts import backlog_queue
 
         backlog = [v for v in s.incidents.tracker.list_incidents("open") if backlog_queue(v)]  # type: ignore[union-attr]
         assert backlog

@@ -15,8 +15,8 @@ from slack_sdk import WebClient
 from bot.config import Settings
 from bot.incidents.pipeline import IncidentPipeline, default_router
 from bot.slack.delivery import Outbox, WebClientSender
-from bot.slack.incidents import bot_is_member
-from bot.slack.messages.incidents import SlackIncidentRenderer
+from bot.slack.incidents.messages import SlackIncidentRenderer
+from bot.slack.incidents.service import bot_is_member
 from bot.store import Store
 from tests.fakes.slack_history import HistoryFakeSlack
 from tests.unit._incidents_support import at, backlog, run

@@ -17,8 +17,8 @@ from slack_sdk import WebClient
 from bot.config import Settings
 from bot.incidents.pipeline import IncidentPipeline
 from bot.slack.delivery import Outbox, WebClientSender
+from bot.slack.incidents.messages import SlackIncidentRenderer
 from bot.slack.messages.common import MAX_MESSAGE_TEXT, block_text_length
-from bot.slack.messages.incidents import SlackIncidentRenderer
 from bot.store import Store
 from tests.fakes.slack_api import validate_message
 from tests.fakes.slack_history import HistoryFakeSlack

@@ -9,7 +9,7 @@ import pytest
 
 from bot.config import Settings
 from bot.slack.commands import lookups
-from bot.slack.messages.lookups import render_task
+from bot.slack.commands.messages import render_task
 from tests.helpers import server_settings
 
 

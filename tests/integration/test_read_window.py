@@ -17,7 +17,7 @@ from bot.engine.snapshot import Snapshot
 from bot.engine.window import ReadWindow
 from bot.slack.commands import lookups
 from bot.slack.commands.lookups import Meta, open_snapshot
-from bot.slack.messages.lookups import render_status
+from bot.slack.commands.messages import render_status
 from tests.helpers import server_settings
 
 

@@ -112,7 +112,7 @@ def test_the_wheel_ships_the_playbooks_from_the_top_level_directory(tmp_path: Pa
 
 def test_the_bot_names_the_shipped_directory_as_such() -> None:
     from bot.engine.playbook_sources import origin_of, shipped_playbooks_dir
-    from bot.slack.messages.help import PlaybookInfo, render_playbooks
+    from bot.slack.commands.help import PlaybookInfo, render_playbooks
 
     shipped = shipped_playbooks_dir()
     assert shipped is not None and sorted(p.stem for p in shipped.glob("*.yaml")) == SHIPPED

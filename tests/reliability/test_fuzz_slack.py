@@ -21,10 +21,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bot.sim.server import SimServer
+from bot.slack.actions.messages import ACTION_PREFIX, QUEUE_SELECT
 from bot.slack.app import services_of
-from bot.slack.messages.actions import ACTION_PREFIX, QUEUE_SELECT
-from bot.slack.messages.incidents import ACK_ACTION, RESOLVE_ACTION, SNOOZE_ACTIONS
-from bot.slack.messages.lookups import VERIFY_DATASET_ACTION
+from bot.slack.commands.messages import VERIFY_DATASET_ACTION
+from bot.slack.incidents.messages import ACK_ACTION, RESOLVE_ACTION, SNOOZE_ACTIONS
 from bot.slack.serve import BotServer
 from tests.e2e.conftest import FAILED_TASK, USER, bot_env, signed_headers, sim_settings
 from tests.fakes.slack_api import FakeSlack

@@ -377,8 +377,8 @@ def test_the_incident_thread_mentions_only_people_the_bot_recorded(tmp_path: Pat
     from bot.actions import ActionDeps
     from bot.actions.tokens import Signer
     from bot.incidents.pipeline import IncidentPipeline, Rendered
-    from bot.slack.action_buttons import ButtonMaker
-    from bot.slack.messages.incidents import SlackIncidentRenderer
+    from bot.slack.actions.buttons import ButtonMaker
+    from bot.slack.incidents.messages import SlackIncidentRenderer
     from bot.store import Store
     from tests.unit._incidents_support import at, dead_worker, orphaned_task, run, unserved_queue
 

@@ -13,7 +13,7 @@ from bot.cli import main
 from bot.config import Settings
 from bot.incidents.digest import Digest, Trend, build_digest
 from bot.incidents.pipeline import IncidentPipeline, TextRenderer
-from bot.slack.messages.incidents import SlackIncidentRenderer
+from bot.slack.incidents.messages import SlackIncidentRenderer
 from bot.store import Store
 from tests.unit._incidents_support import T0, dead_worker, run
 

@@ -15,7 +15,7 @@ from bot.engine.playbook import PlaybookError, parse_playbook
 from bot.errors import BotError, LookupInputError, UsageError
 from bot.sim.clock import SimClock
 from bot.sim.scenario import ScenarioError, build_state
-from bot.slack.parsing import CommandUsageError, parse
+from bot.slack.commands.parsing import CommandUsageError, parse
 from bot.yamlload import LocatedDict, LocatedList, YamlKeyError, load_with_lines
 
 # Exception classes that stay outside BotError on purpose, with the reason.
@@ -26,7 +26,7 @@ OUTSIDE_BOT_ERROR = {
     # there
     "bot.slack.delivery.queue.OutboxError",
     "bot.slack.delivery.sink.SlackWriteError",
-    "bot.slack.routing.NoChannelError",
+    "bot.slack.delivery.routing.NoChannelError",
 }
 
 

@@ -9,9 +9,7 @@ import json
 from datetime import UTC, datetime, timedelta
 
 from bot.incidents.digest import Trend
-from bot.slack.home.state import FleetCache
-from bot.slack.messages.common import section
-from bot.slack.messages.home import (
+from bot.slack.home.messages import (
     DigestTrends,
     FleetState,
     HomeData,
@@ -23,6 +21,8 @@ from bot.slack.messages.home import (
     fleet_state,
     render_home,
 )
+from bot.slack.home.state import FleetCache
+from bot.slack.messages.common import section
 from tests.fakes.slack_api import validate_view
 
 NOW = datetime(2026, 12, 7, 9, 0, tzinfo=UTC)

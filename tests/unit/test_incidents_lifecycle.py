@@ -156,7 +156,7 @@ def test_a_gone_worker_that_comes_back_healthy_resolves(store: Store) -> None:
 
 
 def test_a_deleted_queue_stays_open_as_gone_and_shows_so(store: Store) -> None:
-    from bot.slack.messages.incidents import render_incident_list
+    from bot.slack.incidents.messages import render_incident_list
 
     tracker = IncidentTracker(store)
     tracker.process(listed(run(backlog(queue="q-cpu"), started=at(0)), queue={"q-cpu", "q-gpu"}), at(0))

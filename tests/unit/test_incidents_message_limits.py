@@ -13,8 +13,8 @@ from bot.engine.findings import Finding, Subject
 from bot.engine.runner import CheckRun, RunResult
 from bot.incidents.pipeline import IncidentPipeline
 from bot.slack.delivery import Outbox
+from bot.slack.incidents.messages import SlackIncidentRenderer
 from bot.slack.messages.common import MAX_MESSAGE_TEXT, block_text_length, fit_lines
-from bot.slack.messages.incidents import SlackIncidentRenderer
 from bot.slack.messages.report import render_run, render_run_details
 from bot.store import Store
 from tests.fakes.slack_api import validate_message

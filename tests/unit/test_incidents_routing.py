@@ -11,8 +11,8 @@ import pytest
 from bot.incidents.pipeline import IncidentPipeline, default_router
 from bot.incidents.tracker import TrackerPolicy
 from bot.slack.delivery import Outbox
+from bot.slack.incidents.messages import SlackIncidentRenderer
 from bot.slack.messages.common import MAX_MESSAGE_TEXT, block_text_length
-from bot.slack.messages.incidents import SlackIncidentRenderer
 from bot.store import Store
 from tests.fakes.slack_api import validate_message
 from tests.unit._incidents_support import (

@@ -15,7 +15,7 @@ from bot.incidents.silences import (
     matching_silence,
     parse_silence_args,
 )
-from bot.slack.messages.incidents import render_silences
+from bot.slack.incidents.messages import render_silences
 from bot.store import Store
 from tests.unit._incidents_support import at, backlog, dead_worker, orphaned_task, storage_down
 

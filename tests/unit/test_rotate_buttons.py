@@ -13,8 +13,8 @@ from bot.actions import ActionDeps
 from bot.actions.tokens import Signer
 from bot.config import ActionsSettings, RotateBackend, RotateSettings, Settings
 from bot.engine.findings import Finding, Subject
-from bot.slack.action_buttons import ButtonMaker
-from bot.slack.messages.actions import actions_block
+from bot.slack.actions.buttons import ButtonMaker
+from bot.slack.actions.messages import actions_block
 from bot.store import Store
 
 

@@ -6,7 +6,7 @@ import re
 from typing import Any
 
 from bot.engine.registry import REGISTRY, CheckSpec, NoParams, load_builtin_checks
-from bot.slack.messages.help import render_checks
+from bot.slack.commands.help import render_checks
 from tests.fakes.slack_api import validate_message
 
 

@@ -18,15 +18,15 @@ from bot.engine.findings import Finding, Subject
 from bot.engine.runner import CheckRun, RunResult
 from bot.incidents.pipeline import IncidentPipeline, Rendered
 from bot.incidents.silences import add_silence
-from bot.slack.action_buttons import ButtonMaker
-from bot.slack.messages.actions import (
+from bot.slack.actions.buttons import ButtonMaker
+from bot.slack.actions.messages import (
     QUEUE_SELECT,
     peek,
     render_outcome_private,
     render_outcome_reply,
     replace_buttons,
 )
-from bot.slack.messages.incidents import (
+from bot.slack.incidents.messages import (
     SlackIncidentRenderer,
     TakenAction,
     render_incident_list,
@@ -177,7 +177,7 @@ def test_action_replies_private_notes_and_button_replacement(store: Store, maker
     r1 = maker.make("requeue", "t-1", server="prod", subject_label="task t-1", text="Requeue t-1")
     r2 = maker.make("abort", "t-2", server="prod", subject_label="task t-2", text="Abort t-2")
     assert r1 is not None and r2 is not None
-    from bot.slack.messages.actions import actions_block
+    from bot.slack.actions.messages import actions_block
 
     block = actions_block([r1, r2], block_id="acts:3", queues=QUEUES[:2])
     assert block is not None

@@ -12,6 +12,7 @@ from slack_sdk.models.blocks import ActionsBlock, Block
 
 from bot.engine.findings import Finding, Subject
 from bot.engine.runner import CheckRun, RunResult
+from bot.slack.commands.help import PlaybookInfo, render_checks, render_help, render_playbooks
 from bot.slack.commands.lookups import (
     AgentsView,
     DatasetView,
@@ -27,9 +28,7 @@ from bot.slack.commands.lookups import (
     TaskDiagnosis,
     WorkerState,
 )
-from bot.slack.messages.common import MAX_BLOCKS, SlackMessage, chunk_lines, escape, link
-from bot.slack.messages.help import PlaybookInfo, render_checks, render_help, render_playbooks
-from bot.slack.messages.lookups import (
+from bot.slack.commands.messages import (
     render_agents,
     render_dataset,
     render_diff,
@@ -37,6 +36,7 @@ from bot.slack.messages.lookups import (
     render_status,
     render_task,
 )
+from bot.slack.messages.common import MAX_BLOCKS, SlackMessage, chunk_lines, escape, link
 from bot.slack.messages.report import ReportOptions, render_run, render_run_details, summary_phrase
 from tests.fakes.slack_api import validate_message
 

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bot.slack.parsing import BY_NAME, MAX_ARG, SUBCOMMANDS, CommandUsageError, parse, unwrap, usage_hint
+from bot.slack.commands.parsing import BY_NAME, MAX_ARG, SUBCOMMANDS, CommandUsageError, parse, unwrap, usage_hint
 
 
 def test_every_subcommand_parses_with_its_example() -> None:

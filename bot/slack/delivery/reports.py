@@ -1,7 +1,7 @@
 """Posting a run's report to its routed channels (unattended runs: schedules, digests, `serve` jobs).
 
-Interactive commands answer where they were typed (bot/slack/jobs.py); this is for reports nobody asked for in a
-particular channel, so a channel problem is reported back as data (and logged) instead of to a user.
+Interactive commands answer where they were typed (bot/slack/commands/jobs.py); this is for reports nobody asked
+for in a particular channel, so a channel problem is reported back as data (and logged) instead of to a user.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from bot.slack.delivery.routing import NoChannelError, Router
 from bot.slack.delivery.sink import Posted, SlackSink, SlackWriteError
 from bot.slack.messages.report import FindingButtons, ReportOptions, render_run
-from bot.slack.routing import NoChannelError, Router
 
 if TYPE_CHECKING:
     from bot.engine.playbook import Playbook

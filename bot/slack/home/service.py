@@ -30,8 +30,7 @@ from bot.errors import LookupInputError
 from bot.redact import redact
 from bot.slack.commands.lookups import Meta, open_snapshot, pick_server
 from bot.slack.delivery.sink import SlackWriteError
-from bot.slack.home.state import FleetCache, fetch_fleet, incident_lines, last_digest, next_runs
-from bot.slack.messages.home import (
+from bot.slack.home.messages import (
     HOME_INC_ACK,
     HOME_INC_RESOLVE,
     HOME_INC_SNOOZE,
@@ -40,7 +39,8 @@ from bot.slack.messages.home import (
     HomeResult,
     render_home,
 )
-from bot.slack.messages.incidents import ACK_ACTION, RESOLVE_ACTION
+from bot.slack.home.state import FleetCache, fetch_fleet, incident_lines, last_digest, next_runs
+from bot.slack.incidents.messages import ACK_ACTION, RESOLVE_ACTION
 from bot.slack.workpool import PoolBusyError
 
 if TYPE_CHECKING:
@@ -93,7 +93,7 @@ class HomeService:
         now = datetime.now(UTC)
 
         def from_store() -> tuple[Any, Any, Any, Any]:
-            from bot.slack.incidents import open_incidents
+            from bot.slack.incidents.service import open_incidents
 
             incidents = sorted(open_incidents(services), key=lambda v: (-_rank(v.severity), v.opened_at))
             names = [i.name for i in services.playbook_infos() if not i.error]
@@ -155,7 +155,7 @@ class HomeService:
     # -- buttons ------------------------------------------------------------------------------------------------
     def pressed(self, user: str, action_id: str, value: str) -> None:
         """A Home button (from the listener's thread)."""
-        from bot.slack.messages.home import HOME_DISMISS, HOME_REFRESH, HOME_RUN, HOME_STATUS
+        from bot.slack.home.messages import HOME_DISMISS, HOME_REFRESH, HOME_RUN, HOME_STATUS
 
         with self._lock:
             self.viewers[user] = self._clock()
@@ -185,7 +185,7 @@ class HomeService:
 
     async def _guarded(self, user: str, what: str, work: Any) -> None:
         """Running… first, then the outcome, whatever fails (never leaves the tab saying running)."""
-        from bot.slack.messages.help import render_failure, render_input_error
+        from bot.slack.commands.help import render_failure, render_input_error
 
         try:
             secrets = self.services.secrets()
@@ -216,7 +216,7 @@ class HomeService:
 
     async def _status(self, user: str, server_name: str) -> HomeResult:
         from bot.slack.commands import lookups
-        from bot.slack.messages.lookups import render_status
+        from bot.slack.commands.messages import render_status
 
         services = self.services
         server = pick_server(services.settings, server_name or None)
@@ -228,7 +228,7 @@ class HomeService:
         return HomeResult(f"`status` of {server.name}", list(message.blocks), at=_now())
 
     async def _run(self, user: str, name: str) -> HomeResult:
-        from bot.slack.jobs import run_with_queues
+        from bot.slack.commands.jobs import run_with_queues
         from bot.slack.messages.report import ReportOptions, render_run
         from bot.store import StoreError
 
@@ -248,7 +248,7 @@ class HomeService:
     async def _incident(self, user: str, action_id: str, value: str) -> HomeResult:
         from bot.actions import Actor
         from bot.actions import audit as audit_mod
-        from bot.slack.listeners.incidents import press
+        from bot.slack.incidents.listeners import press
         from bot.slack.messages.common import section
 
         services = self.services

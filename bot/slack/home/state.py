@@ -23,7 +23,7 @@ from bot.incidents.digest import TREND_METRICS, Trend
 from bot.incidents.tracker import IncidentView, root_key
 from bot.redact import redact
 from bot.slack.commands.lookups import Meta, agent_thresholds, open_snapshot, worker_state
-from bot.slack.messages.home import (
+from bot.slack.home.messages import (
     DigestTrends,
     FleetState,
     IncidentLine,

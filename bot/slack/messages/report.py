@@ -35,9 +35,9 @@ from bot.slack.messages.common import (
 
 if TYPE_CHECKING:
     from bot.engine.runner import RunResult
-    from bot.slack.messages.actions import ActionButton
+    from bot.slack.actions.messages import ActionButton
 
-# A finding's action buttons (bot/slack/action_buttons.py signs them before rendering).
+# A finding's action buttons (bot/slack/actions/buttons.py signs them before rendering).
 FindingButtons = Callable[[Finding], Sequence["ActionButton"]]
 
 # Evidence keys that are bulky or only for machines (incident correlation reads `related`).
@@ -221,7 +221,7 @@ def render_run(
 
     `buttons`: the action buttons of a finding; each group's shown findings get one actions block (with a select
     of `queues`, the server's (id, name), when a button can use one)."""
-    from bot.slack.messages.actions import actions_block
+    from bot.slack.actions.messages import actions_block
 
     opts = opts or ReportOptions()
     worst = worst_severity(result.findings)

@@ -13,9 +13,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from bot.slack.commands.help import render_channel_problem
 from bot.slack.delivery.sink import Posted, SlackSink, SlackWriteError
 from bot.slack.messages.common import SlackMessage
-from bot.slack.messages.help import render_channel_problem
 
 log = logging.getLogger(__name__)
 

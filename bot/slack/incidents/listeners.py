@@ -2,7 +2,8 @@
 
 Ack at once; the change runs on the work pool through the incident pipeline, which edits the root message and
 notes it in the thread through the durable outbox, in one transaction with the change. Acknowledge and snooze are
-for anyone in the channel; resolve for anyone unless `actions.allow.resolve` restricts it (bot/slack/incidents.py).
+for anyone in the channel; resolve for anyone unless `actions.allow.resolve` restricts it
+(bot/slack/incidents/service.py).
 Refusals (not allowed, already resolved, already acknowledged by you) are private notes. Every press is in the
 audit log (`/clearml audit`).
 """
@@ -18,10 +19,10 @@ from slack_bolt import Ack, App, BoltContext
 from bot.actions import Actor
 from bot.actions import audit as audit_mod
 from bot.incidents.tracker import IncidentError
+from bot.slack.actions.messages import render_note
 from bot.slack.delivery.sink import SlackWriteError
-from bot.slack.incidents import may
-from bot.slack.messages.actions import render_note
-from bot.slack.messages.incidents import ACK_ACTION, RESOLVE_ACTION, SNOOZE_ACTIONS
+from bot.slack.incidents.messages import ACK_ACTION, RESOLVE_ACTION, SNOOZE_ACTIONS
+from bot.slack.incidents.service import may
 from bot.slack.services import BotServices
 from bot.slack.workpool import PoolBusyError
 

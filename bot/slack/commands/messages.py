@@ -39,12 +39,12 @@ from bot.slack.messages.common import (
 from bot.slack.messages.report import data_age_text, finding_lines
 
 if TYPE_CHECKING:
-    from bot.slack.messages.actions import ActionButton
+    from bot.slack.actions.messages import ActionButton
 
 STATE_EMOJI = {"alive": ":large_green_circle:", "stale": ":large_yellow_circle:", "dead": ":red_circle:"}
 _STATE_ICON = {"critical": "🔴", "error": "🟠", "warning": "🟡", "info": "🟢", "ok": "🟢"}
 
-# action_id of the "verify hashes" button on a dataset message (listener in bot/slack/listeners/datasets.py)
+# action_id of the "verify hashes" button on a dataset message (listener in bot/slack/actions/verify_hashes.py)
 VERIFY_DATASET_ACTION = "dataset_verify_hashes"
 
 
@@ -248,7 +248,7 @@ def render_task(
 ) -> SlackMessage:
     """One task's diagnosis; `buttons` (signed by the caller) for its suggested actions, with a select of `queues`
     when one of them can run it elsewhere."""
-    from bot.slack.messages.actions import actions_block
+    from bot.slack.actions.messages import actions_block
 
     icon = _TASK_STATUS_ICON.get(d.status, "•")
     blocks: list[Block] = [header(f"{icon} Task {clip(d.name or d.id, 100)}: {d.status}")]

@@ -22,9 +22,9 @@ from typing import TYPE_CHECKING
 
 from bot.incidents.pipeline import IncidentPipeline
 from bot.incidents.tracker import IncidentView, root_key
-from bot.slack.messages.actions import STATUS_ICON
-from bot.slack.messages.incidents import SlackIncidentRenderer, TakenAction
-from bot.slack.routing import NoChannelError
+from bot.slack.actions.messages import STATUS_ICON
+from bot.slack.delivery.routing import NoChannelError
+from bot.slack.incidents.messages import SlackIncidentRenderer, TakenAction
 from bot.store import parse_iso, rows, transaction
 
 if TYPE_CHECKING:

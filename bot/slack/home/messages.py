@@ -26,7 +26,7 @@ from slack_sdk.models.views import View
 from bot.durations import format_duration
 from bot.engine.findings import SEVERITY_RANK
 from bot.incidents.digest import Trend
-from bot.slack.messages.actions import mrkdwn
+from bot.slack.actions.messages import mrkdwn
 from bot.slack.messages.common import (
     SEVERITY_EMOJI,
     clip,

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from slack_sdk.models.blocks import Block
 
 from bot.engine.registry import CheckSpec
+from bot.slack.commands.parsing import SUBCOMMANDS, CommandUsageError, Subcommand
 from bot.slack.messages.common import (
     MAX_BLOCKS,
     MAX_MESSAGE_TEXT,
@@ -22,7 +23,6 @@ from bot.slack.messages.common import (
     safe,
     section,
 )
-from bot.slack.parsing import SUBCOMMANDS, CommandUsageError, Subcommand
 
 
 def _usage_lines(command: str) -> list[str]:

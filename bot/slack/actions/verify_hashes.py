@@ -21,10 +21,10 @@ from bot.diagnosis.refs import TASK_ID
 from bot.engine.playbook import CheckEntry, Playbook
 from bot.engine.registry import REGISTRY, load_builtin_checks
 from bot.errors import LookupInputError
+from bot.slack.commands.help import render_failure, render_input_error, render_running
 from bot.slack.commands.lookups import integrity_params, pick_server
+from bot.slack.commands.messages import VERIFY_DATASET_ACTION
 from bot.slack.delivery.sink import Posted, SlackWriteError
-from bot.slack.messages.help import render_failure, render_input_error, render_running
-from bot.slack.messages.lookups import VERIFY_DATASET_ACTION
 from bot.slack.messages.report import ReportOptions, render_run
 from bot.slack.services import BotServices
 from bot.slack.workpool import PoolBusyError

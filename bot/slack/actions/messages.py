@@ -2,7 +2,7 @@
 
 A message that offers actions (a run report, a task diagnosis, an incident's root message) carries one actions
 block per group of findings: a button per (action, subject), each with a signed value (bot/actions/tokens.py, made
-by bot/slack/action_buttons.py before rendering) and a confirm dialog, plus, when one of them can run in another
+by bot/slack/actions/buttons.py before rendering) and a confirm dialog, plus, when one of them can run in another
 queue (clone, requeue, reproduce), a select of the server's live queues. Slack sends the select's choice with the
 click (`state.values[block_id]`), so the listener knows which queue the user meant for that block's buttons.
 

@@ -1,7 +1,7 @@
 """Which action buttons a finding, a task diagnosis or an outcome gets, with their signed values.
 
 Signing needs the bot's key (bot/actions/tokens.py), so this is not a pure builder; it makes no network call.
-The message builders (bot/slack/messages/actions.py) get the finished `ActionButton`s.
+The message builders (bot/slack/actions/messages.py) get the finished `ActionButton`s.
 
 A finding suggests actions (`Finding.actions`); each action works on a subject of one kind (task or worker,
 `get_spec(action).subject_kind`). A button is made when the finding's subject is of that kind. A backlog finding's
@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from bot.actions import ActionDeps, ActionError, button_value, confirm_spec, get_spec
-from bot.slack.messages.actions import VERBS, ActionButton, queue_choice_actions
+from bot.slack.actions.messages import VERBS, ActionButton, queue_choice_actions
 
 if TYPE_CHECKING:
     from bot.actions import ActionOutcome

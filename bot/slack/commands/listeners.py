@@ -1,9 +1,9 @@
 """The `/clearml` slash command (whatever name the app gives it).
 
 The listener only parses, validates what it can without ClearML, and acks: instantly with a private answer for
-help, lists and mistakes, or with nothing after handing the slow work to the work pool (bot/slack/jobs.py). It must
-return in milliseconds so that Slack's 3-second deadline holds whatever ClearML's latency or the number of people
-typing at once.
+help, lists and mistakes, or with nothing after handing the slow work to the work pool
+(bot/slack/commands/jobs.py). It must return in milliseconds so that Slack's 3-second deadline holds whatever
+ClearML's latency or the number of people typing at once.
 """
 
 from __future__ import annotations
@@ -20,9 +20,8 @@ from bot.engine.playbook import PlaybookError
 from bot.engine.registry import REGISTRY, load_builtin_checks
 from bot.errors import LookupInputError
 from bot.incidents.silences import SilenceError, parse_silence_args
-from bot.slack import incident_commands, jobs
-from bot.slack.messages.common import SlackMessage
-from bot.slack.messages.help import (
+from bot.slack.commands import jobs
+from bot.slack.commands.help import (
     render_busy,
     render_checks,
     render_help,
@@ -30,8 +29,10 @@ from bot.slack.messages.help import (
     render_playbooks,
     render_usage_error,
 )
-from bot.slack.parsing import CommandUsageError, ParsedCommand, closest, parse
-from bot.slack.replies import CommandRequest
+from bot.slack.commands.parsing import CommandUsageError, ParsedCommand, closest, parse
+from bot.slack.commands.replies import CommandRequest
+from bot.slack.incidents import commands as incident_commands
+from bot.slack.messages.common import SlackMessage
 from bot.slack.services import BotServices
 from bot.slack.workpool import PoolBusyError
 

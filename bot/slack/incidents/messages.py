@@ -25,7 +25,7 @@ from slack_sdk.models.blocks import ActionsBlock, Block, ButtonElement, ConfirmO
 from bot.durations import format_duration
 from bot.engine.findings import SEVERITY_RANK
 from bot.incidents.pipeline import Rendered, TextRenderer
-from bot.slack.messages.actions import ActionButton, actions_block, mrkdwn
+from bot.slack.actions.messages import ActionButton, actions_block, mrkdwn
 from bot.slack.messages.common import (
     MAX_BLOCKS,
     MAX_FALLBACK_TEXT,
@@ -58,7 +58,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# action_ids of the incident buttons (listener: bot/slack/listeners/incidents.py); the value is the incident id
+# action_ids of the incident buttons (listener: bot/slack/incidents/listeners.py); the value is the incident id
 ACK_ACTION = "inc_ack"
 SNOOZE_ACTIONS: dict[str, float] = {"inc_snooze_1h": 3600.0, "inc_snooze_4h": 4 * 3600.0, "inc_snooze_24h": 86400.0}
 RESOLVE_ACTION = "inc_resolve"

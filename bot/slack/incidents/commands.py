@@ -1,6 +1,6 @@
 """`/clearml incidents`, `silences`, `unsilence <id>`, `schedules`, `audit [n]`: answered at once from the bot's
 store (no ClearML call), privately. (`silence` itself runs on the work pool and is announced in the channel: see
-bot/slack/jobs.py.)"""
+bot/slack/commands/jobs.py.)"""
 
 from __future__ import annotations
 
@@ -11,15 +11,15 @@ from typing import TYPE_CHECKING, Any
 from bot.actions import Actor
 from bot.actions import audit as audit_mod
 from bot.incidents import silences as silences_mod
-from bot.slack.incidents import may, now_utc, open_incidents, thread_link
-from bot.slack.messages.actions import render_audit, render_note
+from bot.slack.actions.messages import render_audit, render_note
+from bot.slack.incidents.messages import render_incident_list, render_schedules, render_silences
+from bot.slack.incidents.service import may, now_utc, open_incidents, thread_link
 from bot.slack.messages.common import SlackMessage
-from bot.slack.messages.incidents import render_incident_list, render_schedules, render_silences
 
 if TYPE_CHECKING:
     from bot.schedule import ScheduleInfo
-    from bot.slack.parsing import ParsedCommand
-    from bot.slack.replies import CommandRequest
+    from bot.slack.commands.parsing import ParsedCommand
+    from bot.slack.commands.replies import CommandRequest
     from bot.slack.services import BotServices
 
 COMMANDS = frozenset({"incidents", "silences", "unsilence", "schedules", "audit"})

@@ -22,12 +22,11 @@ from bot.diagnosis.refs import parse_ref
 from bot.engine.playbook import PlaybookError
 from bot.errors import LookupInputError
 from bot.redact import redact
+from bot.slack.actions.messages import queue_choice_actions
 from bot.slack.commands import lookups
+from bot.slack.commands.help import render_failure, render_input_error, render_running
 from bot.slack.commands.lookups import Meta, open_snapshot, pick_server
-from bot.slack.messages.actions import queue_choice_actions
-from bot.slack.messages.common import SlackMessage
-from bot.slack.messages.help import render_failure, render_input_error, render_running
-from bot.slack.messages.lookups import (
+from bot.slack.commands.messages import (
     render_agents,
     render_dataset,
     render_diff,
@@ -35,9 +34,10 @@ from bot.slack.messages.lookups import (
     render_status,
     render_task,
 )
+from bot.slack.commands.parsing import ParsedCommand
+from bot.slack.commands.replies import CommandRequest, Reply
+from bot.slack.messages.common import SlackMessage
 from bot.slack.messages.report import ReportOptions, render_run, render_run_details
-from bot.slack.parsing import ParsedCommand
-from bot.slack.replies import CommandRequest, Reply
 from bot.slack.services import BotServices
 from bot.store import StoreError
 
@@ -311,8 +311,8 @@ async def _silence(services: BotServices, req: CommandRequest, parsed: ParsedCom
     from bot.actions import Actor
     from bot.actions import audit as audit_mod
     from bot.incidents.silences import SilenceError, add_silence, parse_silence_args
-    from bot.slack.incidents import may, now_utc
-    from bot.slack.messages.incidents import render_silence_added
+    from bot.slack.incidents.messages import render_silence_added
+    from bot.slack.incidents.service import may, now_utc
 
     try:
         pattern, seconds, reason = parse_silence_args(" ".join(parsed.args))
@@ -355,10 +355,10 @@ async def _digest(services: BotServices, req: CommandRequest, parsed: ParsedComm
     from slack_sdk.models.blocks import Block
 
     from bot.incidents.digest_on_demand import digest_now
+    from bot.slack.actions.messages import render_note
     from bot.slack.delivery.sink import channel_label
-    from bot.slack.incidents import now_utc
-    from bot.slack.messages.actions import render_note
-    from bot.slack.messages.incidents import SlackIncidentRenderer
+    from bot.slack.incidents.messages import SlackIncidentRenderer
+    from bot.slack.incidents.service import now_utc
 
     target = channel_arg(parsed.args[0]) if parsed.args else None
     now = now_utc()
@@ -380,7 +380,7 @@ async def _digest(services: BotServices, req: CommandRequest, parsed: ParsedComm
 async def _playbooks(services: BotServices, req: CommandRequest, parsed: ParsedCommand) -> Outcome:
     """`/clearml playbooks` when some playbook's parse is not cached yet (the ack never parses YAML)."""
     from bot.engine.playbook_sources import origin_of
-    from bot.slack.messages.help import render_playbooks
+    from bot.slack.commands.help import render_playbooks
 
     infos = await services.pool.io(services.playbook_infos)
     return Outcome(render_playbooks(infos or [], str(services.playbooks_dir), req.command,

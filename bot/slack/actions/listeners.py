@@ -26,9 +26,7 @@ from slack_bolt import Ack, App, BoltContext
 
 from bot.actions import ActionOutcome, ActionRequest, Actor, execute_action
 from bot.incidents.tracker import root_key
-from bot.slack.delivery.sink import SlackWriteError
-from bot.slack.incidents import incident_by_root_ts
-from bot.slack.messages.actions import (
+from bot.slack.actions.messages import (
     ACTION_PREFIX,
     PRIVATE_STATUSES,
     QUEUE_SELECT,
@@ -39,6 +37,8 @@ from bot.slack.messages.actions import (
     render_outcome_reply,
     replace_buttons,
 )
+from bot.slack.delivery.sink import SlackWriteError
+from bot.slack.incidents.service import incident_by_root_ts
 from bot.slack.messages.common import SlackMessage
 from bot.slack.services import BotServices
 from bot.slack.workpool import PoolBusyError
