@@ -4,7 +4,7 @@ fallback without matplotlib.
 
 `day_of_runs` records a day of hourly runs through the real path (Store.record_run + record_run_metrics) with a
 backlog that builds in the afternoon, a pool losing agents, and failed tasks of three causes; the README's chart
-(docs/digest-queues.png) is drawn from it: `python -m tests.unit.test_charts docs/`."""
+(docs/digest-queues.png) is drawn from it: `python -m tests.unit.charts.test_charts docs/`."""
 
 from __future__ import annotations
 
@@ -208,7 +208,7 @@ def test_digest_png_writes_the_charts_and_history_prints_a_sparkline(
     assert "pip install 'clearml-chatops[charts]'" in capsys.readouterr().err
 
 
-if __name__ == "__main__":  # the README's chart: python -m tests.unit.test_charts docs/
+if __name__ == "__main__":  # the README's chart: python -m tests.unit.charts.test_charts docs/
     import tempfile
 
     target = Path(sys.argv[1] if len(sys.argv) > 1 else "docs")

@@ -12,7 +12,7 @@ import pytest
 from bot.clearml.client import ClearMLClient
 from bot.clearml.errors import CredentialsError, InvalidTokenError
 from tests.fakes.clearml_raw import Canned, RawRequest, RawServer, envelope, make_token
-from tests.unit.test_client_errors import ACCESS, SECRET, client, run, settings
+from tests.unit.clearml.test_client_errors import ACCESS, SECRET, client, run, settings
 
 
 class LoginCounter:

@@ -11,7 +11,7 @@ import pytest
 from bot.clearml.client import ClearMLClient
 from bot.clearml.errors import ServerUnavailableError
 from tests.fakes.clearml_raw import Canned, RawRequest, RawServer, envelope, free_port, make_token
-from tests.unit.test_client_errors import ACCESS, SECRET, client, run, settings
+from tests.unit.clearml.test_client_errors import ACCESS, SECRET, client, run, settings
 
 
 def test_server_time_follows_the_date_header() -> None:

@@ -8,7 +8,7 @@ from typing import Any
 
 from bot.clearml.client import ClearMLClient, _next_window, sort_like_server
 from tests.fakes.clearml_raw import Canned, RawRequest, RawServer, envelope, make_token
-from tests.unit.test_client_errors import client, run
+from tests.unit.clearml.test_client_errors import client, run
 
 MAX_PAGE = 500
 

@@ -10,7 +10,7 @@ import pytest
 from bot.clearml.client import ClearMLClient
 from bot.clearml.errors import ServerUnavailableError
 from tests.fakes.clearml_raw import RawServer, envelope, make_cert, server_tls_context
-from tests.unit.test_client_errors import failing, run, settings
+from tests.unit.clearml.test_client_errors import failing, run, settings
 
 pytest.importorskip("cryptography")
 

@@ -8,7 +8,7 @@ import pytest
 
 from bot.engine.playbook import PlaybookError, load_playbook, parse_playbook, resolve_playbook
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def error_of(text: str) -> str:

@@ -14,7 +14,7 @@ import pytest
 
 from bot.slack import healthcheck
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def instructions() -> list[tuple[str, str]]:

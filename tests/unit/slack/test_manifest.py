@@ -16,7 +16,7 @@ from bot.slack.client import BOT_DISPLAY_NAME, METHOD_SCOPES, required_bot_scope
 from bot.slack.commands.jobs import HANDLERS
 from bot.slack.commands.parsing import SUBCOMMANDS, usage_hint
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 # A copy of SchemaStore's slack-app-manifest schema (draft-04), kept in the repository so the test needs nothing
 # from outside it.
 SCHEMA = json.loads((REPO / "tests" / "data" / "slack-app-manifest.schema.json").read_text())
