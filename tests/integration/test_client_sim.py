@@ -17,10 +17,9 @@ from bot.clearml.errors import (
     StatusTransitionError,
 )
 from bot.config import ServerSettings
+from bot.sim.fleet import generate_fleet
+from bot.sim.server import SimServer
 from tests.helpers import AfterFirstTasksPage, server_settings
-
-sim_server = pytest.importorskip("bot.sim.server")
-SimServer = sim_server.SimServer
 
 T = TypeVar("T")
 
@@ -191,7 +190,6 @@ def test_expired_token_relogin_and_server_clock(sim: Any) -> None:
 
 @pytest.fixture(scope="module")
 def fleet() -> Iterator[Any]:
-    generate_fleet = pytest.importorskip("bot.sim.fleet").generate_fleet
     with SimServer(generate_fleet(workers=40, queues=8, tasks=1600, seed=7)) as sim:
         yield sim
 
