@@ -12,8 +12,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from bot.actions import audit
+from bot.slack.services import BotServices
 from bot.slack.workpool import PoolBusyError, WorkPool
 from tests.e2e.conftest import USER
+from tests.fakes.slack_api import Call, FakeSlack
 
 T = TypeVar("T")
 
@@ -126,3 +129,21 @@ def button_body(
         "actions": [action],
     }
     return body, action
+
+
+def private_notes(slack: FakeSlack, response_url: str) -> list[Call]:
+    """What reached the clicking user alone through the click's `response_url` (ephemeral), in order."""
+    url_id = response_url.rsplit("/", 1)[-1]
+    return [c for c in slack.responses
+            if c.args.get("_url_id") == url_id and c.args.get("response_type") == "ephemeral"]
+
+
+def channel_writes(slack: FakeSlack) -> list[Call]:
+    """Messages everybody in a channel could see (posted or edited by the bot)."""
+    return slack.calls_to("chat.postMessage") + slack.calls_to("chat.update")
+
+
+def audit_rows(services: BotServices, n: int = 10) -> list[dict[str, Any]]:
+    """Newest first, read on the work pool's loop thread (the one that owns the actions' store connection)."""
+    store = services.action_store or services.store
+    return services.on_loop(lambda: audit.recent(store, n))  # type: ignore[no-any-return]

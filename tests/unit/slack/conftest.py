@@ -29,12 +29,12 @@ def fake_slack() -> Iterator[FakeSlack]:
 @pytest.fixture
 def listener_settings(sim: SimServer, fake_slack: FakeSlack, tmp_path: Path,
                       monkeypatch: pytest.MonkeyPatch) -> Settings:
-    """The e2e tests' settings (server `prod` on the simulator, a store and playbooks under tmp_path), with no
-    Slack or ClearML setting from the machine running the tests."""
+    """The e2e tests' settings (server `prod` on the simulator, a store and playbooks under tmp_path), #general for
+    incidents, and no Slack or ClearML setting from the machine running the tests."""
     for name in list(os.environ):
         if name.startswith(("SLACK_", "CLEARML_")):
             monkeypatch.delenv(name, raising=False)
-    return sim_settings(sim, fake_slack, tmp_path, monkeypatch)
+    return sim_settings(sim, fake_slack, tmp_path, monkeypatch, default_channel="#general")
 
 
 def start_services(settings: Settings, slack: FakeSlack) -> Iterator[BotServices]:
