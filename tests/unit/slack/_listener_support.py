@@ -13,12 +13,14 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from bot.actions import audit
+from bot.config import Settings
 from bot.slack.services import BotServices
 from bot.slack.workpool import PoolBusyError, WorkPool
 from tests.e2e.conftest import USER
 from tests.fakes.slack_api import Call, FakeSlack
 
 T = TypeVar("T")
+ServicesFactory = Callable[[Settings], BotServices]  # the `services_for` fixture (tests/unit/slack/conftest.py)
 
 
 @dataclass

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ from bot.slack.services import BotServices
 from bot.store import Store
 from tests.e2e.conftest import SIGNING_SECRET, sim_settings
 from tests.fakes.slack_api import FakeSlack
-from tests.unit.slack._listener_support import FakeAck, HeldPool
+from tests.unit.slack._listener_support import FakeAck, HeldPool, ServicesFactory
 
 
 @pytest.fixture
@@ -37,21 +38,27 @@ def listener_settings(sim: SimServer, fake_slack: FakeSlack, tmp_path: Path,
     return sim_settings(sim, fake_slack, tmp_path, monkeypatch, default_channel="#general")
 
 
-def start_services(settings: Settings, slack: FakeSlack) -> Iterator[BotServices]:
-    """`create_app`'s services (store, outbox, incident pipeline, action core, Home) with a HeldPool; stopped after."""
-    assert settings.store is not None
-    store = Store(settings.store)
-    app = create_app(settings, store=store, token=slack.bot_token, signing_secret=SIGNING_SECRET, pool=HeldPool())
-    try:
-        yield services_of(app)
-    finally:
-        shutdown_app(app)
-        store.close()
+@pytest.fixture
+def services_for(fake_slack: FakeSlack) -> Iterator[ServicesFactory]:
+    """`services_for(settings)` -> `create_app`'s services (store, outbox, incident pipeline, action core, Home)
+    with a HeldPool as their work pool; every app is shut down and its store closed after the test."""
+    with ExitStack() as stack:
+
+        def make(settings: Settings) -> BotServices:
+            assert settings.store is not None
+            store = Store(settings.store)
+            stack.callback(store.close)
+            app = create_app(settings, store=store, token=fake_slack.bot_token, signing_secret=SIGNING_SECRET,
+                             pool=HeldPool())
+            stack.callback(shutdown_app, app)
+            return services_of(app)
+
+        yield make
 
 
 @pytest.fixture
-def bot_services(listener_settings: Settings, fake_slack: FakeSlack) -> Iterator[BotServices]:
-    yield from start_services(listener_settings, fake_slack)
+def bot_services(listener_settings: Settings, services_for: ServicesFactory) -> BotServices:
+    return services_for(listener_settings)
 
 
 @pytest.fixture

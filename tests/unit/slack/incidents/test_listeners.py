@@ -3,7 +3,6 @@ the change made on the work pool (never in the listener), refusals told privatel
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 from slack_bolt import BoltContext
@@ -18,12 +17,12 @@ from tests.unit._incidents_support import dead_worker, run
 from tests.unit.slack._listener_support import (
     FakeAck,
     HeldPool,
+    ServicesFactory,
     audit_rows,
     button_body,
     channel_writes,
     private_notes,
 )
-from tests.unit.slack.conftest import start_services
 
 BOB = "U0BOB"
 
@@ -62,30 +61,26 @@ def test_acknowledge_is_acked_at_once_and_done_on_the_work_pool(
 
 
 def test_resolve_by_someone_not_allowed_is_refused_privately_and_changes_nothing(
-    ack: FakeAck, listener_settings: Settings, fake_slack: FakeSlack
+    ack: FakeAck, listener_settings: Settings, services_for: ServicesFactory, fake_slack: FakeSlack
 ) -> None:
-    settings = listener_settings.model_copy(update={"actions": ActionsSettings(
-        allow={"resolve": ActionAllow(users=[BOB])})})
-    services_iter: Iterator[BotServices] = start_services(settings, fake_slack)
-    services = next(services_iter)
-    try:
-        incident = open_incident(services)
-        body, action = button_body(RESOLVE_ACTION, str(incident), user=USER, response_url=fake_slack.response_url())
-        handle_button(ack, body, action, BoltContext({"services": services}))
-        assert ack.body is None
-        assert isinstance(services.pool, HeldPool)
-        services.pool.release()
-        notes = private_notes(fake_slack, body["response_url"])
-        assert len(notes) == 1 and "Not allowed" in notes[0].text_blob
-        assert "actions.allow.resolve" in notes[0].text_blob  # says who may
-        assert channel_writes(fake_slack) == []  # nobody else saw the refusal
-        assert services.incidents is not None
-        view = services.incidents.tracker.get(incident)
-        assert view is not None and view.status == "open"
-        row = audit_rows(services)[0]
-        assert (row["action"], row["outcome"], row["actor_id"]) == ("incident.resolve", "denied", USER)
-    finally:
-        services_iter.close()
+    services = services_for(listener_settings.model_copy(update={"actions": ActionsSettings(
+        allow={"resolve": ActionAllow(users=[BOB])})}))
+    incident = open_incident(services)
+    body, action = button_body(RESOLVE_ACTION, str(incident), user=USER, response_url=fake_slack.response_url())
+    handle_button(ack, body, action, BoltContext({"services": services}))
+    assert ack.body is None
+    assert isinstance(services.pool, HeldPool)
+    assert services.pool.names() == [f"incident {RESOLVE_ACTION}"]
+    services.pool.release()
+    notes = private_notes(fake_slack, body["response_url"])
+    assert len(notes) == 1 and "Not allowed" in notes[0].text_blob
+    assert "actions.allow.resolve" in notes[0].text_blob  # says who may
+    assert channel_writes(fake_slack) == []  # nobody else saw the refusal
+    assert services.incidents is not None
+    view = services.incidents.tracker.get(incident)
+    assert view is not None and view.status == "open"
+    row = audit_rows(services)[0]
+    assert (row["action"], row["outcome"], row["actor_id"]) == ("incident.resolve", "denied", USER)
 
 
 def test_a_button_that_names_no_incident_is_answered_privately(
