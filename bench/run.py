@@ -51,6 +51,35 @@ def _commit() -> str:
         return "unknown"
 
 
+def _merged(path: Path, meta: dict[str, Any], rows: list[tuple[str, Row]], results: dict[str, Any], *,
+            partial: bool) -> dict[str, Any]:
+    """The JSON to write. A run of some benchmarks (`--only`) replaces theirs and keeps the others' figures from
+    the file (each benchmark says which run it came from in `meta.runs`); a run of all of them replaces the file."""
+    run = {k: meta[k] for k in ("date", "commit", "quick")}
+    document: dict[str, Any] = {"meta": meta, "table": [], "benchmarks": {}}
+    if partial and path.exists():
+        try:
+            previous = json.loads(path.read_text())
+        except ValueError:
+            previous = {}
+        if isinstance(previous, dict):
+            runs = dict(previous.get("meta", {}).get("runs") or {})
+            old_run = {k: previous.get("meta", {}).get(k) for k in ("date", "commit", "quick")}
+            for name, detail in (previous.get("benchmarks") or {}).items():
+                if name not in results:
+                    document["benchmarks"][name] = detail
+                    runs.setdefault(name, old_run)
+            # rows written before rows named their benchmark are kept only with a benchmark that is kept
+            kept = [r for r in previous.get("table") or [] if r.get("benchmark") not in results]
+            document["table"] = [r for r in kept if r.get("benchmark") in document["benchmarks"]]
+            meta = {**meta, "runs": runs}
+    meta = {**meta, "runs": {**meta.get("runs", {}), **{name: run for name in results}}}
+    document["meta"] = meta
+    document["table"] += [{**r.to_json(), "benchmark": name} for name, r in rows]
+    document["benchmarks"].update(results)
+    return document
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller data and fewer rounds")
@@ -72,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         "load_average_start": os.getloadavg(),
     }
     results: dict[str, Any] = {}
-    rows: list[Row] = []
+    rows: list[tuple[str, Row]] = []
     failed: list[str] = []
     for name in chosen:
         print(f"[bench] {name}…", file=sys.stderr, flush=True)
@@ -87,23 +116,23 @@ def main(argv: list[str] | None = None) -> int:
             continue
         detail["duration_s"] = round(time.monotonic() - started, 1)
         results[name] = detail
-        rows += got
+        rows += [(name, r) for r in got]
         print(f"[bench] {name} done in {detail['duration_s']:g} s", file=sys.stderr, flush=True)
     meta["load_average_end"] = os.getloadavg()
 
     print()
-    print(render(rows))
+    print(render([r for _, r in rows]))
     if "fleet" in results and "fleets" in results["fleet"]:
         print("\nHealth playbook cost against fleet size (the bot's process, median of the rounds):")
         print(fleet.curve(results["fleet"]))
+    document = _merged(args.json, meta, rows, results, partial=bool(args.only.strip()))
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({"meta": meta, "table": [r.to_json() for r in rows], "benchmarks": results},
-                                    indent=1, default=str))
+    args.json.write_text(json.dumps(document, indent=1, default=str))
     print(f"\nJSON: {args.json}")
     if failed:
         print(f"could not run: {', '.join(failed)} (see the JSON for the traceback)", file=sys.stderr)
         return 2
-    return 1 if any(r.met is False for r in rows) else 0
+    return 1 if any(r.met is False for _, r in rows) else 0
 
 
 if __name__ == "__main__":
