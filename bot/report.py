@@ -27,7 +27,7 @@ def _paint(text: str, severity: str, color: bool) -> str:
 def _evidence_line(evidence: dict[str, Any], limit: int = 4) -> str:
     parts = []
     for key, value in evidence.items():
-        if key == "related" or value in (None, "", [], {}):
+        if value in (None, "", [], {}):
             continue
         if isinstance(value, list | dict):
             value = json.dumps(value, default=str)

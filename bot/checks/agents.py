@@ -3,7 +3,7 @@
 A clearml-agent reports to the server every 30 s; the server forgets a worker 10 minutes after its last report.
 A dead agent shows up first as a stale `last_activity_time`, then as a missing worker, while its task stays
 `in_progress` (orphaned) and the queues it served fill up. Each of those is one check here; the consequences
-point at their cause through `evidence.related` so incidents can group them.
+point at their cause through `Finding.related` so incidents can group them.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from bot.checks.common import (
     matches_any,
     oldest_waits,
     queue_subject,
-    related,
     selected,
     server_subject,
     task_subject,
@@ -34,7 +33,7 @@ from bot.checks.common import (
     workers_by_queue,
 )
 from bot.engine.baseline import expected_pools, observe
-from bot.engine.findings import ActionId, Finding, Severity
+from bot.engine.findings import ActionId, Finding, Severity, Subject
 from bot.engine.registry import CheckParams, check
 
 if TYPE_CHECKING:
@@ -443,7 +442,7 @@ async def agents_orphaned_tasks(snap: Snapshot, params: OrphanedParams) -> list[
     `worker_dead_after`, or alive but running something else), or their `last_update` is older than `max_silence`.
 
     Critical when the agent is gone (the run is lost), warning when the task is only silent. Suggests `requeue`
-    and `abort`; `evidence.related` names the worker. Dataset uploads are left to datasets.incomplete.
+    and `abort`; `related` names the worker. Dataset uploads are left to datasets.incomplete.
     """
     tasks = await snap.tasks(status=["in_progress"])
     if not tasks:
@@ -500,7 +499,6 @@ async def agents_orphaned_tasks(snap: Snapshot, params: OrphanedParams) -> list[
             "last_update": when(snap, last),
             "started": iso(task.started),
             "queue": {"id": queue_id, "name": queue_name} if queue_id else None,
-            "related": [related("worker", task.last_worker)] if task.last_worker else [],
         }
         findings.append(
             Finding(
@@ -514,6 +512,7 @@ async def agents_orphaned_tasks(snap: Snapshot, params: OrphanedParams) -> list[
                 ),
                 subject=task_subject(task.id, task),
                 evidence=evidence,
+                related=[Subject(kind="worker", id=task.last_worker)] if task.last_worker else [],
                 links=links,
                 remediation=remediation,
                 actions=["requeue", "abort"],
@@ -541,7 +540,7 @@ async def agents_unserved_queues(snap: Snapshot, params: UnservedParams) -> list
     """Queues with waiting tasks and no live agent listening (a worker is live if heard from within
     `stale_after`).
 
-    Warning, critical when the oldest entry has waited longer than `critical_wait`; `evidence.related` lists the
+    Warning, critical when the oldest entry has waited longer than `critical_wait`; `related` lists the
     silent agents that used to serve the queue.
     """
     queues = [q for q in await snap.queues() if q.entries and selected((q.name, q.id), params.queues)]
@@ -597,9 +596,9 @@ async def agents_unserved_queues(snap: Snapshot, params: UnservedParams) -> list
                         **when(snap, added),
                     },
                     "silent_workers": [worker_ref(snap, w) for w in silent],
-                    "related": [related("worker", w.id) for w in silent],
                     "critical_wait_s": params.critical_wait,
                 },
+                related=[Subject(kind="worker", id=w.id) for w in silent if w.id],
                 links=links,
                 remediation=remediation,
             )
@@ -737,8 +736,8 @@ async def agents_watchdog_risk(snap: Snapshot, params: WatchdogRiskParams) -> li
                     "threshold_s": params.threshold,
                     "interval_s": params.interval,
                     "share": params.share,
-                    "related": [related("worker", task.last_worker)] if task.last_worker else [],
                 },
+                related=[Subject(kind="worker", id=task.last_worker)] if task.last_worker else [],
                 links=[snap.task_link(task)] + ([snap.worker_link(worker.id)] if worker is not None else []),
                 remediation=remediation,
                 actions=actions,

@@ -7,8 +7,8 @@ This module is imported by all of `bot/checks/*`; its names are a stable API for
 - `Patterns`: a list of shell-style globs (`gpu-*`, `*:gpu?`); `matches_any(name, patterns)`.
 - `iso(dt)`, `when(snap, dt)`: JSON-safe timestamps, and `{"at", "age_s", "age"}` evidence for a moment.
 - `server_subject`, `worker_subject`, `queue_subject`, `task_subject`: `Subject` builders.
-- `task_ref(task_id, task)`, `related(kind, id)`: compact evidence entries; `related` is the shape incident
-  correlation reads from `evidence["related"]`.
+- `task_ref(task_id, task)`: a compact evidence entry for a task.
+- `redact_subjects(subjects, secrets)`: a finding's `related` subjects with secrets redacted from ids and names.
 - `severity_for(value, warning, critical)`: the usual two-threshold escalation.
 - `worker_age_s`, `is_live`, `workers_by_queue`, `worker_ref`: worker liveness on the server's clock.
 - `entry_times`, `oldest_waits`: when queue entries were enqueued (entry `added`, else the task's
@@ -29,6 +29,7 @@ from pydantic import BeforeValidator, Field
 from bot.durations import format_duration, parse_duration
 from bot.engine.findings import Severity, Subject
 from bot.errors import BotError
+from bot.redact import redact
 
 if TYPE_CHECKING:
     from bot.clearml.models import Queue, Task, Worker
@@ -138,12 +139,11 @@ def task_ref(task_id: str, task: Task | None = None) -> dict[str, Any]:
     }
 
 
-def related(kind: str, subject_id: str, name: str = "") -> dict[str, str]:
-    """One entry of `evidence["related"]`: another subject this finding is a consequence of or tied to."""
-    out = {"kind": kind, "id": subject_id}
-    if name:
-        out["name"] = name
-    return out
+def redact_subjects(subjects: Iterable[Subject], secrets: Iterable[str]) -> list[Subject]:
+    """`subjects` (a finding's `related`) with every secret in their ids and names redacted, for the checks that
+    redact their own evidence (the runner redacts every finding again at its boundary)."""
+    known = list(secrets)
+    return [s.model_copy(update={"id": redact(s.id, known) or "?", "name": redact(s.name, known)}) for s in subjects]
 
 
 # -- workers ----------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
-from bot.checks.common import Duration, OptionalDuration, Patterns, iso, matches_any, related, when
+from bot.checks.common import Duration, OptionalDuration, Patterns, iso, matches_any, redact_subjects, when
 from bot.checks.storage import redact_obj
 from bot.engine.findings import SEVERITY_RANK, Finding, Severity, Subject
 from bot.engine.registry import CheckParams, check
@@ -395,6 +395,7 @@ async def integrity(snap: Snapshot, params: IntegrityParams) -> list[Finding]:
 def _integrity_finding(
     ds: Task,
     evidence: dict[str, Any],
+    related: list[Subject],
     links: list[str],
     secrets: list[str],
     severity: Severity,
@@ -410,6 +411,7 @@ def _integrity_finding(
         detail=detail,
         subject=subject(ds),
         evidence=redact_obj(evidence, secrets),
+        related=redact_subjects(related, secrets),
         links=links,
         remediation=remediation,
     )
@@ -432,7 +434,7 @@ async def _verify_one(
 
     def done(severity: Severity, title: str, detail: str, remediation: str = "") -> Finding:
         evidence["duration_s"] = round(time.perf_counter() - started, 3)
-        return _integrity_finding(ds, evidence, links, secrets, severity, title, detail, remediation)
+        return _integrity_finding(ds, evidence, [], links, secrets, severity, title, detail, remediation)
 
     read = await state_of(snap, ctx, ds)
     evidence["state"] = {
@@ -482,7 +484,7 @@ async def _verify_one(
         workers=params.workers,
         downloads=params.downloads,
     )
-    owner_related = [related("dataset", oid, label(t)) for oid, t in owners.items() if oid != ds.id]
+    owner_related = [Subject(kind="dataset", id=oid, name=label(t)) for oid, t in owners.items() if oid != ds.id]
     evidence["duration_s"] = round(time.perf_counter() - started, 3)
     return judge_integrity(
         snap, ds, params, secrets, evidence, links,
@@ -516,7 +518,7 @@ def judge_integrity(
     mismatched: list[dict[str, Any]],
     missing: list[dict[str, Any]],
     chunk_problems: list[dict[str, Any]],
-    owner_related: list[dict[str, Any]],
+    owner_related: list[Subject],
     mismatched_count: int | None = None,
     missing_count: int | None = None,
     hashed: bool | None = None,
@@ -547,11 +549,9 @@ def judge_integrity(
         problems.append(f"{_n(n_missing, 'file')} cannot be found")
     elif chunk_problems:
         problems.append("; ".join(p["problem"] for p in chunk_problems[:3]))
-    if owner_related:
-        evidence["related"] = owner_related
 
     def done(severity: Severity, title: str, detail: str, remediation: str = "") -> Finding:
-        return _integrity_finding(ds, evidence, links, secrets, severity, title, detail, remediation)
+        return _integrity_finding(ds, evidence, owner_related, links, secrets, severity, title, detail, remediation)
 
     if problems:
         examples = [m["path"] for m in mismatched[:3]] + [m["path"] for m in missing[:3]]
@@ -643,8 +643,10 @@ async def lineage(snap: Snapshot, params: LineageParams) -> list[Finding]:
                 }
                 for p in unfinal
             ],
-            "related": [related("dataset", p.id, label(p)) for p in unfinal] + [related("dataset", m) for m in missing],
         }
+        related = [Subject(kind="dataset", id=p.id, name=label(p)) for p in unfinal] + [
+            Subject(kind="dataset", id=m) for m in missing
+        ]
         remediation = []
         if missing:
             remediation.append(
@@ -665,6 +667,7 @@ async def lineage(snap: Snapshot, params: LineageParams) -> list[Finding]:
                 detail="; ".join(parts),
                 subject=subject(ds),
                 evidence=redact_obj(evidence, secrets),
+                related=redact_subjects(related, secrets),
                 links=[snap.dataset_link(ds)] + [snap.dataset_link(p) for p in unfinal[:3]],
                 remediation=" ".join(remediation),
             )

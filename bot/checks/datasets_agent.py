@@ -21,10 +21,10 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bot.checks.common import queue_subject, related, selected, server_subject
+from bot.checks.common import queue_subject, selected, server_subject
 from bot.clearml.models import parse_time
 from bot.diagnosis.failure_causes import CAUSES, classify_failure
-from bot.engine.findings import Finding, Severity
+from bot.engine.findings import Finding, Severity, Subject
 from bot.storage.datasets import ArtifactError, artifacts_of, read_artifact
 from bot.storage.probe import StorageContext
 
@@ -350,7 +350,7 @@ def _from_report(snap: Snapshot, params: IntegrityParams, secrets: list[str], ds
         files_ok=int(report.get("files_verified") or 0), bytes_hashed=int(report.get("bytes_hashed") or 0),
         bytes_downloaded=int(report.get("bytes_downloaded") or 0), mismatched=items("mismatched"),
         missing=items("missing"), chunk_problems=items("chunk_problems"),
-        owner_related=[related("dataset", str(i)) for i in report.get("related_ids") or []],
+        owner_related=[Subject(kind="dataset", id=str(i)) for i in report.get("related_ids") or [] if i],
         mismatched_count=count("mismatched"), missing_count=count("missing"), hashed=True,
     )
 

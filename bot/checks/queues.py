@@ -25,7 +25,6 @@ from bot.checks.common import (
     iso,
     oldest_waits,
     queue_subject,
-    related,
     selected,
     severity_for,
     task_subject,
@@ -34,7 +33,7 @@ from bot.checks.common import (
 )
 from bot.clearml.errors import ClearMLError
 from bot.clearml.models import parse_time
-from bot.engine.findings import SEVERITY_RANK, ActionId, Finding, Severity
+from bot.engine.findings import SEVERITY_RANK, ActionId, Finding, Severity, Subject
 from bot.engine.registry import CheckParams, check
 
 if TYPE_CHECKING:
@@ -491,6 +490,7 @@ async def queues_stuck_queued(snap: Snapshot, params: StuckParams) -> list[Findi
             "threshold_s": params.threshold,
         }
         actions: list[ActionId]
+        related: list[Subject] = []
         if q is not None:
             live, busy = _load(snap, listeners.get(q.id, []), params.stale_after)
             evidence.update({
@@ -499,8 +499,8 @@ async def queues_stuck_queued(snap: Snapshot, params: StuckParams) -> list[Findi
                 "queue_length": len(q.entries),
                 "live_workers": len(live),
                 "busy_workers": len(busy),
-                "related": [related("queue", q.id, q.name)],
             })
+            related = [queue_subject(q)]
             links.append(snap.queue_link(q.id))
             title = f"Task {task.name if task else task_id} queued for {human(age)} in {q.name} " \
                     f"(position {pos + 1} of {len(q.entries)})"
@@ -539,6 +539,7 @@ async def queues_stuck_queued(snap: Snapshot, params: StuckParams) -> list[Findi
                 detail=f"Queued since {iso(at) or 'unknown'} ({source}); reported after {human(params.threshold)}.",
                 subject=task_subject(task_id, task),
                 evidence=evidence,
+                related=related,
                 links=links,
                 remediation=remediation,
                 actions=actions,

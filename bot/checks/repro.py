@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, model_validator
 
-from bot.checks.common import Duration, Patterns, iso, related
+from bot.checks.common import Duration, Patterns, iso, redact_subjects
 from bot.checks.storage import FAILED_TASK_FIELDS, log_tails, project_filter, redact_obj
 from bot.clearml.errors import NotFoundError
 from bot.diagnosis.compare import compare_tasks
@@ -231,8 +231,7 @@ async def failure_causes(snap: Snapshot, params: FailureCausesParams) -> list[Fi
             "lines": lines,
             "window_s": params.window,
         }
-        if cause_id == "storage":
-            evidence["related"] = [related("task", t.id, t.name) for t, _ in members[:10]]
+        related = [Subject(kind="task", id=t.id, name=t.name) for t, _ in members[:10]] if cause_id == "storage" else []
         names = ", ".join(f"'{t.name}'" for t, _ in members[:3]) + (" …" if len(members) > 3 else "")
         findings.append(
             Finding(
@@ -243,6 +242,7 @@ async def failure_causes(snap: Snapshot, params: FailureCausesParams) -> list[Fi
                 subject=Subject(kind="task", id=latest.id, name=latest.name),
                 fingerprint=fingerprint_for("repro.failure_causes", server_anchor, cause_id),
                 evidence=evidence,
+                related=related,
                 links=[snap.task_link(t) for t, _ in members[:10]],
                 remediation=cause.remediation,
                 actions=list(cause.actions),
@@ -478,10 +478,10 @@ def _compare_finding(
                 "differs_in": list(diff),
                 "environment_differs": bool(env),
                 "diff": diff,
-                "related": [related("task", a.id, a.name)],
             },
             secrets,
         ),
+        related=redact_subjects([Subject(kind="task", id=a.id, name=a.name)], secrets),
         links=links,
         remediation=remediation,
         actions=["clone", "reproduce"] if auto else [],

@@ -4,7 +4,7 @@ Artifacts, models and dataset chunks are only as reachable as the storage they w
 checks probe the storage the fleet is configured to use (write -> read -> delete, like the SDK's own
 upload test), look for tasks that wrote to places other machines cannot reach, and read the console
 logs of failed tasks for upload errors, pointing each one at the storage it concerns so an incident can
-tie the failing uploads to the failing probe (`evidence.related`).
+tie the failing uploads to the failing probe (`Finding.related`).
 
 Helpers at the bottom (project filter, log tails, redaction, storage-error patterns) are shared by the
 reproducibility and dataset checks.
@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
-from bot.checks.common import CheckError, Duration, Patterns, iso, matches_any, related, server_subject
+from bot.checks.common import CheckError, Duration, Patterns, iso, matches_any, redact_subjects, server_subject
 from bot.clearml.errors import ClearMLError, NotFoundError
 from bot.config import StorageTarget
 from bot.diagnosis.storage_errors import match_storage_errors
@@ -125,12 +125,10 @@ def _probe_finding(
     *,
     label: str,
     links: list[str] | None = None,
-    extra_related: list[dict[str, str]] | None = None,
+    related: list[Subject] | None = None,
 ) -> Finding:
     severity = _severity(result, slow_ms)
     evidence = result.evidence()
-    if extra_related:
-        evidence["related"] = extra_related
     if result.error:
         step = result.failed_step
         title = f"{label}: {HUMAN.get(result.error, result.error.replace('_', ' '))}" + (
@@ -162,6 +160,7 @@ def _probe_finding(
         detail=redact(detail, secrets),
         subject=subject,
         evidence=_redact_obj(evidence, secrets),
+        related=redact_subjects(related or [], secrets),
         links=links or [],
         remediation=redact(remediation, secrets),
     )
@@ -325,10 +324,10 @@ async def probe(snap: Snapshot, params: ProbeParams) -> list[Finding]:
         async with gate:
             result = await probe_target(ctx, target, timeout_s=params.timeout, payload_bytes=params.payload_bytes)
         subject = Subject(kind="storage", id=target.url, name=target.label)
-        extra: list[dict[str, str]] = []
+        related: list[Subject] = []
         if result.kind == "http" and ctx.is_files_url(target.url):
             # the same host storage.fileserver probes: let an incident tie the two together
-            extra.append(related("storage", snap.server.files_url.rstrip("/"), "ClearML file server"))
+            related.append(Subject(kind="storage", id=snap.server.files_url.rstrip("/"), name="ClearML file server"))
         users = discovered.get(target.url)
         finding = _probe_finding(
             "storage.probe",
@@ -337,7 +336,7 @@ async def probe(snap: Snapshot, params: ProbeParams) -> list[Finding]:
             params.slow_ms,
             secrets,
             label=f"Storage {target.label}",
-            extra_related=extra or None,
+            related=related,
         )
         if users is not None:
             evidence = dict(finding.evidence)
@@ -520,6 +519,7 @@ async def destinations(snap: Snapshot, params: DestinationsParams) -> list[Findi
                 "If this storage is intended, add it under `storage:` in the bot's config (so it is "
                 "probed) or to this check's `allowed` parameter; otherwise fix the task's output_uri."
             )
+        roots = [rid for rid in dict.fromkeys(_root_id(b.uri, ctx) for b in bad) if rid]
         findings.append(
             Finding(
                 check="storage.destinations",
@@ -537,12 +537,10 @@ async def destinations(snap: Snapshot, params: DestinationsParams) -> list[Findi
                         },
                         "uris": [{"where": b.where, "uri": b.uri, "reason": b.reason, "host": b.host} for b in bad],
                         "files_host": files_host,
-                        "related": [
-                            related("storage", rid) for rid in dict.fromkeys(_root_id(b.uri, ctx) for b in bad)
-                        ][:5],
                     },
                     secrets,
                 ),
+                related=redact_subjects([Subject(kind="storage", id=rid) for rid in roots[:5]], secrets),
                 links=[snap.task_link(task)],
                 remediation=" ".join(fix),
                 actions=["clone"],
@@ -651,8 +649,8 @@ async def upload_failures(snap: Snapshot, params: UploadFailuresParams) -> list[
     Reads the log tail of each failed task in the window and matches the storage errors the clearml SDK
     and boto3 print (upload exceptions, insufficient write/delete permissions, unreachable endpoint,
     invalid access key, signature mismatch, missing credentials, TLS errors on upload, no such bucket).
-    Evidence: the matching lines, secrets redacted, and `related` pointing at the storage target or host
-    the lines name, so an incident can group them with a failing storage.probe.
+    Evidence: the matching lines, secrets redacted; `related` points at the storage target or host the
+    lines name, so an incident can group them with a failing storage.probe.
     """
     project_ids = await project_filter(snap, params.projects)
     if project_ids == []:
@@ -700,8 +698,8 @@ async def upload_failures(snap: Snapshot, params: UploadFailuresParams) -> list[
                     "lines": shown,
                     "matches": len(hits),
                     "storage": [redact(u, secrets) for u in roots],
-                    "related": [related("storage", redact(rid, secrets)) for rid in roots[:5]],
                 },
+                related=redact_subjects([Subject(kind="storage", id=rid) for rid in roots[:5] if rid], secrets),
                 links=[snap.task_link(task)],
                 remediation=_upload_fix(kinds, roots),
                 actions=["requeue", "clone"],

@@ -17,8 +17,8 @@ bot knows about ClearML instead of written per user):
   queue's finding; a task stuck behind a long queue that agents do serve is the backlog's evidence.
 
 Two outcomes for a consequence: *suppressed* (folded into its root's `suppressed` list, no finding of its own)
-when it only restates the root, or *related* (kept, `caused_by` = the root's fingerprint, listed in the root's
-`related`) when a responder acts on it separately. Pure: findings in, findings out; no I/O.
+when it only restates the root, or a *consequence* (kept, `caused_by` = the root's fingerprint, listed in the
+root's `consequences`) when a responder acts on it separately. Pure: findings in, findings out; no I/O.
 """
 
 from __future__ import annotations
@@ -400,7 +400,7 @@ def _materialize(graph: _Graph) -> list[Finding]:
         if fp in roots:
             update["caused_by"] = roots[fp]
         if fp in children:
-            update["related"] = sorted(children[fp])
+            update["consequences"] = sorted(children[fp])
         folded = graph.folded.get(fp, [])
         if folded:
             folded.sort(key=lambda c: (-c.rank, c.check, c.subject.name or c.subject.id))

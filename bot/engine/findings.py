@@ -71,7 +71,11 @@ class Finding(BaseModel):
     caused_by: str | None = None
     # On a root: the fingerprints of the findings reported with `caused_by` = this one (consequences that keep a
     # finding of their own because they need their own action, e.g. a dead agent's orphaned task).
-    related: list[str] = Field(default_factory=list)
+    consequences: list[str] = Field(default_factory=list)
+    # Set by the check: the other subjects this finding is tied to or a consequence of (the agent a task was
+    # orphaned by, the queue a stuck task waits in, a dataset version's parent). Incidents group a finding with
+    # the likely cause these name, and a silence naming one of them matches this finding too.
+    related: list[Subject] = Field(default_factory=list)
     # On a root: the findings folded into it that only restate it (not reported on their own), the first
     # SUPPRESSED_LISTED of them, worst first; `suppressed_total` counts them all.
     suppressed: list[SuppressedFinding] = Field(default_factory=list)

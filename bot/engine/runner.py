@@ -336,6 +336,8 @@ def _baseline_window(entries: list[tuple[Playbook, CheckEntry]]) -> float | None
 def finding_texts(finding: Finding) -> Iterator[str]:
     """Every text of `finding` that `redact_finding` redacts."""
     yield from (finding.title, finding.detail, finding.remediation, finding.subject.name, finding.subject.id)
+    for related in finding.related:
+        yield from (related.name, related.id)
     yield from finding.links
     yield from tree_texts(finding.evidence)
 
@@ -343,16 +345,19 @@ def finding_texts(finding: Finding) -> Iterator[str]:
 def redact_finding(finding: Finding, secrets: list[str], *, scan: TextScan | None = None) -> Finding:
     """`finding` with every text a person reads redacted (the fingerprint, computed from the raw subject, is kept so
     incidents still match). `scan`: `scan_texts` over texts including all of `finding_texts(finding)` (faster)."""
-    subject = finding.subject.model_copy(
-        update={"name": redact(finding.subject.name, secrets, scan=scan),
-                "id": redact(finding.subject.id, secrets, scan=scan) or "?"}
-    )
+
+    def subject(s: Subject) -> Subject:
+        return s.model_copy(
+            update={"name": redact(s.name, secrets, scan=scan), "id": redact(s.id, secrets, scan=scan) or "?"}
+        )
+
     return finding.model_copy(
         update={
             "title": redact(finding.title, secrets, scan=scan) or finding.title,
             "detail": redact(finding.detail, secrets, scan=scan),
             "remediation": redact(finding.remediation, secrets, scan=scan),
-            "subject": subject,
+            "subject": subject(finding.subject),
+            "related": [subject(s) for s in finding.related],
             "evidence": redact_tree(finding.evidence, secrets, keep=frozenset(), scan=scan),
             "links": [redact(link, secrets, scan=scan) for link in finding.links],
         }

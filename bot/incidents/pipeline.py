@@ -173,7 +173,7 @@ def _when(dt: datetime | None) -> str:
 def _evidence(evidence: dict[str, Any], limit: int = 6) -> str:
     parts = []
     for key, value in evidence.items():
-        if key == "related" or value in (None, "", [], {}):
+        if value in (None, "", [], {}):
             continue
         text = str(value)
         parts.append(f"{key}={text if len(text) <= 80 else text[:77] + '…'}")

@@ -10,7 +10,7 @@ What a pattern matches (shell-style globs, case-sensitive like ClearML ids and n
 - a subject id or name: `gpu-worker-3`, `gpu-*`, a queue name, a storage URL;
 - `kind:id-or-name`: `worker:gpu-*`, `queue:default` (to say which kind of subject is meant);
 - `check:subject`: `agents.stale:gpu-*` (one check for some subjects only).
-A pattern naming a subject also matches the findings that name it in `evidence.related`: silencing a worker
+A pattern naming a subject also matches the findings that name it in `Finding.related`: silencing a worker
 under maintenance silences the task it orphaned and the queue it left unserved, because those are its
 consequences, not separate problems.
 """
@@ -73,23 +73,11 @@ def match_names(finding: Finding) -> list[str]:
     names = [finding.check, subject.id, f"{subject.kind}:{subject.id}", f"{finding.check}:{subject.id}"]
     if subject.name:
         names += [subject.name, f"{subject.kind}:{subject.name}", f"{finding.check}:{subject.name}"]
-    for rel in related_subjects(finding.evidence):
-        names += [rel["id"], f"{rel['kind']}:{rel['id']}"]
-        if rel.get("name"):
-            names += [rel["name"], f"{rel['kind']}:{rel['name']}"]
+    for rel in finding.related:
+        names += [rel.id, f"{rel.kind}:{rel.id}"]
+        if rel.name:
+            names += [rel.name, f"{rel.kind}:{rel.name}"]
     return names
-
-
-def related_subjects(evidence: dict[str, Any]) -> list[dict[str, str]]:
-    """`evidence.related` entries that are well formed ({kind, id[, name]}); anything else is ignored."""
-    raw = evidence.get("related") if isinstance(evidence, dict) else None
-    if not isinstance(raw, list):
-        return []
-    out = []
-    for item in raw:
-        if isinstance(item, dict) and item.get("kind") and item.get("id"):
-            out.append({"kind": str(item["kind"]), "id": str(item["id"]), "name": str(item.get("name") or "")})
-    return out
 
 
 # -- storage --------------------------------------------------------------------------------------------------

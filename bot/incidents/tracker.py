@@ -10,7 +10,7 @@ Model
 - An incident groups *members*: one per finding fingerprint (per server). A fingerprint is live (firing or
   cleared) in at most one open incident; a partial UNIQUE index enforces it, so not even a restart or a bug can
   open a second incident for the same open fingerprint.
-- Correlation is data: a finding names the subjects it is a consequence of in `evidence.related`. A finding's
+- Correlation is data: a finding names the subjects it is a consequence of in `Finding.related`. A finding's
   *anchor* (the likely cause) is the related subject (followed transitively); a finding without `related` is
   its own anchor. Findings with the same anchor share an incident: the dead worker (anchor = itself), the task
   it orphaned and the queue it left unserved (both related to it). When the anchor has no finding of its own
@@ -264,7 +264,7 @@ def key_evidence(value: Any) -> Any:
     """The part of a finding's evidence whose change is worth a thread reply."""
     if isinstance(value, dict):
         return {
-            k: key_evidence(v) for k, v in sorted(value.items()) if k != "related" and not _VOLATILE.search(str(k))
+            k: key_evidence(v) for k, v in sorted(value.items()) if not _VOLATILE.search(str(k))
         }
     if isinstance(value, list):
         return [key_evidence(v) for v in value]
@@ -282,8 +282,7 @@ def stable_evidence(value: Any) -> Any:
     exact (compared by ratio, see `_differs`)."""
     if isinstance(value, dict):
         return {
-            k: stable_evidence(v) for k, v in sorted(value.items())
-            if k != "related" and not _VOLATILE.search(str(k))
+            k: stable_evidence(v) for k, v in sorted(value.items()) if not _VOLATILE.search(str(k))
         }
     if isinstance(value, list):
         return [stable_evidence(v) for v in value]
@@ -357,12 +356,24 @@ def _subject_key(subject: Subject) -> tuple[str, str]:
     return (subject.kind, subject.id)
 
 
-def _related(finding: Finding) -> list[Subject]:
-    return [
-        Subject(kind=r["kind"], id=r["id"], name=r["name"])  # type: ignore[arg-type]
-        for r in silences_mod.related_subjects(finding.evidence)
-        if r["kind"] in _SUBJECT_KINDS
-    ]
+def stored_finding(raw: str) -> Finding:
+    """A member's finding as stored in `incident_members.finding`.
+
+    Compatibility: rows written before `Finding.related` was typed hold the related subjects as dicts in
+    `evidence.related`, and a root's consequence fingerprints in `related`; they are read into `related` and
+    `consequences`, so a store keeps working after an upgrade (grouping, silences, evidence changes)."""
+    doc = json.loads(raw)
+    if any(isinstance(fp, str) for fp in doc.get("related") or []):
+        doc["consequences"], doc["related"] = doc["related"], []
+    evidence = doc.get("evidence")
+    old = evidence.pop("related", None) if isinstance(evidence, dict) else None
+    if isinstance(old, list):
+        doc["related"] = [
+            {"kind": r["kind"], "id": str(r["id"]), "name": str(r.get("name") or "")}
+            for r in old
+            if isinstance(r, dict) and r.get("kind") in _SUBJECT_KINDS and r.get("id")
+        ]
+    return Finding.model_validate(doc)
 
 
 def _group_workers(member: dict[str, Any]) -> list[str]:
@@ -635,7 +646,7 @@ class IncidentTracker:
         """A live member fired again: count it, keep the current evidence, say what changed meaningfully."""
         lines: list[str] = []
         label = f"{f.subject.kind} {f.subject.name or f.subject.id}"
-        old = Finding.model_validate_json(m["finding"])
+        old = stored_finding(m["finding"])
         if m["state"] == "cleared":
             lines.append(f"🔁 {f.check} fails again for {label}: {f.title}")
         elif m["gone_at"]:
@@ -724,7 +735,7 @@ class IncidentTracker:
             if root is not None and root is not f and _subject_key(root.subject) not in seen:
                 return anchor_of(root, seen)
             candidates = []
-            for rel in _related(f):
+            for rel in f.related:
                 key = _subject_key(rel)
                 if key in seen or key == _subject_key(f.subject):
                     continue
@@ -735,7 +746,7 @@ class IncidentTracker:
                     # (task -> worker, queue -> worker, task -> storage).
                     continue
                 # Follow the chain (task -> queue -> worker) while the related subject is itself a consequence.
-                if upstream is not None and _related(upstream):
+                if upstream is not None and upstream.related:
                     rel = anchor_of(upstream, seen | {_subject_key(f.subject)})
                 elif upstream is not None and not rel.name:
                     rel = upstream.subject
@@ -1121,7 +1132,7 @@ class IncidentTracker:
         moved_lines: list[str] = []
         new_ids: list[int] = []
         for m in consequences:
-            f = Finding.model_validate_json(m["finding"])
+            f = stored_finding(m["finding"])
             new_id = self._new_incident(
                 conn, inc["server"], f.subject, [f], inc["playbook"], now,
                 opened_at=parse_iso(m["first_seen"]), split_from=inc["id"],
@@ -1305,7 +1316,7 @@ class IncidentTracker:
                 cleared_at=parse_iso(m["cleared_at"]),
                 count=m["count"],
                 silenced=bool(m["silenced"]),
-                finding=Finding.model_validate_json(m["finding"]),
+                finding=stored_finding(m["finding"]),
                 moved_to=m["moved_to"],
                 gone_at=parse_iso(m["gone_at"]),
             )

@@ -8,7 +8,7 @@ import json
 from typing import Any
 
 from bot.config import Settings
-from bot.engine.findings import Finding
+from bot.engine.findings import Finding, Subject
 from bot.engine.playbook import CheckEntry, Playbook, load_playbook
 from bot.engine.runner import RunResult, run_playbooks
 from tests.helpers import server_settings
@@ -67,7 +67,7 @@ def test_zoo_missing_orphaned_and_unserved(sim_factory: Any) -> None:
     assert set(orphaned) == {"eval-detector-nightly", "sweep-lr-trial-17", "notebook-anchor-tuning"}
     nightly = orphaned["eval-detector-nightly"]
     assert nightly.severity == "critical" and nightly.actions == ["requeue", "abort"]
-    assert nightly.evidence["related"] == [{"kind": "worker", "id": SPOT}]
+    assert nightly.related == [Subject(kind="worker", id=SPOT)]
     assert nightly.evidence["queue"]["name"] == "gpu-a10-spot"
     sweep = orphaned["sweep-lr-trial-17"]
     assert sweep.evidence["reasons"] == ["worker_gone", "silent"] and "no longer registered" in sweep.title
@@ -76,10 +76,10 @@ def test_zoo_missing_orphaned_and_unserved(sim_factory: Any) -> None:
     unserved = {f.subject.name: f for f in by_subject(result, "agents.unserved_queues").values()}
     assert set(unserved) == {"cpu-preprocess", "gpu-a10-spot"}
     assert unserved["cpu-preprocess"].severity == "critical"  # waiting 9 h > 30 m
-    assert unserved["cpu-preprocess"].evidence["related"] == [{"kind": "worker", "id": "cpu-box-1:cpu:0"}]
+    assert unserved["cpu-preprocess"].related == [Subject(kind="worker", id="cpu-box-1:cpu:0")]
     assert unserved["cpu-preprocess"].evidence["oldest_entry"]["task"]["name"] == "tokenize-wiki-shard-07"
     assert unserved["gpu-a10-spot"].severity == "warning"
-    assert unserved["gpu-a10-spot"].evidence["related"] == [{"kind": "worker", "id": SPOT}]
+    assert unserved["gpu-a10-spot"].related == [Subject(kind="worker", id=SPOT)]
 
 
 def test_healthy_fleet_is_quiet_with_defaults_and_shipped_playbooks(sim_factory: Any) -> None:
@@ -123,7 +123,7 @@ def test_vanished_agents_orphan_their_tasks_and_leave_queues_unserved(sim_factor
     assert all(f.severity == "critical" and f.evidence["reasons"][0] == "worker_gone" for f in orphaned.values())
     [unserved] = by_subject(result, "agents.unserved_queues").values()
     assert unserved.subject.name == "gpu-train" and unserved.severity == "warning"
-    assert unserved.evidence["related"] == []  # the server no longer lists the agents that served it
+    assert unserved.related == []  # the server no longer lists the agents that served it
 
 
 def test_filters_and_thresholds_from_params(sim_factory: Any) -> None:

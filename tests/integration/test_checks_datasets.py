@@ -116,7 +116,7 @@ def test_integrity_hash_all_ok_on_healthy(sim_factory: Any) -> None:
         "coco-subset 1.0.0": "ok", "coco-subset 1.1.0": "ok", "alpaca-cleaned 2.0.0": "ok"}
     child = by_name(findings)["coco-subset 1.1.0"]
     assert child.evidence["files_verified"] == 4  # its own file plus the three inherited from 1.0.0
-    assert child.evidence["related"][0]["name"] == "coco-subset 1.0.0"
+    assert child.related[0].name == "coco-subset 1.0.0"
 
 
 def test_integrity_hashes_a_local_copy(sim_factory: Any, tmp_path: Path) -> None:
@@ -227,7 +227,7 @@ def test_lineage_missing_and_unfinalized_parents(sim_factory: Any) -> None:
     assert child.severity == "warning"
     assert [(p["name"], p["status"]) for p in child.evidence["unfinalized_parents"]] == [
         ("dashcam-night", "in_progress")]
-    assert child.evidence["related"][0]["kind"] == "dataset"
+    assert child.related[0].kind == "dataset"
     assert "finalize" in child.remediation
 
 

@@ -70,7 +70,7 @@ def test_zoo_capacity_and_stuck_tasks(sim_factory: Any) -> None:
     assert shard.severity == "warning" and shard.actions == ["prioritize"]
     assert shard.evidence["queue"]["name"] == "cpu-preprocess" and shard.evidence["position"] == 0
     assert shard.evidence["time_source"] == "entry.added" and shard.evidence["live_workers"] == 0
-    assert shard.evidence["related"][0]["kind"] == "queue"
+    assert shard.related[0].kind == "queue"
     onnx = stuck["export-onnx-int8"]
     assert onnx.severity == "critical" and onnx.actions == ["requeue"]  # 30 h > 24 h, in the hidden glue queue
     assert onnx.evidence["in_visible_queue"] is False and onnx.evidence["status_reason"] == "k8s pending scheduler"

@@ -13,7 +13,7 @@ import boto3
 import pytest
 
 from bot.config import Settings, StorageTarget
-from bot.engine.findings import Finding
+from bot.engine.findings import Finding, Subject
 from bot.engine.playbook import CheckEntry, Playbook
 from bot.engine.runner import RunResult, run_playbooks
 from tests.fakes.moto_server import _moto_server_process, free_port, iam_enforced, moto_server  # noqa: F401
@@ -187,7 +187,7 @@ def test_probe_file_server_target_relates_to_storage_fileserver(sim_factory: Any
     [probe] = of(result, "storage.probe")
     [files] = of(result, "storage.fileserver")
     assert probe.severity == "ok" and probe.evidence["kind"] == "http"
-    assert probe.evidence["related"] == [{"kind": "storage", "id": files.subject.id, "name": "ClearML file server"}]
+    assert probe.related == [Subject(kind="storage", id=files.subject.id, name="ClearML file server")]
     assert probe_files(sim) == []
 
 
@@ -268,13 +268,13 @@ def test_upload_failures_show_redacted_lines_and_point_at_the_storage(sim_factor
     assert export.severity == "warning" and export.evidence["error_classes"][0] == "access_denied_write"
     assert any("AccessDenied" in line for line in export.evidence["lines"])
     assert "AKIAZ7QWERTY1234ABCD" not in json.dumps(export.model_dump(mode="json"))  # redacted
-    assert export.evidence["related"] == [{"kind": "storage", "id": "s3://ml-artifacts-prod"}]
+    assert export.related == [Subject(kind="storage", id="s3://ml-artifacts-prod")]
     assert export.actions == ["requeue", "clone"]
     traffic = findings["train-yolov8l-traffic"]
     assert traffic.evidence["error_classes"][0] == "endpoint_unreachable"
     # the same storage subject the probe reports on: an incident can group them
     [probe] = of(result, "storage.probe")
-    assert {"kind": "storage", "id": probe.subject.id} in traffic.evidence["related"]
+    assert Subject(kind="storage", id=probe.subject.id) in traffic.related
 
 
 def test_upload_failures_quiet_on_healthy_and_error_when_logs_unreadable(sim_factory: Any) -> None:

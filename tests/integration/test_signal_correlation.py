@@ -113,7 +113,7 @@ def test_dead_agent_orphan_and_unserved_queue_are_one_group(sim_factory: Any) ->
     assert agent.caused_by is None and agent.subject.id == fleet["workers"][0]["id"]
     for consequence in (found["agents.orphaned_tasks"], found["agents.unserved_queues"]):
         assert consequence.caused_by == agent.fingerprint
-    assert sorted(agent.related) == sorted(
+    assert sorted(agent.consequences) == sorted(
         (found["agents.orphaned_tasks"].fingerprint, found["agents.unserved_queues"].fingerprint)
     )
     # the queue's waiting tasks fold into the queue, not into findings of their own

@@ -755,7 +755,7 @@ async def dataset(snap: Snapshot, meta: Meta, dataset_id: str) -> DatasetView:
         view.findings = [
             f
             for f in result.findings
-            if f.subject.id == view.id or f.severity == "error" or view.id in str(f.evidence.get("related", ""))
+            if f.subject.id == view.id or f.severity == "error" or any(r.id == view.id for r in f.related)
         ]
     view.can_verify = "datasets.integrity" in REGISTRY
     return view

@@ -40,8 +40,8 @@ if TYPE_CHECKING:
 # A finding's action buttons (bot/slack/actions/buttons.py signs them before rendering).
 FindingButtons = Callable[[Finding], Sequence["ActionButton"]]
 
-# Evidence keys that are bulky or only for machines (incident correlation reads `related`).
-_HIDDEN_EVIDENCE = {"related", "lines", "log_tail", "raw"}
+# Evidence keys that are bulky or only for machines.
+_HIDDEN_EVIDENCE = {"lines", "log_tail", "raw"}
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from bot.checks import agents, common, queues, server
 from bot.clearml.errors import ServerUnavailableError
 from bot.config import ServerSettings
-from bot.engine.findings import Finding
+from bot.engine.findings import Finding, Subject
 from bot.engine.registry import REGISTRY, load_builtin_checks
 from bot.engine.snapshot import Snapshot
 
@@ -229,13 +229,13 @@ def test_orphaned_reasons_and_grace() -> None:
     gone = found["t-gone"]
     assert gone.severity == "critical" and gone.actions == ["requeue", "abort"]
     assert gone.evidence["reasons"] == ["worker_gone"]
-    assert gone.evidence["related"] == [{"kind": "worker", "id": "vanished:gpu0"}]
+    assert gone.related == [Subject(kind="worker", id="vanished:gpu0")]
     assert gone.evidence["queue"] == {"id": "q-gpu", "name": "gpu"}
     assert found["t-dead"].evidence["reasons"] == ["worker_dead"]
     assert found["t-moved"].evidence["reasons"] == ["worker_moved_on"]
     assert "idle" in found["t-moved"].evidence["worker_state"]
     dev = found["t-dev"]
-    assert dev.severity == "warning" and dev.evidence["reasons"] == ["silent"] and dev.evidence["related"] == []
+    assert dev.severity == "warning" and dev.evidence["reasons"] == ["silent"] and dev.related == []
     assert found["t-hung"].evidence["reasons"] == ["worker_moved_on", "silent"]
     assert "t-ds" in {f.subject.id for f in run("agents.orphaned_tasks", client, include_datasets=True)}
     # one tasks.get_all with a status filter, never an unfiltered task listing
@@ -271,7 +271,7 @@ def test_unserved_queue_related_workers_and_fallback_time() -> None:
     assert set(found) == {"cpu", "nobody"}
     cpu = found["cpu"]
     assert cpu.severity == "critical"  # waited 1 h > 30 m
-    assert cpu.evidence["related"] == [{"kind": "worker", "id": "old:0"}]
+    assert cpu.related == [Subject(kind="worker", id="old:0")]
     assert cpu.evidence["oldest_entry"]["task"] == {"id": "a", "name": "name-a"}
     assert found["nobody"].severity == "warning" and found["nobody"].evidence["oldest_entry"]["age_s"] == 120
     assert set(f.subject.name for f in run("agents.unserved_queues", client, min_wait="10m")) == {"cpu"}
@@ -392,7 +392,7 @@ def test_stuck_queued_listed_and_unlisted() -> None:
     old = found["old"]
     assert old.severity == "warning" and old.actions == ["prioritize"]
     assert old.evidence["position"] == 1 and old.evidence["time_source"] == "entry.added"
-    assert old.evidence["related"] == [{"kind": "queue", "id": "q-gpu", "name": "gpu"}]
+    assert old.related == [Subject(kind="queue", id="q-gpu", name="gpu")]
     assert found["undated"].severity == "critical" and found["undated"].evidence["time_source"] == "status_changed"
     ghost = found["ghost"]
     assert ghost.actions == ["requeue"] and ghost.evidence["in_visible_queue"] is False

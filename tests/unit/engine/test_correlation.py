@@ -40,7 +40,7 @@ def test_unrelated_findings_are_untouched() -> None:
     env = f("repro.environment", "warning", "task", "t1")
     out = correlate([stale, env], api_url=API, files_url=FILES)
     assert out == [stale, env]
-    assert all(x.caused_by is None and not x.related and not x.suppressed for x in out)
+    assert all(x.caused_by is None and not x.consequences and not x.suppressed for x in out)
 
 
 def test_a_queue_folded_into_a_fleet_event_brings_its_waiting_tasks() -> None:
@@ -73,7 +73,7 @@ def test_consequences_chain_to_the_root_not_to_an_intermediate() -> None:
     root = out["agents.stale"]
     assert out["agents.orphaned_tasks"].caused_by == root.fingerprint
     assert out["agents.unserved_queues"].caused_by == root.fingerprint
-    assert root.caused_by is None and len(root.related) == 2
+    assert root.caused_by is None and len(root.consequences) == 2
 
 
 def test_a_task_near_the_watchdog_is_one_finding_and_a_dead_agents_consequence() -> None:

@@ -82,7 +82,7 @@ def test_an_incident_with_long_evidence_and_many_consequences_fits(store: Store)
     consequences = [
         Finding(check="agents.orphaned_tasks", severity="warning", title="T" * 400 + f" {i}",
                 subject=Subject(kind="task", id=f"t-{i}", name="n" * 300),
-                evidence={"related": [{"kind": "worker", "id": "gpu-3"}], "long": "l" * 3000}, detail="q" * 3000)
+                evidence={"long": "l" * 3000}, related=[Subject(kind="worker", id="gpu-3")], detail="q" * 3000)
         for i in range(40)
     ]
     box = Outbox(store)

@@ -56,7 +56,8 @@ def finding(check: str, severity: str, i: int, **kw: Any) -> Finding:
         severity=severity,  # type: ignore[arg-type]
         title=kw.pop("title", f"{check} problem number {i}"),
         subject=Subject(kind="worker", id=f"worker-{i}", name=f"worker-{i}"),
-        evidence=kw.pop("evidence", {"silent_s": 600 + i, "queues": ["gpu", "cpu"], "related": [{"id": "x"}]}),
+        evidence=kw.pop("evidence", {"silent_s": 600 + i, "queues": ["gpu", "cpu"]}),
+        related=kw.pop("related", [Subject(kind="queue", id="related-queue-x")]),
         links=[f"https://app.clearml.example/workers?id=worker-{i}"],
         remediation=kw.pop("remediation", "Restart the agent."),
         **kw,
@@ -119,7 +120,7 @@ def test_findings_are_grouped_by_severity_then_check_with_the_worst_examples() -
     assert "5 findings" in warning_group and "…and 2 more" in warning_group and "--all" in warning_group
     assert "<https://app.clearml.example/workers?id=worker-0|worker-0>" in warning_group  # the subject link
     assert "silent: 10m" in warning_group and "→ Restart the agent." in warning_group
-    assert "related" not in warning_group  # machine-only evidence stays out
+    assert "related" not in warning_group  # machine-only data (the related subjects) stays out
     assert message.text == "health on prod: 2 critical · 5 warnings · 1 note"
     assert "<@U123>" in json.dumps(payload["blocks"][-1])
 
