@@ -80,6 +80,11 @@ class MessageSink(Protocol):
 
     def requeue_orphans(self, root_key: str, channel: str, now: datetime | None = None) -> int: ...
 
+    def permalink(self, channel_id: str, ts: str, *, fetch: bool = True) -> str | None:
+        """A link to a message this sink posted (`channel_id`, `ts`): Slack's `chat.getPermalink`, cached; None
+        when there is none (not on Slack, deleted, Slack unreachable; with `fetch=False`, not cached yet)."""
+        ...
+
 
 class TerminalSink:
     """A `MessageSink` that hands each message to `show` (channel, kind, message) at once: the terminal demo."""
@@ -100,6 +105,9 @@ class TerminalSink:
 
     def requeue_orphans(self, root_key: str, channel: str, now: datetime | None = None) -> int:
         return 0
+
+    def permalink(self, channel_id: str, ts: str, *, fetch: bool = True) -> str | None:
+        return None  # a terminal message has no link
 
 
 class IncidentRenderer(Protocol):
@@ -388,12 +396,12 @@ class IncidentPipeline:
         settings = settings or digest_mod.DigestSettings.from_settings(self.settings) or digest_mod.DigestSettings()
         channel = channel or settings.channel or (self.settings.slack.default_channel if self.settings else None)
         channel = channel or os.environ.get("SLACK_DEFAULT_CHANNEL")
-        # links to the incident threads come from Slack (chat.getPermalink, cached): asked before the transaction
-        resolve = getattr(self.outbox, "permalink", None)
+        # links to the incident threads come from the sink (Slack's chat.getPermalink, cached): asked before the
+        # transaction, since each may be a Slack call
         links: dict[tuple[str, str], str] = {}
-        if callable(resolve):
+        if self.outbox is not None:
             preview = digest_mod.build_digest(self.store, now, settings=settings, channel=channel)
-            links = digest_mod.resolve_permalinks(digest_mod.thread_refs(preview), resolve)
+            links = digest_mod.resolve_permalinks(digest_mod.thread_refs(preview), self.outbox.permalink)
         with transaction(self.store):
             digest = digest_mod.build_digest(self.store, now, settings=settings, channel=channel, permalinks=links)
             message = self.renderer.digest(digest)
@@ -543,12 +551,12 @@ class IncidentPipeline:
             return
         mirrors = self.tracker.mirrors(v.id)
         change = note.severity_change
-        rose = change is not None and SEVERITY_RANK[change[1]] > SEVERITY_RANK[change[0]]
-        if rose and v.is_open and not v.muted(now):
-            target = self.router(v)
+        if change is not None and v.is_open and not v.muted(now):
+            was, became = change
+            target = self.router(v) if SEVERITY_RANK[became] > SEVERITY_RANK[was] else None  # it rose
             if target and target != home and target not in mirrors and self.tracker.add_mirror(v.id, target):
                 message = self.renderer.root(v, now)
-                why = (f"⬆️ Escalated to {v.severity} (was {change[0]}): posted here by the route for {v.severity}; "  # type: ignore[index]
+                why = (f"⬆️ Escalated to {v.severity} (was {was}): posted here by the route for {v.severity}; "
                        f"the thread with the details is in {home}.")
                 self._emit(mirror_key(v.id, target), target, "post", _with_note(message, why), None, now=now)
                 mirrors = [*mirrors, target]

@@ -61,6 +61,16 @@ def test_json_output_follows_the_contract_and_exit_code_reflects_problems(sim_fa
     stale = [f for f in doc["findings"] if f["check"] == "agents.stale"]
     assert stale and all(f["subject"]["kind"] == "worker" for f in stale)
     assert {c["id"] for c in doc["checks"]} >= {"server.reachable", "agents.stale", "queues.backlog"}
+    # correlation: a consequence names its root (`caused_by`), which lists it in `consequences`; the subjects a
+    # finding is tied to are `related` subject objects (the dead agent an orphaned task ran on), not evidence
+    by_fingerprint = {f["fingerprint"]: f for f in doc["findings"]}
+    caused = [f for f in doc["findings"] if f["caused_by"]]
+    assert caused and all(f["fingerprint"] in by_fingerprint[f["caused_by"]]["consequences"] for f in caused)
+    orphaned = [f for f in doc["findings"] if f["check"] == "agents.orphaned_tasks" and f["evidence"]["last_worker"]]
+    assert orphaned and all(
+        f["related"] == [{"kind": "worker", "id": f["evidence"]["last_worker"], "name": ""}] for f in orphaned
+    )
+    assert not [f for f in doc["findings"] if "related" in f["evidence"]]
 
 
 def test_healthy_fleet_exits_zero_and_run_is_recorded(sim_factory: Any, tmp_path: Path) -> None:

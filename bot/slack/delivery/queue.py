@@ -518,6 +518,11 @@ class Outbox:
             return None
         return (r["channel_id"] or r["channel"], r["ts"])
 
+    def permalink(self, channel_id: str, ts: str, *, fetch: bool = True) -> str | None:
+        """None: the queue has no Slack client to ask for a permalink (the `SlackSink` in front of it has). Part of
+        the incident pipeline's `MessageSink`, which a bare queue also serves (tests, benchmarks)."""
+        return None
+
     def depth(self) -> int:
         """Messages not yet sent (for /metrics and /healthz)."""
         with transaction(self.store) as conn:

@@ -124,3 +124,35 @@ def test_metrics_per_run() -> None:
     result = run(backlog(), dead_worker(), statuses={"storage.probe": "error"}, metrics={"agents.alive": 3})
     metrics = metrics_from_result(result)
     assert metrics["run.problems"] == 2 and metrics["run.checks_errored"] == 1 and metrics["agents.alive"] == 3
+
+
+class LinkingOutbox(Outbox):
+    """A durable queue whose messages have permalinks, as the Slack sink's do (chat.getPermalink)."""
+
+    def __init__(self, store: Store) -> None:
+        super().__init__(store)
+        self.asked: list[tuple[str, str]] = []
+
+    def permalink(self, channel_id: str, ts: str, *, fetch: bool = True) -> str | None:
+        self.asked.append((channel_id, ts))
+        return f"https://acme.slack.com/archives/{channel_id}/p{ts.replace('.', '')}"
+
+
+@pytest.mark.parametrize("linking", [True, False])
+def test_the_digest_links_threads_through_the_sinks_permalink(tmp_path: Path, linking: bool) -> None:
+    store = Store(tmp_path / "store.db")
+    box = LinkingOutbox(store) if linking else Outbox(store)
+    pipe = IncidentPipeline(store, outbox=box, settings=Settings.model_validate(
+        {"slack": {"default_channel": "#ml-alerts"}}))
+    pipe.handle_run(run(dead_worker(), started=T0), T0)
+    box.drain(lambda m: SendResult(ts=f"1700000000.{m.id:06d}", channel="C0ALERTS"), T0, max_sends=10)
+    ts = box.get("incident:1:root")["ts"]  # type: ignore[index]
+    now = T0 + timedelta(hours=1)
+    pipe.post_digest(now, channel="#ml-platform")
+    payload = box.get(f"digest:#ml-platform:{now.isoformat()}")["payload"]  # type: ignore[index]
+    link = f"https://acme.slack.com/archives/C0ALERTS/p{ts.replace('.', '')}"
+    if isinstance(box, LinkingOutbox):
+        assert box.asked == [("C0ALERTS", ts)] and link in payload
+    else:  # the bare queue has no permalinks: the digest lists the incident without a link
+        assert "https://" not in payload and "Worker gpu-3" in payload
+    store.close()

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
-from bot.engine.findings import Finding
-from bot.incidents.silences import add_silence
+from bot.engine.findings import Finding, Subject
+from bot.incidents.silences import active_silences, add_silence, matching_silence
 from bot.incidents.tracker import (
     IncidentError,
     IncidentTracker,
@@ -15,7 +17,7 @@ from bot.incidents.tracker import (
     evidence_changes,
     key_evidence,
 )
-from bot.store import Store
+from bot.store import Store, rows, transaction
 from tests.unit._incidents_support import (
     at,
     backlog,
@@ -246,6 +248,47 @@ def test_a_new_tracker_over_the_same_file_continues_the_incident(tmp_path: Path)
     notes = IncidentTracker(second).process(run(dead_worker(), started=at(1)), at(1))
     assert kinds(notes) == [("update", opened.incident.id)]
     second.close()
+
+
+def _as_written_by_the_previous_version(store: Store) -> None:
+    """Rewrite the stored findings the way the version before typed `Finding.related` wrote them: the related
+    subjects as dicts in `evidence.related`, a root's consequence fingerprints in `related`, no `consequences`."""
+    with transaction(store) as conn:
+        for m in rows(conn, "SELECT id, finding FROM incident_members"):
+            doc = json.loads(m["finding"])
+            doc["evidence"]["related"] = [{k: v for k, v in s.items() if v} for s in doc["related"]]
+            doc["related"] = doc.pop("consequences")
+            conn.execute("UPDATE incident_members SET finding = ? WHERE id = ?", (json.dumps(doc), m["id"]))
+
+
+def test_an_incident_stored_by_the_previous_version_keeps_working(store: Store) -> None:
+    """After an upgrade, incident rows hold findings in the old shape: they are read into `related` and
+    `consequences` (grouping, silences and evidence comparison keep working; no spurious thread reply)."""
+    tracker = IncidentTracker(store)
+    root, task, queue = dead_worker(), orphaned_task(), unserved_queue()
+    task.caused_by = queue.caused_by = root.fingerprint  # as the engine's correlation sets them
+    root.consequences = sorted([task.fingerprint, queue.fingerprint])
+    (opened,) = tracker.process(run(root, task, queue, started=at(0)), at(0))
+    _as_written_by_the_previous_version(store)
+    with transaction(store) as conn:
+        stored = {m["check_id"]: m["finding"] for m in rows(conn, "SELECT check_id, finding FROM incident_members")}
+    assert json.loads(stored["agents.orphaned_tasks"])["evidence"]["related"] == [{"kind": "worker", "id": "gpu-3"}]
+    with pytest.raises(ValidationError):  # the old root's fingerprint list is not a list of subjects
+        Finding.model_validate_json(stored["agents.stale"])
+
+    view = tracker.get(opened.incident.id)
+    assert view is not None
+    findings = {m.check: m.finding for m in view.members}
+    assert findings["agents.stale"].consequences == root.consequences and findings["agents.stale"].related == []
+    assert findings["agents.orphaned_tasks"].related == [Subject(kind="worker", id="gpu-3")]
+    assert "related" not in findings["agents.orphaned_tasks"].evidence
+    # the next run with the same findings: the same incident, an edit of its root and no thread reply
+    notes = tracker.process(run(dead_worker(), orphaned_task(), unserved_queue(), started=at(1)), at(1))
+    assert kinds(notes) == [("update", opened.incident.id)]
+    assert len(tracker.list_incidents()) == 1
+    # a silence naming the worker matches the task it orphaned, as read from the old row
+    add_silence(store, "worker:gpu-3", "1h", now=at(2))
+    assert matching_silence(active_silences(store, at(2)), findings["agents.orphaned_tasks"]) is not None
 
 
 def test_the_same_fingerprint_on_two_servers_is_two_incidents(store: Store) -> None:
