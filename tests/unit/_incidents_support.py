@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from bot.config import Settings
-from bot.engine.findings import Finding, Subject, SubjectKind
+from bot.engine.findings import Finding, Subject
 from bot.engine.runner import CheckRun, RunResult
 from bot.incidents.tracker import Notification
 from bot.store import Store
@@ -20,10 +20,6 @@ CHECKS = ("agents.stale", "agents.orphaned_tasks", "agents.unserved_queues", "qu
 
 def at(minutes: float) -> datetime:
     return T0 + timedelta(minutes=minutes)
-
-
-def related(kind: SubjectKind, subject_id: str) -> Subject:
-    return Subject(kind=kind, id=subject_id)
 
 
 def dead_worker(worker: str = "gpu-3", severity: str = "critical", age_s: int = 600) -> Finding:
@@ -39,7 +35,7 @@ def orphaned_task(task: str = "t-1", worker: str = "gpu-3", severity: str = "war
     return Finding(
         check="agents.orphaned_tasks", severity=severity, title=f"Task {task} is orphaned",  # type: ignore[arg-type]
         subject=Subject(kind="task", id=task, name=f"train-{task}"),
-        evidence={"last_worker": worker, "last_update_age_s": 900}, related=[related("worker", worker)],
+        evidence={"last_worker": worker, "last_update_age_s": 900}, related=[Subject(kind="worker", id=worker)],
         remediation="Requeue the task.", actions=["requeue", "abort"],
     )
 
@@ -48,7 +44,7 @@ def unserved_queue(queue: str = "q-gpu", worker: str = "gpu-3", length: int = 4)
     return Finding(
         check="agents.unserved_queues", severity="critical", title=f"Queue {queue} has no live worker",
         subject=Subject(kind="queue", id=queue, name="gpu"),
-        evidence={"length": length, "oldest_wait_s": 700}, related=[related("worker", worker)],
+        evidence={"length": length, "oldest_wait_s": 700}, related=[Subject(kind="worker", id=worker)],
         remediation="Start an agent on the queue.",
     )
 
@@ -72,7 +68,7 @@ def upload_failure(task: str, url: str = "s3://ml-artifacts/") -> Finding:
     return Finding(
         check="storage.upload_failures", severity="warning", title=f"Task {task} failed to upload",
         subject=Subject(kind="task", id=task, name=task),
-        evidence={"lines": ["botocore AccessDenied"]}, related=[related("storage", url)],
+        evidence={"lines": ["botocore AccessDenied"]}, related=[Subject(kind="storage", id=url)],
     )
 
 

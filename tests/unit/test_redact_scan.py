@@ -62,12 +62,12 @@ def test_findings_redacted_with_one_scan_equal_findings_redacted_alone() -> None
                 subject=Subject(kind="worker", id=f"node{i}:gpu0", name=f"node{i}"),
                 detail=line, remediation="restart the agent", links=[f"https://app.example/workers/{i}"],
                 evidence={"last_seen": "2026-12-07T06:37:19+00:00", "env": {"HF_TOKEN": "x"}, "log": [line]},
-                fingerprint=f"fp{i}")
+                related=[Subject(kind="storage", id=f"s3://b/{line}", name=line)], fingerprint=f"fp{i}")
         for i, line in enumerate(SECRET_LINES + ORDINARY)
     ]
     scan = scan_texts(t for f in findings for t in finding_texts(f))
     batch = [redact_finding(f, [KNOWN], scan=scan) for f in findings]
     assert batch == [redact_finding(f, [KNOWN]) for f in findings]
-    assert all(M not in str(f.model_dump()) for f in batch)
+    assert all(M not in str(f.model_dump()) for f in batch)  # the related subjects' ids and names too
     ev = {"a": [M, {"b": f"password={M}"}]}
     assert redact_tree(ev, keep=frozenset(), scan=scan_texts(tree_texts(ev))) == redact_tree(ev, keep=frozenset())
