@@ -22,11 +22,6 @@ from bot.yamlload import LocatedDict, LocatedList, YamlKeyError, load_with_lines
 OUTSIDE_BOT_ERROR = {
     # runs on a ClearML agent with the standard library only: it cannot import the bot
     "bot.checks.agent_scripts.verify_dataset.VerifyError",
-    # the outbox and routing are being reworked into one delivery package (issue 12, item 1); they join BotError
-    # there
-    "bot.slack.delivery.queue.OutboxError",
-    "bot.slack.delivery.sink.SlackWriteError",
-    "bot.slack.delivery.routing.NoChannelError",
 }
 
 
@@ -48,6 +43,15 @@ def test_every_exception_class_of_the_bot_derives_from_bot_error() -> None:
             "bot.engine.playbook.PlaybookError"} <= set(classes)
     outside = sorted(name for name, cls in classes.items() if not issubclass(cls, BotError))
     assert outside == sorted(n for n in OUTSIDE_BOT_ERROR if n in classes)
+
+
+def test_delivery_errors_are_bot_errors_and_keep_what_callers_catch() -> None:
+    from bot.slack.delivery.queue import OutboxError
+    from bot.slack.delivery.sink import SlackWriteError
+
+    assert issubclass(OutboxError, BotError) and issubclass(OutboxError, ValueError)  # callers catch ValueError
+    error = SlackWriteError("chat.postMessage", "not_in_channel", channel="C0ABCDEF12")
+    assert isinstance(error, BotError) and "/invite" in error.explain()
 
 
 def test_user_input_errors_share_one_usage_error() -> None:

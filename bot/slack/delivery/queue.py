@@ -43,6 +43,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from bot import metrics
+from bot.errors import BotError
 from bot.store import insert, iso, locked, parse_iso, row, rows, schema, transaction, update, utc
 
 if TYPE_CHECKING:
@@ -86,7 +87,7 @@ TRANSIENT_ERRORS = frozenset(
 )
 
 
-class OutboxError(ValueError):
+class OutboxError(BotError, ValueError):
     """A message that cannot be queued as asked (missing root, unknown kind)."""
 
 

@@ -21,11 +21,12 @@ from dataclasses import dataclass, field
 from bot.config import SlackSettings
 from bot.engine.findings import Finding
 from bot.engine.playbook import Playbook
+from bot.errors import BotError
 
 DEFAULT_CHANNEL_ENV = "SLACK_DEFAULT_CHANNEL"
 
 
-class NoChannelError(Exception):
+class NoChannelError(BotError):
     """Nothing says where to post; the message names the settings that would."""
 
 

@@ -28,6 +28,7 @@ from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.webhook import WebhookClient
 
 from bot import metrics
+from bot.errors import BotError
 from bot.redact import redact_tree
 from bot.slack.client import BOT_DISPLAY_NAME, METHOD_SCOPES, retry_handlers
 from bot.slack.delivery.queue import plain
@@ -95,7 +96,7 @@ def response_url_allowed(url: str, api_base_url: str | None = None) -> bool:
     return False
 
 
-class SlackWriteError(Exception):
+class SlackWriteError(BotError):
     """A Slack write that failed for good (after retries); `explain()` says what to do, naming the channel."""
 
     def __init__(self, method: str, error: str, *, channel: str | None = None, status: int | None = None) -> None:
