@@ -5,12 +5,12 @@ and compares its trends with that."""
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from bot.incidents.digest import Digest, DigestSettings, build_digest, resolve_permalinks, thread_refs
+from bot.routing import Router
 
 if TYPE_CHECKING:
     from bot.config import Settings
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 def digest_channel(settings: Settings) -> str | None:
     """Where the scheduled digest goes (the same rule as IncidentPipeline.post_digest)."""
     digest_settings = DigestSettings.from_settings(settings) or DigestSettings()
-    return digest_settings.channel or settings.slack.default_channel or os.environ.get("SLACK_DEFAULT_CHANNEL")
+    return digest_settings.channel or Router(settings.slack).default_channel
 
 
 def digest_now(

@@ -17,20 +17,20 @@ used by the terminal demo through a `sink` instead of an outbox.
 
 from __future__ import annotations
 
-import fnmatch
 import logging
-import os
 import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import IO, TYPE_CHECKING, Any, Literal, Protocol
 
+from bot.config import SlackSettings
 from bot.durations import format_duration
 from bot.engine.findings import SEVERITY_RANK
 from bot.incidents import digest as digest_mod
 from bot.incidents.owners import owner_target
 from bot.incidents.tracker import IncidentTracker, IncidentView, Notification, TrackerPolicy, root_key
+from bot.routing import NoChannelError, Router
 from bot.store import transaction, utc
 
 if TYPE_CHECKING:
@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-Router = Callable[[IncidentView], str | None]
+IncidentRouter = Callable[[IncidentView], str | None]  # an incident -> its channel (None: nowhere)
 Sink = Callable[[str, str, "Rendered"], None]  # (channel, kind, message) for the terminal: print it
 
 
@@ -138,31 +138,36 @@ def event_key(incident_id: int, seq: int, part: str) -> str:
 # -- routing ----------------------------------------------------------------------------------------------------
 
 
-def default_router(settings: Settings | None = None, playbooks: list[Playbook] | None = None) -> Router:
-    """slack.routes (first match on severity and check glob), then the playbook's `channel`, then
-    slack.default_channel / SLACK_DEFAULT_CHANNEL. The Slack app may pass its own."""
-    by_name = {pb.name: pb for pb in playbooks or []}
+def incident_router(
+    settings: Settings | None = None,
+    playbooks: Iterable[Playbook] | Callable[[], Iterable[Playbook]] | None = None,
+    *,
+    router: Router | None = None,
+) -> IncidentRouter:
+    """An incident's channel by the one set of routing rules (bot/routing.py): the first `slack.routes` entry matching
+    its current severity and its leading finding's check, else its playbook's `channel`, else slack.default_channel /
+    SLACK_DEFAULT_CHANNEL; None (logged) when nothing says where. `playbooks`: a list, or a callable so that `serve`
+    sees reloaded playbooks. `router`: the Slack app's own (the same rules, its settings)."""
+    rules = router or channel_router(settings)
+    listed = list(playbooks) if playbooks is not None and not callable(playbooks) else []
+    current = playbooks if callable(playbooks) else (lambda: listed)
 
-    def route(incident: IncidentView) -> str | None:
-        check = incident.primary.check
-        if settings is not None:
-            for r in settings.slack.routes:
-                if r.severity and r.severity != incident.severity:
-                    continue
-                if r.check and not fnmatch.fnmatchcase(check, r.check):
-                    continue
-                return r.channel
-        pb = by_name.get(incident.playbook or "")
-        if pb is not None and pb.channel:
-            return pb.channel
-        return default_channel(settings)
+    def route(view: IncidentView) -> str | None:
+        playbook = next((p for p in current() if p.name == view.playbook), None) if view.playbook else None
+        try:
+            # on the incident's severity, not its leading finding's: a header that says CRITICAL goes where
+            # criticals go even when the cause itself is only a warning
+            return rules.finding_route(view.primary.finding, playbook, severity=view.severity).channel
+        except NoChannelError as exc:
+            log.error("incident #%s has nowhere to go: %s", view.id, exc)
+            return None
 
     return route
 
 
-def default_channel(settings: Settings | None) -> str | None:
-    default = settings.slack.default_channel if settings is not None else None
-    return default or os.environ.get("SLACK_DEFAULT_CHANNEL") or None
+def channel_router(settings: Settings | None) -> Router:
+    """The routing rules of `settings` (none: only SLACK_DEFAULT_CHANNEL)."""
+    return Router(settings.slack if settings is not None else SlackSettings())
 
 
 # Slack errors that mean "not this channel" (a re-route fixes them), as opposed to a broken message or token.
@@ -322,7 +327,7 @@ class IncidentPipeline:
         policy: TrackerPolicy | None = None,
         outbox: MessageSink | None = None,
         renderer: IncidentRenderer | None = None,
-        router: Router | None = None,
+        router: IncidentRouter | None = None,
         sink: Sink | None = None,
         settings: Settings | None = None,
         playbooks: list[Playbook] | None = None,
@@ -336,12 +341,12 @@ class IncidentPipeline:
         root goes to when its routed channel refuses it (default: slack.default_channel / SLACK_DEFAULT_CHANNEL)."""
         self.store = store
         self.tracker = tracker or IncidentTracker(store, policy)
-        self.fallback = fallback or (lambda: default_channel(settings))
+        self.fallback = fallback or (lambda: channel_router(settings).default_channel)
         self.refused_retry_s = settings.incidents.refused_retry_s if settings is not None else 300.0
         # the terminal demo gives a `sink` callable instead of an outbox
         self.outbox: MessageSink | None = outbox if outbox is not None else (TerminalSink(sink) if sink else None)
         self.renderer: IncidentRenderer = renderer or TextRenderer()
-        self.router = router or default_router(settings, playbooks)
+        self.router = router or incident_router(settings, playbooks)
         self.sink = sink
         self.settings = settings
         # playbooks whose task findings also go to the task's owner as a DM (`notify_owner: true`); a callable so
@@ -394,8 +399,7 @@ class IncidentPipeline:
         """Build the digest since the last one, queue it as one message, and remember it. Atomic."""
         now = utc(now)
         settings = settings or digest_mod.DigestSettings.from_settings(self.settings) or digest_mod.DigestSettings()
-        channel = channel or settings.channel or (self.settings.slack.default_channel if self.settings else None)
-        channel = channel or os.environ.get("SLACK_DEFAULT_CHANNEL")
+        channel = channel or settings.channel or channel_router(self.settings).default_channel
         # links to the incident threads come from the sink (Slack's chat.getPermalink, cached): asked before the
         # transaction, since each may be a Slack call
         links: dict[tuple[str, str], str] = {}

@@ -24,11 +24,11 @@ from slack_sdk import WebClient
 from bot.config import Settings
 from bot.engine.window import ReadWindow
 from bot.errors import BotError
+from bot.routing import Router
 from bot.slack.actions import listeners as action_listeners
 from bot.slack.actions import verify_hashes
 from bot.slack.client import make_web_client
 from bot.slack.commands import listeners as command_listeners
-from bot.slack.delivery.routing import Router
 from bot.slack.delivery.sink import SlackSink
 from bot.slack.home import listeners as home_listeners
 from bot.slack.incidents import listeners as incident_listeners

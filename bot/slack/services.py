@@ -26,9 +26,9 @@ from bot.engine.playbook import (
     load_playbook,
 )
 from bot.engine.window import ReadWindow
+from bot.routing import Router
 from bot.slack.commands.help import PlaybookInfo
 from bot.slack.commands.lookups import configured_servers
-from bot.slack.delivery.routing import Router
 from bot.slack.delivery.sink import SlackSink
 from bot.slack.workpool import WorkPool
 from bot.store import Store

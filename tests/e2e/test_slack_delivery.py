@@ -14,12 +14,12 @@ from slack_sdk import WebClient
 from bot.config import SlackRoute, resolve_server
 from bot.engine.playbook import load_playbook
 from bot.engine.runner import run_playbooks
+from bot.routing import Router
 from bot.sim.server import SimServer
 from bot.slack.client import make_web_client
 from bot.slack.delivery import Outbox as DurableOutbox
 from bot.slack.delivery import WebClientSender
 from bot.slack.delivery.reports import queue_run_report
-from bot.slack.delivery.routing import Router
 from bot.slack.delivery.sink import SlackSink
 from bot.store import Store
 from tests.e2e.conftest import HttpBot, sim_settings

@@ -13,7 +13,7 @@ import pytest
 from slack_sdk import WebClient
 
 from bot.config import Settings
-from bot.incidents.pipeline import IncidentPipeline, default_router
+from bot.incidents.pipeline import IncidentPipeline, incident_router
 from bot.slack.delivery import Outbox, WebClientSender
 from bot.slack.incidents.messages import SlackIncidentRenderer
 from bot.slack.incidents.service import bot_is_member
@@ -48,7 +48,7 @@ def test_a_refused_root_falls_back_then_moves_after_the_invite(tmp_path: Path, s
     def bot(db: Path) -> tuple[Store, Outbox, IncidentPipeline]:
         store = Store(db)
         box = Outbox(store)
-        pipe = IncidentPipeline(store, outbox=box, settings=SETTINGS, router=default_router(SETTINGS),
+        pipe = IncidentPipeline(store, outbox=box, settings=SETTINGS, router=incident_router(SETTINGS),
                                 renderer=SlackIncidentRenderer())
         return store, box, pipe
 
@@ -111,7 +111,7 @@ def test_no_default_channel_leaves_the_refused_root_failed_and_says_so(tmp_path:
     settings = Settings.model_validate({"slack": {"routes": [{"channel": "#ml-oncall"}]}})
     store = Store(tmp_path / "store.db")
     box = Outbox(store)
-    pipe = IncidentPipeline(store, outbox=box, settings=settings, router=default_router(settings),
+    pipe = IncidentPipeline(store, outbox=box, settings=settings, router=incident_router(settings),
                             fallback=lambda: None)
     pipe.handle_run(run(backlog(), started=at(0)), at(0))
     sender = WebClientSender(WebClient(token=slack.bot_token, base_url=slack.base_url, retry_handlers=[]))
@@ -129,7 +129,7 @@ def test_many_incidents_waiting_for_one_channel_ask_slack_once_per_check(tmp_pat
     sender = WebClientSender(client)
     store = Store(tmp_path / "store.db")
     box = Outbox(store)
-    pipe = IncidentPipeline(store, outbox=box, settings=SETTINGS, router=default_router(SETTINGS))
+    pipe = IncidentPipeline(store, outbox=box, settings=SETTINGS, router=incident_router(SETTINGS))
     pipe.handle_run(run(*[backlog(queue=f"q-{i}", severity="critical") for i in range(5)], started=at(0)), at(0))
     box.drain(sender, at(0))
     pipe.tick(at(0.5), can_post=lambda ch: bot_is_member(client, sender, ch))

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from bot.slack.delivery.routing import NoChannelError, Router
+from bot.routing import NoChannelError, Router
 from bot.slack.delivery.sink import Posted, SlackSink, SlackWriteError
 from bot.slack.messages.report import FindingButtons, ReportOptions, render_run
 

@@ -15,15 +15,14 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from bot.incidents.pipeline import IncidentPipeline
+from bot.incidents.pipeline import IncidentPipeline, incident_router
 from bot.incidents.tracker import IncidentView, root_key
 from bot.slack.actions.messages import STATUS_ICON
-from bot.slack.delivery.routing import NoChannelError
 from bot.slack.incidents.messages import SlackIncidentRenderer, TakenAction
 from bot.store import parse_iso, rows, transaction
 
@@ -31,7 +30,6 @@ if TYPE_CHECKING:
     from slack_sdk import WebClient
 
     from bot.actions import Actor
-    from bot.engine.playbook import Playbook
     from bot.slack.delivery import WebClientSender
     from bot.slack.services import BotServices
 
@@ -54,31 +52,13 @@ def build_pipeline(services: BotServices) -> IncidentPipeline:
         services.store,
         outbox=services.outbox,  # a MessageSink: redacts, then the durable queue
         renderer=renderer,
-        router=incident_router(services),
+        # the one set of routing rules (bot/routing.py), with the app's router and the playbooks as they are now
+        router=incident_router(services.settings, services.playbooks, router=services.router),
         settings=services.settings,
         owner_playbooks=lambda: [p.name for p in services.playbooks() if p.notify_owner],
         policy=services.settings.incidents.policy(),
         fallback=lambda: services.router.default_channel,
     )
-
-
-def incident_router(services: BotServices) -> Callable[[IncidentView], str | None]:
-    """An incident's channel: the first `slack.routes` entry matching its current severity and its leading finding's
-    check, else its playbook's `channel`, else the default channel (the same rules as reports)."""
-
-    def route(view: IncidentView) -> str | None:
-        playbook: Playbook | None = None
-        if view.playbook:
-            playbook = next((p for p in services.playbooks() if p.name == view.playbook), None)
-        try:
-            # on the incident's severity, not its leading finding's: a header that says CRITICAL goes where
-            # criticals go even when the cause itself is only a warning
-            return services.router.finding_route(view.primary.finding, playbook, severity=view.severity).channel
-        except NoChannelError as exc:
-            log.error("incident #%s has nowhere to go: %s", view.id, exc)
-            return None
-
-    return route
 
 
 def bot_is_member(client: WebClient, sender: WebClientSender, channel: str) -> bool:

@@ -11,7 +11,7 @@ from bot.incidents.pipeline import (
     IncidentPipeline,
     Rendered,
     TextRenderer,
-    default_router,
+    incident_router,
     print_sink,
 )
 from bot.incidents.tracker import IncidentView, Notification
@@ -87,7 +87,7 @@ def test_tracker_state_and_messages_commit_together(store: Store) -> None:
 
 def test_routing_by_route_then_playbook_then_default(store: Store) -> None:
     pb = parse_playbook("name: queues\nchannel: '#ml-queues'\nchecks:\n  - check: server.reachable\n")
-    route = default_router(
+    route = incident_router(
         settings(routes=[{"severity": "critical", "channel": "#ml-oncall"}, {"check": "storage.*", "channel": "#s"}]),
         [pb],
     )

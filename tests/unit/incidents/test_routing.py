@@ -8,8 +8,10 @@ from typing import Any
 
 import pytest
 
-from bot.incidents.pipeline import IncidentPipeline, default_router
+from bot.config import Settings
+from bot.incidents.pipeline import IncidentPipeline, incident_router
 from bot.incidents.tracker import TrackerPolicy
+from bot.routing import Router, normalize_channel
 from bot.slack.delivery import Outbox
 from bot.slack.incidents.messages import SlackIncidentRenderer
 from bot.slack.messages.common import MAX_MESSAGE_TEXT, block_text_length
@@ -39,7 +41,7 @@ def rows(store: Store) -> list[dict[str, Any]]:
 
 def pipeline(store: Store, **slack: Any) -> IncidentPipeline:
     s = settings(**slack)
-    return IncidentPipeline(store, outbox=Outbox(store), settings=s, router=default_router(s),
+    return IncidentPipeline(store, outbox=Outbox(store), settings=s, router=incident_router(s),
                             renderer=SlackIncidentRenderer())
 
 
@@ -102,3 +104,19 @@ def test_a_storm_is_one_root_within_slack_limits(store: Store) -> None:
     assert "600 problems began in the same run" in shown and "more (in the thread)" in shown
     details = json.loads(posted[1]["payload"])
     assert "more: `/clearml incidents`" in json.dumps(details["blocks"], ensure_ascii=False)
+
+
+def test_the_pipeline_routes_by_the_same_rules_as_the_slack_app(store: Store, monkeypatch: pytest.MonkeyPatch
+                                                                 ) -> None:
+    # one home (bot/routing.py): a channel name without `#` gets it, routes match on check globs, and the
+    # SLACK_DEFAULT_CHANNEL environment variable is the last resort, in the terminal's pipeline as in Slack's
+    monkeypatch.setenv("SLACK_DEFAULT_CHANNEL", "ml-fallback")
+    s = Settings.model_validate({"slack": {"routes": [{"check": "agents.*", "channel": "ml-agents"}]}})
+    pipe = IncidentPipeline(store, outbox=Outbox(store), settings=s, renderer=SlackIncidentRenderer())
+    pipe.handle_run(run(dead_worker(), backlog(), started=at(0)), at(0))
+    roots = sorted(r["channel"] for r in rows(store) if r["kind"] == "post")
+    assert roots == ["#ml-agents", "#ml-fallback"]
+    slack_router = Router(s.slack)
+    assert slack_router.finding_route(dead_worker()).channel == "#ml-agents"
+    assert slack_router.finding_route(backlog()).channel == pipe.fallback() == "#ml-fallback"
+    assert normalize_channel("dm:U0ANA1234") == "dm:U0ANA1234"  # a DM target is a person, not a channel name

@@ -7,7 +7,7 @@ import pytest
 from bot.config import SlackRoute, SlackSettings
 from bot.engine.findings import Finding, Subject
 from bot.engine.playbook import CheckEntry, Playbook
-from bot.slack.delivery.routing import NoChannelError, Router, normalize_channel
+from bot.routing import NoChannelError, Router, normalize_channel
 
 
 def f(check: str, severity: str) -> Finding:

@@ -1,4 +1,6 @@
-"""Channel routing: which Slack channel a report or a finding goes to. Pure: no Slack calls.
+"""Channel routing, its one home: which Slack channel a report, a finding or an incident goes to. Pure and driven by
+the config: no Slack calls, no Slack imports, so the incident pipeline (bot/incidents/pipeline.py: `incident_router`,
+used by the terminal and the Slack app alike), the report delivery and the digest all ask this module.
 
 Order, first match wins for one finding:
 1. `slack.routes` in the config file, in order: `{channel, severity?, check?}` (`check` is a glob on check ids,
@@ -22,6 +24,7 @@ from bot.config import SlackSettings
 from bot.engine.findings import Finding
 from bot.engine.playbook import Playbook
 from bot.errors import BotError
+from bot.targets import is_dm_target
 
 DEFAULT_CHANNEL_ENV = "SLACK_DEFAULT_CHANNEL"
 
@@ -49,7 +52,7 @@ class Delivery:
 def normalize_channel(channel: str) -> str:
     """Channel ids stay as they are; names get their `#` (chat.postMessage accepts `#name` for channels)."""
     channel = channel.strip()
-    if not channel:
+    if not channel or is_dm_target(channel):  # `dm:<user>` is a person, not a channel name
         return channel
     if channel[0] in "CGD" and channel[1:].isalnum() and channel.isupper():
         return channel
