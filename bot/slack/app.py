@@ -21,6 +21,7 @@ from slack_bolt import App, BoltContext, BoltRequest, BoltResponse
 from slack_bolt.error import BoltError
 from slack_sdk import WebClient
 
+from bot.actions.policy import Authorizer
 from bot.config import Settings
 from bot.engine.window import ReadWindow
 from bot.errors import BotError
@@ -32,7 +33,7 @@ from bot.slack.commands import listeners as command_listeners
 from bot.slack.delivery.sink import SlackSink
 from bot.slack.home import listeners as home_listeners
 from bot.slack.incidents import listeners as incident_listeners
-from bot.slack.services import BotServices, UserGroups, slack_secrets_from_env
+from bot.slack.services import BotServices, slack_secrets_from_env
 from bot.slack.workpool import WorkPool
 from bot.store import Store
 
@@ -86,16 +87,19 @@ def create_app(
     # late-bound: the outbox redacts with everything the services know (ClearML keys of every server included)
     outbox = SlackSink(client, secrets=lambda: services.secrets() if services is not None else secrets)
     outbox.durable = _durable_outbox(store)
+    pool = pool or WorkPool(quiet_s=0.02)  # a burst of commands is acked before their work starts
     services = BotServices(
         settings=settings,
         store=store,
         outbox=outbox,
         router=Router(settings.slack),
-        pool=pool or WorkPool(quiet_s=0.02),  # a burst of commands is acked before their work starts
+        pool=pool,
         playbooks_dir=playbooks_directory(settings, playbooks_dir),
+        # one per process, for action buttons and incident buttons alike: its user-group cache is the only one;
+        # usergroups.users.list is a blocking call, run off the loop on the pool's I/O threads
+        authorizer=Authorizer(settings.actions, group_members=outbox.usergroup_members, offload=pool.io),
         command=settings.slack.command,
         slack_secrets=secrets,
-        groups=UserGroups(outbox.usergroup_members),
         reads=ReadWindow(settings.read_window_s),
     )
     _wire_actions(services)
@@ -153,21 +157,15 @@ def _durable_outbox(store: Store) -> Any:
 
 def _wire_actions(services: BotServices) -> None:
     """The action core's collaborators, once per process: a second store connection (audit and idempotency rows
-    commit on their own), the authorizer with its user-group resolver, the button signer."""
-    from bot.actions import ActionDeps, Authorizer
+    commit on their own), the services' authorizer, the button signer."""
+    from bot.actions import ActionDeps
     from bot.actions.executor import signer_for
     from bot.slack.actions.buttons import ButtonMaker
 
     store = services.store
     services.action_store = store if str(store.path) == ":memory:" else Store(store.path)
-    groups = services.groups
-
-    async def members(group: str) -> frozenset[str]:
-        assert groups is not None
-        return await services.pool.io(groups.members, group)
-
     deps = ActionDeps(
-        authorizer=Authorizer(services.settings.actions, group_members=members),
+        authorizer=services.authorizer,  # the services' one: action buttons share its user-group cache
         extra_secrets=list(services.slack_secrets),
     )
     try:

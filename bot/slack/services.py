@@ -1,7 +1,7 @@
 """What the listeners need, built once by `create_app` and handed to every listener through Bolt's context
 (`context["services"]`): settings, store, outbox, router, work pool, playbooks, the secrets to redact, and for the
 buttons: the action core's dependencies, the button signer, the incident pipeline, the scheduler, the live queues
-of each server (for queue selects) and Slack user-group members (for authorization).
+of each server (for queue selects) and the one authorizer (with its Slack user-group cache).
 """
 
 from __future__ import annotations
@@ -10,12 +10,12 @@ import logging
 import os
 import re
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bot.actions.policy import Authorizer
 from bot.config import ServerSettings, Settings
 from bot.engine.playbook import (
     IntervalSchedule,
@@ -59,26 +59,6 @@ class QueueCache:
             return list(self._by_server.get(server or "", []))
 
 
-class UserGroups:
-    """Slack user-group members (`usergroups.users.list`), cached for `ttl_s` so a burst of clicks costs one call.
-    A group Slack will not list raises (the caller grants nothing: fail closed)."""
-
-    def __init__(self, fetch: Callable[[str], list[str]], *, ttl_s: float = 120.0) -> None:
-        self._fetch = fetch
-        self._ttl = ttl_s
-        self._lock = threading.Lock()
-        self._cache: dict[str, tuple[float, frozenset[str]]] = {}
-
-    def members(self, group: str) -> frozenset[str]:
-        with self._lock:
-            hit = self._cache.get(group)
-            if hit and hit[0] > time.monotonic():
-                return hit[1]
-        members = frozenset(self._fetch(group))
-        with self._lock:
-            self._cache[group] = (time.monotonic() + self._ttl, members)
-        return members
-
 _PLAYBOOK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
 
@@ -90,6 +70,9 @@ class BotServices:
     router: Router
     pool: WorkPool
     playbooks_dir: Path
+    # who may do what, with the one user-group cache: action buttons (through `action_deps`), verify_hashes,
+    # incident buttons, silence / unsilence (bot/actions/policy.py)
+    authorizer: Authorizer
     command: str = "/clearml"
     slack_secrets: list[str] = field(default_factory=list)
     # actions: a second connection to the store file (audit and idempotency rows commit on their own, never
@@ -100,7 +83,6 @@ class BotServices:
     action_deps: ActionDeps | None = None
     buttons: ButtonMaker | None = None
     queues: QueueCache = field(default_factory=QueueCache)
-    groups: UserGroups | None = None
     # set by `serve` (bot/slack/background.py): the incident pipeline and the scheduler
     incidents: IncidentPipeline | None = None
     scheduler: Scheduler | None = None

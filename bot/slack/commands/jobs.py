@@ -312,14 +312,14 @@ async def _silence(services: BotServices, req: CommandRequest, parsed: ParsedCom
     from bot.actions import audit as audit_mod
     from bot.incidents.silences import SilenceError, add_silence, parse_silence_args
     from bot.slack.incidents.messages import render_silence_added
-    from bot.slack.incidents.service import may, now_utc
+    from bot.slack.incidents.service import now_utc
 
     try:
         pattern, seconds, reason = parse_silence_args(" ".join(parsed.args))
     except SilenceError as exc:
         raise LookupInputError(str(exc)) from None
     actor = Actor(id=req.user_id, via="slack")
-    permission = await services.pool.io(may, services, actor, "silence")
+    permission = await services.authorizer.authorize(actor, "silence")
     store = services.action_store or services.store
     # audit rows are written here, on the loop thread that owns the actions' store connection
     if not permission.allowed:

@@ -13,7 +13,7 @@ from bot.actions import audit as audit_mod
 from bot.incidents import silences as silences_mod
 from bot.slack.actions.messages import render_audit, render_note
 from bot.slack.incidents.messages import render_incident_list, render_schedules, render_silences
-from bot.slack.incidents.service import may, now_utc, open_incidents, thread_link
+from bot.slack.incidents.service import now_utc, open_incidents, thread_link
 from bot.slack.messages.common import SlackMessage
 
 if TYPE_CHECKING:
@@ -63,7 +63,7 @@ def _unsilence(services: BotServices, raw: str, request: CommandRequest, now: da
     except ValueError:
         return render_note(f"`{raw[:20]}` is not a silence number: `{request.command} silences` lists them.")
     actor = Actor(id=request.user_id, via="slack")
-    permission = may(services, actor, "silence")
+    permission = services.authorizer.authorize_blocking(actor, "silence")
     if not permission.allowed:
         _audit(services, actor, f"#{silence_id}", "denied", error=permission.reason)
         return render_note(f"Not allowed: {permission.reason}.")

@@ -3,7 +3,7 @@
 Ack at once; the change runs on the work pool through the incident pipeline, which edits the root message and
 notes it in the thread through the durable outbox, in one transaction with the change. Acknowledge and snooze are
 for anyone in the channel; resolve for anyone unless `actions.allow.resolve` restricts it
-(bot/slack/incidents/service.py).
+(bot/actions/policy.py).
 Refusals (not allowed, already resolved, already acknowledged by you) are private notes. Every press is in the
 audit log (`/clearml audit`).
 """
@@ -22,7 +22,6 @@ from bot.incidents.tracker import IncidentError
 from bot.slack.actions.messages import render_note
 from bot.slack.delivery.sink import SlackWriteError
 from bot.slack.incidents.messages import ACK_ACTION, RESOLVE_ACTION, SNOOZE_ACTIONS
-from bot.slack.incidents.service import may
 from bot.slack.services import BotServices
 from bot.slack.workpool import PoolBusyError
 
@@ -79,7 +78,7 @@ def press(
         return None
     subject = f"incident #{incident_id}"
     if op == "resolve":
-        permission = may(services, actor, "resolve")
+        permission = services.authorizer.authorize_blocking(actor, "resolve")  # on an I/O thread: may ask Slack
         if not permission.allowed:
             say(f"Not allowed: {permission.reason}.")
             return {"action": "incident.resolve", "server": "", "subject": subject, "outcome": "denied",

@@ -2,12 +2,10 @@
 the durable outbox, and what the renderer needs to know beyond the incident (action buttons, live queues, the
 actions already taken on the incident's subjects).
 
-Who may press the incident buttons (documented in docs/slack.md):
-- acknowledge and snooze: anyone who can see the message (they are in the channel): both only change who is
-  notified, the incident stays tracked;
-- resolve, and `/clearml silence`: anyone, unless `actions.allow.resolve` / `actions.allow.silence` lists users or
-  user groups, then only those (a manual resolve hides a live problem until its grace period ends; a silence
-  mutes a check for everybody).
+Who may press the incident buttons (documented in docs/slack.md) is decided by the one `Authorizer`
+(bot/actions/policy.py, `services.authorizer`): acknowledge and snooze are for anyone who can see the message;
+resolve, and `/clearml silence`, for anyone unless `actions.allow.resolve` / `actions.allow.silence` lists users
+or user groups, then only those.
 """
 
 from __future__ import annotations
@@ -16,7 +14,6 @@ import json
 import logging
 import sqlite3
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -29,14 +26,10 @@ from bot.store import parse_iso, rows, transaction
 if TYPE_CHECKING:
     from slack_sdk import WebClient
 
-    from bot.actions import Actor
     from bot.slack.delivery import WebClientSender
     from bot.slack.services import BotServices
 
 log = logging.getLogger(__name__)
-
-RESTRICTABLE = ("resolve", "silence")
-
 
 def build_pipeline(services: BotServices) -> IncidentPipeline:
     """The pipeline `serve` feeds with scheduled runs, and the incident buttons act on."""
@@ -129,37 +122,6 @@ def incident_by_root_ts(services: BotServices, channel: str, ts: str) -> int | N
             except (IndexError, ValueError):
                 return None
     return None
-
-
-@dataclass(frozen=True)
-class Permission:
-    allowed: bool
-    reason: str
-
-
-def may(services: BotServices, actor: Actor, what: str) -> Permission:
-    """resolve / silence: anyone, unless `actions.allow.<what>` names users or user groups (blocking: Slack may be
-    asked for a group's members; cached)."""
-    rule = services.settings.actions.allow.get(what)
-    if rule is None or not (rule.users or rule.usergroups):
-        return Permission(True, f"anyone may {what} (no actions.allow.{what})")
-    if actor.id in rule.users:
-        return Permission(True, f"in actions.allow.{what}.users")
-    unresolved = []
-    for group in rule.usergroups:
-        if services.groups is None:
-            unresolved.append(group)
-            continue
-        try:
-            if actor.id in services.groups.members(group):
-                return Permission(True, f"in user group {group}")
-        except Exception as exc:  # Slack refused (missing scope, unknown group): grant nothing
-            log.warning("cannot resolve user group %s: %s", group, exc)
-            unresolved.append(group)
-    reason = f"only the users and user groups in actions.allow.{what} may {what}"
-    if unresolved:
-        reason += f" (user groups {', '.join(unresolved)} could not be listed: usergroups:read scope?)"
-    return Permission(False, reason)
 
 
 def open_incidents(services: BotServices) -> Sequence[IncidentView]:

@@ -1,12 +1,20 @@
-"""Authorization: default deny for Slack, users and user groups (cached, fail closed), terminal allowed."""
+"""Authorization, one model: default deny for actions from Slack, default allow for incident operations unless
+restricted, users and user groups (one cache for both kinds, fail closed), terminal allowed."""
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import threading
+from types import SimpleNamespace
+from typing import Any
 
 from bot.actions.base import Actor
 from bot.actions.policy import Authorizer
 from bot.config import ActionAllow, ActionsSettings
+from bot.slack.delivery.sink import SlackWriteError
+from bot.slack.incidents.listeners import press
+from bot.slack.incidents.messages import RESOLVE_ACTION
 
 SLACK_ANA = Actor("U0ANA", "ana", "slack")
 SLACK_GINA = Actor("U0GINA", "gina", "slack")
@@ -89,3 +97,89 @@ def test_one_authorizer_serves_clicks_from_separate_event_loops() -> None:
 
     assert asyncio.run(burst()) == [True] * 3
     assert asyncio.run(burst()) == [True] * 3  # a sync Bolt listener: a new loop per click
+
+
+class _Pipeline:
+    """The incident pipeline as the Resolve button sees it: it records what was resolved."""
+
+    def __init__(self) -> None:
+        self.resolved: list[int] = []
+
+    def resolve(self, incident_id: int, user: str) -> list[str]:
+        self.resolved.append(incident_id)
+        return [f"resolved by {user}"]
+
+
+def _resolve_click(auth: Authorizer, actor: Actor) -> tuple[dict[str, Any] | None, list[str], _Pipeline]:
+    """A click on an incident's Resolve button, through the listener's own blocking half (as the work pool runs it)."""
+    pipeline, told = _Pipeline(), []
+    services = SimpleNamespace(authorizer=auth, incidents=pipeline)
+    audit = press(services, actor, "C0ALERTS1", None, RESOLVE_ACTION, "7", tell=told.append)  # type: ignore[arg-type]
+    return audit, told, pipeline
+
+
+def test_one_user_group_cache_for_action_buttons_and_incident_buttons() -> None:
+    calls: list[str] = []
+
+    def users_list(group: str) -> list[str]:  # usergroups.users.list, blocking like the Slack sink's
+        calls.append(group)
+        return ["U0GINA"]
+
+    settings = ActionsSettings(allow={"requeue": ActionAllow(usergroups=["S0ONCALL"]),
+                                      "resolve": ActionAllow(usergroups=["S0ONCALL"])})
+    auth = Authorizer(settings, group_members=users_list)
+    assert authorize(auth, SLACK_GINA, "requeue")  # a Requeue click: the action core awaits the authorizer
+    audit, told, pipeline = _resolve_click(auth, SLACK_GINA)  # then a Resolve click on an incident
+    assert audit is not None and audit["outcome"] == "ok" and pipeline.resolved == [7] and told == []
+    assert calls == ["S0ONCALL"]  # one Slack call for both kinds
+    # ana is not in the group: refused in each kind, with that kind's words, and still no second call
+    assert not authorize(auth, SLACK_ANA, "requeue")
+    audit, told, pipeline = _resolve_click(auth, SLACK_ANA)
+    assert audit is not None and audit["outcome"] == "denied" and pipeline.resolved == []
+    assert told == ["Not allowed: only the users and user groups in actions.allow.resolve may resolve."]
+    assert calls == ["S0ONCALL"]
+
+
+def test_an_unresolvable_group_grants_nothing_to_actions_nor_incident_operations() -> None:
+    def refused(group: str) -> list[str]:
+        raise SlackWriteError("usergroups.users.list", "missing_scope")
+
+    settings = ActionsSettings(allow={x: ActionAllow(usergroups=["S0ONCALL"])
+                                      for x in ("requeue", "verify_hashes", "resolve", "silence")})
+    auth = Authorizer(settings, group_members=refused)
+    for action in ("requeue", "verify_hashes"):
+        decision = asyncio.run(auth.authorize(SLACK_GINA, action))
+        assert not decision.allowed and "S0ONCALL could not be resolved" in decision.reason
+    audit, told, pipeline = _resolve_click(auth, SLACK_GINA)
+    assert audit is not None and audit["outcome"] == "denied" and pipeline.resolved == []
+    assert told == ["Not allowed: only the users and user groups in actions.allow.resolve may resolve (user groups "
+                    "S0ONCALL could not be listed: usergroups:read scope?)."]
+    silence = auth.authorize_blocking(SLACK_GINA, "silence")
+    assert not silence.allowed and "S0ONCALL could not be listed" in silence.reason
+    # without any restriction the incident operations stay open to everyone, the actions closed
+    open_auth = Authorizer(ActionsSettings(), group_members=refused)
+    assert open_auth.authorize_blocking(SLACK_GINA, "resolve").allowed
+    assert not open_auth.authorize_blocking(SLACK_GINA, "requeue").allowed
+
+
+def test_clicks_from_threads_and_the_event_loop_share_one_group_lookup() -> None:
+    calls: list[str] = []
+    release = threading.Event()
+
+    def users_list(group: str) -> list[str]:
+        calls.append(group)
+        release.wait(5)
+        return ["U0GINA"]
+
+    auth = Authorizer(ActionsSettings(allow={"clone": ActionAllow(usergroups=["S0ML"]),
+                                             "resolve": ActionAllow(usergroups=["S0ML"])}), group_members=users_list)
+    with concurrent.futures.ThreadPoolExecutor(4) as threads:
+        blocking = [threads.submit(auth.authorize_blocking, SLACK_GINA, "resolve") for _ in range(3)]
+
+        async def loop_clicks() -> list[bool]:
+            release.set()
+            return [d.allowed for d in await asyncio.gather(*(auth.authorize(SLACK_GINA, "clone") for _ in range(3)))]
+
+        assert asyncio.run(loop_clicks()) == [True] * 3
+        assert [f.result(5).allowed for f in blocking] == [True] * 3
+    assert calls == ["S0ML"]
