@@ -80,10 +80,9 @@ async def _guarded_verify(
         _tell(services, response_url, channel, actor.id, f"I cannot verify that: {exc}. Nothing was run; the attempt "
               "is in the audit log.")
         return
-    authorizer = deps.authorizer
-    decision = await authorizer.authorize(actor, VERIFY_HASHES) if authorizer is not None else None
-    if decision is None or not decision.allowed:
-        reason = decision.reason if decision is not None else "no authorizer"
+    decision = await services.authorizer.authorize(actor, VERIFY_HASHES)
+    if not decision.allowed:
+        reason = decision.reason
         audit.record(store, actor=actor, action=VERIFY_HASHES, server=server.name, subject=dataset_id,
                      outcome="denied", error=reason, context={"channel": channel}, secrets=services.secrets())
         _tell(services, response_url, channel, actor.id, f"Not allowed: {reason}. This attempt is in the audit log.")
