@@ -31,8 +31,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from bot.config import ConfigError, DigestSettings, Settings, load_settings, resolve_server
+from bot.config import ConfigError, DigestSettings, Settings, SlackSettings, load_settings, resolve_server
 from bot.redact import redact
+from bot.routing import Router
 
 if TYPE_CHECKING:
     from bot.config import ServerSettings, Settings
@@ -253,7 +254,7 @@ class Doctor:
         """channel -> where it is configured (for the fix text)."""
         out: dict[str, list[str]] = {}
         slack = self.settings.slack if self.settings is not None else None
-        default = (slack.default_channel if slack else None) or self.env.get("SLACK_DEFAULT_CHANNEL")
+        default = Router(slack or SlackSettings(), env=self.env).default_channel  # the routing's own rule
         if default:
             out.setdefault(default, []).append("slack.default_channel")
         for i, route in enumerate(slack.routes if slack else []):
