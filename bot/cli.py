@@ -21,6 +21,7 @@ from bot.durations import parse_duration
 from bot.engine.playbook import Playbook, PlaybookError, find_playbooks, load_playbook, resolve_playbook
 from bot.engine.registry import load_builtin_checks
 from bot.errors import UsageError
+from bot.heap import settle_startup_heap
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
 
@@ -85,6 +86,7 @@ def execute_run(
             _err(f"warning: run not saved to the store: {exc}")
     history = (lambda window_s: db.pool_history(server.api_url, window_s)) if db is not None else None
     versions = (lambda: db.agent_versions(server.api_url)) if db is not None else None
+    settle_startup_heap()  # the run's collections skip what startup loaded (bot/heap.py)
     result = asyncio.run(run_playbooks(playbooks, settings, server, trigger="cli", fleet_history=history,
                                        agent_versions=versions))
     if db is not None:

@@ -42,11 +42,13 @@ async def run(playbook: Path, calls_out: Path | None, findings_out: Path | None 
     from bot.engine.registry import load_builtin_checks
     from bot.engine.runner import run_playbooks
     from bot.engine.snapshot import Snapshot
+    from bot.heap import settle_startup_heap
 
     load_builtin_checks()
     settings = load_settings(None)
     server = resolve_server(settings)
     pb = load_playbook(playbook)
+    settle_startup_heap()  # as `clearml-chatops run` does before its run (bot/cli.py)
     cpu0 = cpu_s()
     started = time.perf_counter()
     client = ClearMLClient(server, record_calls=True)

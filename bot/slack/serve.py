@@ -43,6 +43,7 @@ from starlette.routing import Route
 
 from bot.config import ConfigError, Settings, load_settings
 from bot.errors import BotError
+from bot.heap import settle_startup_heap
 from bot.slack.app import SlackAuthError, create_app, playbooks_directory, services_of, shutdown_app
 from bot.slack.client import api_base_url
 from bot.slack.commands.listeners import acks_without_io
@@ -399,6 +400,7 @@ class BotServer:
         services = services_of(self.app)
         report_interrupted(services, interrupted)  # queued now, sent by the outbox worker once it runs
         self.background = Background(services, bot_token).start()
+        settle_startup_heap()  # scheduled runs' collections skip what startup loaded (bot/heap.py)
         self.health.outbox_depth = services.outbox.durable.depth if services.outbox.durable is not None else None
         if services.outbox.durable is not None:
             from bot.metrics import watch_outbox

@@ -23,6 +23,7 @@ FOUNDATIONS = {
     "bot.config",  # settings, schedules and digest settings included
     "bot.durations",
     "bot.errors",
+    "bot.heap",
     "bot.mrkdwn",  # escaping of data for Slack's mrkdwn
     "bot.redact",
     "bot.store",  # connections, transactions and table creation for every table
