@@ -341,8 +341,9 @@ class ReproduceSettings(_Strict):
 class ActionsSettings(_Strict):
     dry_run: bool = False
     button_ttl: str | float = "24h"
-    # keys: action ids (clone, requeue, abort, rotate, reproduce, prioritize), and `resolve` / `silence` to
-    # restrict those incident buttons and commands (unrestricted when absent)
+    # keys: action ids (clone, requeue, abort, rotate, reproduce, prioritize) and verify_hashes (nobody until
+    # listed), and `resolve` / `silence` / `digest` (a digest into another channel) to restrict those (anyone when
+    # absent)
     allow: dict[str, ActionAllow] = Field(default_factory=dict)
     rotate: RotateSettings = Field(default_factory=RotateSettings)
     reproduce: ReproduceSettings = Field(default_factory=ReproduceSettings)

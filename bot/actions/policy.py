@@ -49,7 +49,9 @@ MUTATING_ACTIONS = frozenset(ACTION_IDS)
 VERIFY_HASHES = "verify_hashes"
 GUARDED_ACTIONS = MUTATING_ACTIONS | {VERIFY_HASHES}
 # Allowed to anyone unless `actions.allow.<op>` restricts them.
-INCIDENT_OPERATIONS = frozenset({"resolve", "silence"})
+# Open to anyone unless `actions.allow.<x>` names users or user groups: incident buttons and commands, and
+# posting a digest into another channel (`/clearml digest #channel`).
+INCIDENT_OPERATIONS = frozenset({"resolve", "silence", "digest"})
 
 
 @dataclass(frozen=True)

@@ -5,10 +5,17 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
+
+import pytest
 
 from bot.actions import audit as audit_mod
+from bot.config import ActionAllow, Settings
+from bot.sim.server import SimServer
+from bot.slack.serve import BotServer
 from bot.store import Store
-from tests.e2e.conftest import USER, HttpBot
+from tests.e2e.conftest import USER, HttpBot, bot_env, sim_settings
+from tests.fakes.slack_api import FakeSlack
 
 
 def test_unsilence_is_written_to_the_audit_log(http_bot: HttpBot) -> None:
@@ -53,12 +60,49 @@ def test_digest_on_demand_here_and_in_another_channel(http_bot: HttpBot) -> None
     note = http_bot.slack.wait_for("chat.update", predicate=lambda c: "sent to" in json.dumps(c.args))[0]
     assert "#ml-platform" in json.dumps(note.args) and note.args["channel"] == "C0GENERAL"
 
+    assert _audited(http_bot.settings, "digest") == [("digest", "#ml-platform", "ok", USER)]
+
     http_bot.command("digest ml!platform")
     deadline = time.monotonic() + 10
     while "is not a channel" not in json.dumps([c.args for c in http_bot.slack.responses]):
         assert time.monotonic() < deadline, "no private answer to a bad channel"
         time.sleep(0.05)
     assert http_bot.slack.violations == []
+
+
+def _audited(settings: Settings, action: str) -> list[tuple[str, str, str, str]]:
+    store = Store(settings.store_path)
+    try:
+        rows = audit_mod.recent(store, 20)
+    finally:
+        store.close()
+    return [(r["action"], r["subject"], r["outcome"], r["actor_id"]) for r in reversed(rows) if r["action"] == action]
+
+
+def test_a_digest_into_another_channel_can_be_restricted(
+    fake_slack: FakeSlack, basic_sim: SimServer, tmp_path: Path, clean_env: pytest.MonkeyPatch
+) -> None:
+    settings = sim_settings(basic_sim, fake_slack, tmp_path, clean_env)
+    settings.actions.allow["digest"] = ActionAllow(users=["U0ONCALL"])
+    fake_slack.add_channel("ml-platform", channel_id="C0PLATFORM")
+    server = BotServer(settings, http=True, host="127.0.0.1", port=0, env=bot_env(fake_slack))
+    server.start()
+    try:
+        bot = HttpBot(server, fake_slack, basic_sim, settings)
+        bot.command("digest #ml-platform")
+        deadline = time.monotonic() + 10
+        while "Not allowed" not in json.dumps([c.args for c in fake_slack.responses]):
+            assert time.monotonic() < deadline, "no private refusal"
+            time.sleep(0.05)
+        assert "actions.allow.digest" in json.dumps([c.args for c in fake_slack.responses])
+        # here, for whoever asked, it is still fine
+        bot.command("digest")
+        fake_slack.wait_for("chat.update", predicate=lambda c: str(c.args.get("text")).startswith("Digest"))
+    finally:
+        server.stop()
+    assert not fake_slack.calls_to("chat.postMessage", lambda c: c.args.get("channel") in ("#ml-platform",
+                                                                                         "C0PLATFORM"))
+    assert _audited(settings, "digest") == [("digest", "#ml-platform", "denied", USER)]
 
 
 def test_slack_playbooks_says_where_they_come_from(http_bot: HttpBot) -> None:

@@ -370,9 +370,21 @@ async def _digest(services: BotServices, req: CommandRequest, parsed: ParsedComm
     if target is None or target == req.channel_id:
         blocks = [b if isinstance(b, Block) else Block.parse(b) for b in rendered.blocks or []]
         return Outcome(SlackMessage(text=rendered.text, blocks=[b for b in blocks if b is not None]))
-    # another channel: through the durable outbox, like the scheduled digest (its errors are logged by the worker)
+    # another channel: for anyone unless actions.allow.digest restricts it; audited like a silence
+    from bot.actions import Actor
+    from bot.actions import audit as audit_mod
+
+    actor = Actor(id=req.user_id, via="slack")
+    permission = await services.authorizer.authorize(actor, "digest")
+    store = services.action_store or services.store
+    if not permission.allowed:
+        audit_mod.record(store, actor=actor, action="digest", server="", subject=target, outcome="denied",
+                         error=permission.reason)
+        raise LookupInputError(f"Not allowed: {permission.reason}.")
+    # through the durable outbox, like the scheduled digest (its errors are logged by the worker)
     await services.pool.io(services.outbox.enqueue, f"digest:on-demand:{target}:{now.isoformat()}", target, "post",
                            rendered.as_payload(), now=now)
+    audit_mod.record(store, actor=actor, action="digest", server="", subject=target, outcome="ok")
     return Outcome(render_note(f"Digest ({digest.headline}) sent to {channel_label(target)} at <@{req.user_id}>'s "
                                "request.", users=[req.user_id], channels=[target]))
 
