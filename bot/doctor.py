@@ -79,6 +79,7 @@ class Doctor:
     def run(self) -> list[Row]:
         self.secrets = [v for k in ("SLACK_BOT_TOKEN", "SLACK_APP_TOKEN", "SLACK_SIGNING_SECRET")
                         if (v := self.env.get(k))]
+        self.check_action_rules()
         self.check_playbooks()  # first: their channels and servers are checked below
         if self.slack:
             self.check_slack()
@@ -87,6 +88,18 @@ class Doctor:
         self.check_servers()
         self.check_store()
         return self.rows
+
+    def check_action_rules(self) -> None:
+        """`actions.allow` names only actions the authorizer knows (`serve` refuses to start otherwise)."""
+        from bot.actions.policy import Authorizer
+        from bot.config import ConfigError
+
+        if self.settings is None:
+            return
+        try:
+            Authorizer(self.settings.actions)
+        except ConfigError as exc:
+            self.add("FAIL", "actions.allow", str(exc), "rename or remove that key in the bot's config file")
 
     # -- playbooks and schedules ------------------------------------------------------------------------------
     def check_playbooks(self) -> None:

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bot.actions.base import Actor
-from bot.config import ActionAllow, ActionsSettings
+from bot.config import ActionAllow, ActionsSettings, ConfigError
 from bot.engine.findings import ACTION_IDS
 
 log = logging.getLogger(__name__)
@@ -52,6 +52,7 @@ GUARDED_ACTIONS = MUTATING_ACTIONS | {VERIFY_HASHES}
 # Open to anyone unless `actions.allow.<x>` names users or user groups: incident buttons and commands, and
 # posting a digest into another channel (`/clearml digest #channel`).
 INCIDENT_OPERATIONS = frozenset({"resolve", "silence", "digest"})
+KNOWN_RULES = GUARDED_ACTIONS | INCIDENT_OPERATIONS
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,13 @@ class Authorizer:
         clock: Callable[[], float] = time.monotonic,
         offload: Offload | None = None,
     ) -> None:
+        unknown = sorted(set(actions.allow) - KNOWN_RULES)
+        if unknown:
+            # a typo must not pass quietly: `actions.allow.resolv` would leave Resolve open to everybody
+            raise ConfigError(
+                f"actions.allow: {', '.join(unknown)} {'is not an action' if len(unknown) == 1 else 'are not actions'}"
+                f"; the keys are {', '.join(sorted(KNOWN_RULES))} (fix the bot's config file)"
+            )
         self.actions = actions
         self.group_members = group_members
         self.ttl_s = ttl_s

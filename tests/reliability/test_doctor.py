@@ -134,6 +134,18 @@ def test_no_slack_and_a_broken_config_are_reported_not_raised(
         rows["clearml default"]["detail"]
 
 
+def test_a_misspelt_actions_allow_key_fails_with_the_keys_it_could_be(
+    tmp_path: Path, clean_env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "bot.yaml"
+    config.write_text("actions:\n  allow:\n    resolv: {users: [U0ONCALL]}\n")
+    code, rows = doctor(config, capsys, "--playbooks", str(tmp_path), "--no-slack")
+    assert code == 1
+    row = rows["actions.allow"]
+    assert row["status"] == "FAIL" and "resolv is not an action" in row["detail"] and "resolve" in row["detail"]
+    assert "config file" in row["fix"]
+
+
 def test_a_missing_files_write_scope_is_a_warning_that_says_charts_are_off(
     sim_factory: Callable[..., SimServer], fake_slack: FakeSlack, tmp_path: Path, env: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],

@@ -9,9 +9,11 @@ import threading
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
+
 from bot.actions.base import Actor
 from bot.actions.policy import Authorizer
-from bot.config import ActionAllow, ActionsSettings
+from bot.config import ActionAllow, ActionsSettings, ConfigError
 from bot.slack.delivery.sink import SlackWriteError
 from bot.slack.incidents.listeners import press
 from bot.slack.incidents.messages import RESOLVE_ACTION
@@ -183,3 +185,10 @@ def test_clicks_from_threads_and_the_event_loop_share_one_group_lookup() -> None
         assert asyncio.run(loop_clicks()) == [True] * 3
         assert [f.result(5).allowed for f in blocking] == [True] * 3
     assert calls == ["S0ML"]
+
+
+def test_a_misspelt_rule_is_a_config_error_naming_the_keys() -> None:
+    with pytest.raises(ConfigError) as caught:
+        Authorizer(ActionsSettings(allow={"resolv": ActionAllow(users=["U1"])}))
+    message = str(caught.value)
+    assert "actions.allow: resolv is not an action" in message and "resolve" in message and "requeue" in message
