@@ -104,10 +104,10 @@ class ButtonMaker:
                 if button is not None:
                     out.append(button)
             elif action == "prioritize" and subject.kind == "queue":
-                out += self._prioritize_waiting(finding, server)
+                out += self._prioritize_waiting(finding, server, channel)
         return out[:MAX_PER_FINDING]
 
-    def _prioritize_waiting(self, finding: Finding, server: str | None) -> list[ActionButton]:
+    def _prioritize_waiting(self, finding: Finding, server: str | None, channel: str | None) -> list[ActionButton]:
         out: list[ActionButton] = []
         for entry in finding.evidence.get("entries") or []:
             if not isinstance(entry, dict) or not entry.get("position"):
@@ -117,7 +117,7 @@ class ButtonMaker:
             if not task_id:
                 continue
             button = self.make("prioritize", task_id, server=server, subject_label=subject_label("task", task_id, name),
-                               text=f"Move {name or task_id} to front")
+                               text=f"Move {name or task_id} to front", channel=channel)
             if button is not None:
                 out.append(button)
             if len(out) >= MAX_PRIORITIZE:

@@ -84,3 +84,16 @@ def test_kubernetes_backend_confirm_names_the_pod(store: Store) -> None:
 def test_a_worker_the_command_would_refuse_gets_no_button(store: Store) -> None:
     backend = {"match": "*", "type": "command", "argv": ["ssh", "{host}", "reboot"]}
     assert maker(store, backend).for_finding(stale("-oProxyCommand=evil:0"), "prod") == []
+
+
+def test_every_button_of_a_finding_is_bound_to_the_channel_it_is_posted_in(store: Store) -> None:
+    # the "Move … to front" buttons of a backlog too: a value copied into another channel is refused at the click
+    backlog = Finding(
+        check="queues.backlog", severity="warning", title="Queue gpu: 3 waiting",
+        subject=Subject(kind="queue", id="q1", name="gpu"), actions=["prioritize"],
+        evidence={"entries": [{"position": p, "task": {"id": f"t{p}", "name": f"train-{p}"}} for p in range(3)]},
+    )
+    signer = Signer(b"unit-test-signing-key-0123456789")
+    buttons = ButtonMaker(Settings(), store, ActionDeps(signer=signer)).for_finding(backlog, "prod", channel="C0ML")
+    assert [b.text for b in buttons] == ["Move train-1 to front", "Move train-2 to front"]
+    assert [signer.verify(b.value).bound.get("c") for b in buttons] == ["C0ML", "C0ML"]
