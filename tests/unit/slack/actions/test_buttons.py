@@ -1,5 +1,6 @@
-"""The "Restart agent" button: only when a rotate backend is configured for that worker, and its confirm dialog
-says exactly what will run (the backend, the EC2 instance, the pod, or the command after substitution)."""
+"""Which action buttons a finding gets (bot/slack/actions/buttons.py). The "Restart agent" button: only when a rotate
+backend is configured for that worker, and its confirm dialog says exactly what will run (the backend, the EC2
+instance, the pod, or the command after substitution). Every button is bound to the channel it is posted in."""
 
 from __future__ import annotations
 
