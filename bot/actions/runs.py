@@ -10,12 +10,13 @@ STALE_AFTER_S (no action step runs that long).
 from __future__ import annotations
 
 import json
+import sqlite3
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bot.actions.base import Actor
-from bot.store import Store, locked, schema
+from bot.store import Store, locked, rows, schema
 
 STALE_AFTER_S = 1800.0
 RETRYABLE = ("failed", "refused")
@@ -70,6 +71,22 @@ def _json_or_none(text: Any) -> dict[str, Any] | None:
     except ValueError:
         return None
     return value if isinstance(value, dict) else None
+
+
+def succeeded_on(store: Store, server: str, subjects: list[str], *, since: datetime) -> list[RunRow]:
+    """Successful runs on any of `subjects` of `server` finished at or after `since`, oldest first (what an
+    incident's root lists as "Requeued by @x" instead of offering the button again)."""
+    if not subjects:
+        return []
+    marks = ", ".join("?" for _ in subjects)
+    try:
+        with locked(store) as conn:
+            found = rows(conn, f"SELECT * FROM action_runs WHERE status = 'ok' AND server = ? AND subject IN "
+                               f"({marks}) ORDER BY finished_at", (server, *subjects))
+    except sqlite3.OperationalError:  # no action has ever run: the table does not exist yet
+        return []
+    out = [_row(r) for r in found]
+    return [r for r in out if r.finished_at is not None and r.finished_at >= since]
 
 
 def get(store: Store, key: str) -> RunRow | None:

@@ -351,6 +351,21 @@ def build_digest(
     )
 
 
+def last_recorded(store: Store) -> tuple[dict[str, Any], dict[str, Any] | None] | None:
+    """The last recorded digest's row and the one before it (None: no digest yet), for trends outside a digest
+    (the App Home)."""
+    try:
+        with transaction(store) as conn:
+            last = row(conn, "SELECT * FROM digests ORDER BY at DESC, id DESC LIMIT 1")
+            if last is None:
+                return None
+            before = row(conn, "SELECT * FROM digests WHERE id != ? AND at <= ? ORDER BY at DESC, id DESC LIMIT 1",
+                         (last["id"], last["at"]))
+    except sqlite3.OperationalError:  # no digest table yet
+        return None
+    return last, before
+
+
 def record_digest(store: Store, digest: Digest) -> int:
     """Remember a posted digest: the next one starts where this one ended and compares trends with it."""
     ensure_schema(store)

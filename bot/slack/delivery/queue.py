@@ -519,6 +519,14 @@ class Outbox:
             return None
         return (r["channel_id"] or r["channel"], r["ts"])
 
+    def key_of_posted(self, channel_id: str, ts: str, like: str) -> str | None:
+        """The key of the post now at (channel id, ts) whose key matches the SQL LIKE pattern `like` (e.g.
+        "incident:%:root": which incident a click in a thread belongs to); None when none is."""
+        with transaction(self.store) as conn:
+            found = rows(conn, "SELECT key, channel_id FROM outbox WHERE ts = ? AND kind = 'post' AND key LIKE ?",
+                         (ts, like))
+        return next((str(r["key"]) for r in found if not r["channel_id"] or r["channel_id"] == channel_id), None)
+
     def permalink(self, channel_id: str, ts: str, *, fetch: bool = True) -> str | None:
         """None: the queue has no Slack client to ask for a permalink (the `SlackSink` in front of it has). Part of
         the incident pipeline's `MessageSink`, which a bare queue also serves (tests, benchmarks)."""

@@ -261,6 +261,10 @@ class SlackSink:
         """(channel id, ts) of a message the durable outbox posted (an incident root), once it is on Slack."""
         return self.durable.message_ref(key) if self.durable is not None else None
 
+    def key_of_posted(self, channel_id: str, ts: str, like: str) -> str | None:
+        """The durable outbox's key of the post at (channel id, ts) matching `like` (bot/slack/delivery/queue.py)."""
+        return self.durable.key_of_posted(channel_id, ts, like) if self.durable is not None else None
+
     # -- reads ------------------------------------------------------------------------------------------------
     MAX_PERMALINKS = 5000
 

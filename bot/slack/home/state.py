@@ -11,7 +11,6 @@ from __future__ import annotations
 import fnmatch
 import json
 import logging
-import sqlite3
 import time
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -19,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from bot.clearml.errors import ClearMLError
 from bot.config import DigestSettings, ServerSettings
 from bot.engine.window import ReadWindow, server_identity
-from bot.incidents.digest import TREND_METRICS, Trend
+from bot.incidents.digest import TREND_METRICS, Trend, last_recorded
 from bot.incidents.tracker import IncidentView, root_key
 from bot.redact import redact
 from bot.slack.commands.lookups import Meta, agent_thresholds, open_snapshot, worker_state
@@ -31,7 +30,7 @@ from bot.slack.home.messages import (
     PoolState,
     QueueLine,
 )
-from bot.store import parse_iso, row, transaction, utc
+from bot.store import parse_iso, utc
 
 if TYPE_CHECKING:
     from bot.config import Settings
@@ -188,15 +187,10 @@ def next_runs(services: BotServices, now: datetime, limit: int = 5) -> list[Next
 
 def last_digest(services: BotServices) -> DigestTrends | None:
     """The last digest's trends: its medians against the digest before it (as the digest message said them)."""
-    try:
-        with transaction(services.store) as conn:
-            last = row(conn, "SELECT * FROM digests ORDER BY at DESC, id DESC LIMIT 1")
-            if last is None:
-                return None
-            before = row(conn, "SELECT metrics FROM digests WHERE id != ? AND at <= ? ORDER BY at DESC, id DESC "
-                               "LIMIT 1", (last["id"], last["at"]))
-    except sqlite3.OperationalError:  # no digest table yet
+    recorded = last_recorded(services.store)
+    if recorded is None:
         return None
+    last, before = recorded
     current = {k: float(v) for k, v in json.loads(last["metrics"] or "{}").items()}
     previous = {k: float(v) for k, v in json.loads(before["metrics"] or "{}").items()} if before else {}
     trends = tuple(Trend(metric=name, label=label, current=current.get(name), previous=previous.get(name),

@@ -10,18 +10,16 @@ or user groups, then only those.
 
 from __future__ import annotations
 
-import json
 import logging
-import sqlite3
 from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from bot.actions import runs
 from bot.incidents.pipeline import IncidentPipeline, incident_router
 from bot.incidents.tracker import IncidentView, root_key
 from bot.slack.actions.messages import STATUS_ICON
 from bot.slack.incidents.messages import SlackIncidentRenderer, TakenAction
-from bot.store import parse_iso, rows, transaction
 
 if TYPE_CHECKING:
     from slack_sdk import WebClient
@@ -73,30 +71,11 @@ def actions_taken(services: BotServices, view: IncidentView) -> list[TakenAction
     """Successful actions on the incident's subjects since it opened (the action core's idempotency table), so
     the root message keeps "Requeued by @x" instead of offering the button again."""
     subjects = sorted({m.subject.id for m in view.members})
-    if not subjects:
-        return []
-    marks = ", ".join("?" for _ in subjects)
-    try:
-        with transaction(services.store) as conn:
-            found = rows(
-                conn,
-                f"SELECT action, subject, finished_at, outcome FROM action_runs WHERE status = 'ok' AND server = ? "
-                f"AND subject IN ({marks}) ORDER BY finished_at",
-                (view.server, *subjects),
-            )
-    except sqlite3.OperationalError:  # no action has ever run: the table does not exist yet
-        return []
     out = []
-    for r in found:
-        finished = parse_iso(r["finished_at"])
-        if finished is None or finished < view.opened_at:
-            continue
-        try:
-            outcome = json.loads(r["outcome"] or "{}")
-        except ValueError:
-            outcome = {}
-        line = f"{STATUS_ICON['ok']} {outcome.get('mrkdwn') or outcome.get('text') or r['action']}"
-        out.append(TakenAction(action=r["action"], subject=r["subject"], line=line))
+    for run in runs.succeeded_on(services.store, view.server, subjects, since=view.opened_at):
+        outcome = run.outcome or {}
+        line = f"{STATUS_ICON['ok']} {outcome.get('mrkdwn') or outcome.get('text') or run.action}"
+        out.append(TakenAction(action=run.action, subject=run.subject, line=line))
     return out
 
 
@@ -109,19 +88,11 @@ def thread_link(services: BotServices, incident_id: int, *, fetch: bool = True) 
 
 def incident_by_root_ts(services: BotServices, channel: str, ts: str) -> int | None:
     """The incident whose root message is (channel, ts), if any (a click in its thread)."""
+    key = services.outbox.key_of_posted(channel, ts, "incident:%:root")
     try:
-        with transaction(services.store) as conn:
-            found = rows(conn, "SELECT key, channel_id FROM outbox WHERE ts = ? AND kind = 'post' AND key LIKE "
-                               "'incident:%:root'", (ts,))
-    except sqlite3.OperationalError:
+        return int(key.split(":")[1]) if key is not None else None
+    except (IndexError, ValueError):
         return None
-    for r in found:
-        if not r["channel_id"] or r["channel_id"] == channel:
-            try:
-                return int(str(r["key"]).split(":")[1])
-            except (IndexError, ValueError):
-                return None
-    return None
 
 
 def open_incidents(services: BotServices) -> Sequence[IncidentView]:
