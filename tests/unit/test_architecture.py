@@ -10,6 +10,7 @@ package of its own.
 from __future__ import annotations
 
 import ast
+import re
 from collections import defaultdict
 from pathlib import Path
 
@@ -228,3 +229,21 @@ def test_the_guard_sees_lazy_and_type_checking_imports(tmp_path: Path) -> None:
         elif isinstance(node, ast.ImportFrom):
             found.update(_resolve("bot.checks.agents", False, node))
     assert {"bot.slack.app", "bot.engine.runner", "bot.metrics"} <= found
+
+
+_SQL = re.compile(
+    r"\b(SELECT\s+[\w*,\s.()]+?\s+FROM\s+\w+|INSERT\s+(OR\s+\w+\s+)?INTO\s+\w+|UPDATE\s+\w+\s+SET|DELETE\s+FROM)\b",
+    re.I,
+)
+
+
+def test_the_slack_side_writes_no_sql_but_its_outbox() -> None:
+    # a table's queries live with the module that owns it (store/, actions/runs.py, incidents/, the outbox):
+    # listeners, renderers and the Home read through those, never with their own SQL
+    found = [
+        str(path.relative_to(BOT.parent))
+        for path in sorted((BOT / "slack").rglob("*.py"))
+        if path != BOT / "slack" / "delivery" / "queue.py" and _SQL.search(path.read_text())
+    ]
+    assert not found, found
+    assert _SQL.search((BOT / "slack" / "delivery" / "queue.py").read_text())  # the pattern does find SQL
