@@ -29,7 +29,7 @@ from pydantic import BeforeValidator, Field
 from bot.durations import format_duration, parse_duration
 from bot.engine.findings import Severity, Subject
 from bot.errors import BotError
-from bot.redact import redact
+from bot.redact import redact, redact_tree
 
 if TYPE_CHECKING:
     from bot.clearml.models import Queue, Task, Worker
@@ -137,6 +137,12 @@ def task_ref(task_id: str, task: Task | None = None) -> dict[str, Any]:
         "name": task.name if task is not None else "",
         "status": task.status if task is not None else "",
     }
+
+
+def redact_evidence(evidence: Any, secrets: Iterable[str]) -> Any:
+    """`evidence` with every string redacted (values of secret-named keys blanked whole), for the checks that read
+    text which may hold a secret the runner does not know (a storage key in a log line, a URL's password)."""
+    return redact_tree(evidence, list(secrets), keep=frozenset())
 
 
 def redact_subjects(subjects: Iterable[Subject], secrets: Iterable[str]) -> list[Subject]:

@@ -18,8 +18,16 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
-from bot.checks.common import Duration, OptionalDuration, Patterns, iso, matches_any, redact_subjects, when
-from bot.checks.storage import redact_obj
+from bot.checks.common import (
+    Duration,
+    OptionalDuration,
+    Patterns,
+    iso,
+    matches_any,
+    redact_evidence,
+    redact_subjects,
+    when,
+)
 from bot.engine.findings import SEVERITY_RANK, Finding, Severity, Subject
 from bot.engine.registry import CheckParams, check
 from bot.storage.datasets import (
@@ -266,7 +274,7 @@ async def incomplete(snap: Snapshot, params: IncompleteParams) -> list[Finding]:
                 title=f"Dataset '{label(ds)}' is incomplete: " + ", ".join(k.replace("_", " ") for k in kinds),
                 detail="; ".join(t for _, _, t in problems),
                 subject=subject(ds),
-                evidence=redact_obj(evidence, secrets),
+                evidence=redact_evidence(evidence, secrets),
                 links=[snap.dataset_link(ds)],
                 remediation=_incomplete_fix(kinds, ds),
             )
@@ -410,7 +418,7 @@ def _integrity_finding(
         title=title,
         detail=detail,
         subject=subject(ds),
-        evidence=redact_obj(evidence, secrets),
+        evidence=redact_evidence(evidence, secrets),
         related=redact_subjects(related, secrets),
         links=links,
         remediation=remediation,
@@ -666,7 +674,7 @@ async def lineage(snap: Snapshot, params: LineageParams) -> list[Finding]:
                 title=f"Dataset '{label(ds)}' has a broken lineage: " + "; ".join(parts),
                 detail="; ".join(parts),
                 subject=subject(ds),
-                evidence=redact_obj(evidence, secrets),
+                evidence=redact_evidence(evidence, secrets),
                 related=redact_subjects(related, secrets),
                 links=[snap.dataset_link(ds)] + [snap.dataset_link(p) for p in unfinal[:3]],
                 remediation=" ".join(remediation),

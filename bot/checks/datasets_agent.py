@@ -309,8 +309,8 @@ def artifacts_of_doc(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
 def _from_report(snap: Snapshot, params: IntegrityParams, secrets: list[str], ds: Task, report: dict[str, Any],
                  doc: dict[str, Any], result: dict[str, Any], queue_evidence: dict[str, Any],
                  age: float | None) -> Finding:
+    from bot.checks.common import redact_evidence
     from bot.checks.datasets import judge_integrity, label, subject, version_of
-    from bot.checks.storage import redact_obj
 
     task_id = str(result.get("task") or doc.get("id") or "")
     state = report.get("state") if isinstance(report.get("state"), dict) else {}
@@ -329,7 +329,7 @@ def _from_report(snap: Snapshot, params: IntegrityParams, secrets: list[str], ds
         return Finding(
             check="datasets.integrity", severity="critical",
             title=f"Dataset '{label(ds)}' cannot be verified: {error}", detail=error, subject=subject(ds),
-            evidence=redact_obj(evidence, secrets), links=links,
+            evidence=redact_evidence(evidence, secrets), links=links,
             remediation="Without a readable state the version's file list is lost; recreate the version from its "
             "source data. See datasets.incomplete for the same version.",
         )

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, model_validator
 
-from bot.checks.common import Duration, Patterns, iso, redact_subjects
-from bot.checks.storage import FAILED_TASK_FIELDS, log_tails, project_filter, redact_obj
+from bot.checks.common import Duration, Patterns, iso, redact_evidence, redact_subjects
+from bot.checks.storage import FAILED_TASK_FIELDS, log_tails, project_filter
 from bot.clearml.errors import NotFoundError
 from bot.diagnosis.compare import compare_tasks
 from bot.diagnosis.environment import GAP_FIX, GAP_SEVERITY, GapName, environment_gaps
@@ -118,7 +118,7 @@ async def environment(snap: Snapshot, params: EnvironmentParams) -> list[Finding
                     for g, v in gaps.items()
                 )[:1000],
                 subject=Subject(kind="task", id=task.id, name=task.name),
-                evidence=redact_obj(
+                evidence=redact_evidence(
                     {
                         "task": {"id": task.id, "name": task.name, "status": task.status, "type": task.type},
                         "gaps": evidence_gaps,
@@ -471,7 +471,7 @@ def _compare_finding(
         title=redact(title, secrets),
         detail=redact(_detail(diff), secrets),
         subject=Subject(kind="task", id=b.id, name=b.name),
-        evidence=redact_obj(
+        evidence=redact_evidence(
             {
                 "task_a": {"id": a.id, "name": a.name, "status": a.status},
                 "task_b": {"id": b.id, "name": b.name, "status": b.status},

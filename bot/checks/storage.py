@@ -21,13 +21,22 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
-from bot.checks.common import CheckError, Duration, Patterns, iso, matches_any, redact_subjects, server_subject
+from bot.checks.common import (
+    CheckError,
+    Duration,
+    Patterns,
+    iso,
+    matches_any,
+    redact_evidence,
+    redact_subjects,
+    server_subject,
+)
 from bot.clearml.errors import ClearMLError, NotFoundError
 from bot.config import StorageTarget
 from bot.diagnosis.storage_errors import match_storage_errors
 from bot.engine.findings import Finding, Severity, Subject
 from bot.engine.registry import CheckParams, check
-from bot.redact import redact, redact_tree
+from bot.redact import redact
 from bot.storage import results as r
 from bot.storage.credentials import locate
 from bot.storage.fileserver import probe_fileserver
@@ -159,7 +168,7 @@ def _probe_finding(
         title=redact(title, secrets),
         detail=redact(detail, secrets),
         subject=subject,
-        evidence=_redact_obj(evidence, secrets),
+        evidence=redact_evidence(evidence, secrets),
         related=redact_subjects(related or [], secrets),
         links=links or [],
         remediation=redact(remediation, secrets),
@@ -527,7 +536,7 @@ async def destinations(snap: Snapshot, params: DestinationsParams) -> list[Findi
                 title=redact(title, secrets),
                 detail=redact(detail, secrets),
                 subject=Subject(kind="task", id=task.id, name=task.name),
-                evidence=_redact_obj(
+                evidence=redact_evidence(
                     {
                         "task": {
                             "id": task.id,
@@ -823,9 +832,3 @@ async def log_tails(snap: Snapshot, tasks: list[Task], lines: int, concurrency: 
     return out
 
 
-def _redact_obj(value: Any, secrets: list[str]) -> Any:
-    """Redact every string inside a JSON-like structure (values of secret-named keys blanked whole)."""
-    return redact_tree(value, secrets, keep=frozenset())
-
-
-redact_obj = _redact_obj
