@@ -26,7 +26,7 @@ import logging
 import math
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
@@ -47,6 +47,7 @@ if TYPE_CHECKING:
 
     from bot.config import ServerSettings, Settings
     from bot.engine.runner import RunResult
+    from bot.engine.snapshot import Snapshot
     from bot.incidents.pipeline import IncidentPipeline
     from bot.store import Store
 
@@ -359,7 +360,54 @@ def format_schedules(infos: list[ScheduleInfo], now: datetime | None = None) -> 
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in table)
 
 
-# -- glue for `serve` -------------------------------------------------------------------------------------------
+# -- one run of a playbook, and the scheduled run `serve`, the demo and the benchmarks share -----------------------
+
+
+async def run_once(
+    playbook: Playbook,
+    settings: Settings,
+    server: ServerSettings,
+    *,
+    trigger: str,
+    store: Store | None = None,
+    snapshot: Snapshot | None = None,
+) -> RunResult:
+    """One run of one playbook: with `store`, the server's recorded fleet history (agents.missing `expected: auto`)
+    and agent versions (server.compatibility); with `notify_owner`, each task finding's owner (for the DM when its
+    incident opens), read over the same snapshot (its tasks are usually fetched already).
+
+    `snapshot`: how to read ClearML (serve: through its shared read window); its caller closes the client. Without
+    one the run opens and closes a client of its own."""
+    from bot.clearml.client import ClearMLClient
+    from bot.engine.runner import run_playbooks
+    from bot.engine.snapshot import Snapshot
+
+    if snapshot is None:
+        async with ClearMLClient(server) as client:
+            return await run_once(playbook, settings, server, trigger=trigger, store=store,
+                                  snapshot=Snapshot(client, server, settings))
+    history: dict[str, Any] = {}
+    if store is not None:
+        history = {
+            "fleet_history": lambda window_s: store.pool_history(server.api_url, window_s),
+            "agent_versions": lambda: store.agent_versions(server.api_url),
+        }
+    result = await run_playbooks([playbook], settings, server, trigger=trigger, snapshot=snapshot, **history)
+    if playbook.notify_owner:
+        from bot.incidents.owners import attach_owners
+
+        await attach_owners(snapshot, result.findings)
+    return result
+
+
+@dataclass(frozen=True)
+class ScheduledRun:
+    """A scheduled run as `on_result` gets it: recorded (`run_id`) and folded into the incidents already."""
+
+    playbook: Playbook
+    result: RunResult
+    run_id: int
+    gathered: Any = None  # what `while_connected` returned (serve: the queue list for the report's buttons)
 
 
 def playbook_runner(
@@ -368,18 +416,24 @@ def playbook_runner(
     pipeline: IncidentPipeline,
     *,
     server: ServerSettings | Callable[[Playbook], ServerSettings] | None = None,
-    on_result: Callable[[Playbook, RunResult], Any] | None = None,
+    snapshot: Callable[[ServerSettings], Snapshot] | None = None,
+    while_connected: Callable[[Snapshot, RunResult], Awaitable[Any]] | None = None,
+    on_result: Callable[[ScheduledRun], Any] | None = None,
 ) -> RunPlaybook:
-    """The `run_playbook` a Scheduler needs: run the playbook against its server, record the run, fold it into
-    the incidents (which queues the Slack writes), then `on_result` (e.g. post the report when the playbook asks).
+    """The `run_playbook` a Scheduler needs, the same for `serve`, the demo and the benchmarks: run the playbook
+    against its server (`run_once`, with the store's history and the owners), then `while_connected` over the
+    run's snapshot before its client closes (serve: the queue list), record the run, fold it into the incidents
+    (which queues the messages), then `on_result` (serve: charts, Home tabs, the report; the demo: its narration).
 
     `server`: fixed settings, a function of the playbook, or None for `resolve_server(settings, playbook.server)`.
+    `snapshot`: a snapshot over a new client for a server (serve: the shared read window); default a plain one.
     """
 
     def run(playbook: Playbook, trigger: str) -> RunResult:
         import asyncio
 
-        from bot.engine.runner import run_playbooks
+        from bot.clearml.client import ClearMLClient
+        from bot.engine.snapshot import Snapshot
 
         if server is None:
             target = resolve_server(settings, playbook.server)
@@ -387,21 +441,22 @@ def playbook_runner(
             target = server(playbook)
         else:
             target = server
-        # A fresh event loop in the scheduler's worker thread: runs never share one.
-        history: dict[str, Any] = {
-            "fleet_history": lambda window_s: store.pool_history(target.api_url, window_s),
-            "agent_versions": lambda: store.agent_versions(target.api_url),
-        }
-        if playbook.notify_owner:
-            from bot.incidents.owners import run_with_owners
 
-            result = asyncio.run(run_with_owners([playbook], settings, target, trigger=trigger, **history))
-        else:
-            result = asyncio.run(run_playbooks([playbook], settings, target, trigger=trigger, **history))
+        async def connected() -> tuple[RunResult, Any]:
+            snap = snapshot(target) if snapshot is not None else Snapshot(ClearMLClient(target), target, settings)
+            try:
+                result = await run_once(playbook, settings, target, trigger=trigger, store=store, snapshot=snap)
+                gathered = await while_connected(snap, result) if while_connected is not None else None
+            finally:
+                await snap.client.aclose()
+            return result, gathered
+
+        # A fresh event loop in the scheduler's worker thread: runs never share one.
+        result, gathered = asyncio.run(connected())
         run_id = store.record_run(result)
         pipeline.handle_run(result, run_id=run_id)
         if on_result is not None:
-            on_result(playbook, result)
+            on_result(ScheduledRun(playbook, result, run_id, gathered))
         return result
 
     return run

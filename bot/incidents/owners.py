@@ -72,21 +72,3 @@ def owner_target(owner: dict[str, Any] | None, slack: SlackSettings | None) -> s
             return DM_PREFIX + str(candidate)
     return None
 
-
-async def run_with_owners(
-    playbooks: list[Any], settings: Any, server: Any, *, trigger: str = "schedule", fleet_history: Any = None,
-    agent_versions: Any = None,
-) -> Any:
-    """run_playbooks, then attach_owners over the same snapshot (the tasks are usually already fetched)."""
-    from bot.clearml.client import ClearMLClient
-    from bot.engine.runner import run_playbooks
-    from bot.engine.snapshot import Snapshot
-
-    async with ClearMLClient(server) as client:
-        snap = Snapshot(client, server, settings)
-        result = await run_playbooks(
-            playbooks, settings, server, trigger=trigger, snapshot=snap, fleet_history=fleet_history,
-            agent_versions=agent_versions,
-        )
-        await attach_owners(snap, result.findings)
-    return result

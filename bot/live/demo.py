@@ -48,6 +48,7 @@ if TYPE_CHECKING:  # the heavy modules are imported when the demo runs, not when
     from bot.config import ServerSettings, Settings
     from bot.engine.runner import RunResult
     from bot.incidents.tracker import Notification
+    from bot.schedule import ScheduledRun
 
 SCENARIO = "live-demo"
 AGENT_A, AGENT_B = "live-a:0", "live-b:0"
@@ -307,8 +308,9 @@ class LiveDemo:
                 first = (note.lines[0] if note.lines else v.title)
                 self.say.say("📣", f"Slack {v.channel}: incident #{v.id} {note.kind} ({note.reason}): {first}")
 
-    def on_result(self, playbook: Any, result: RunResult) -> None:
+    def on_result(self, run: ScheduledRun) -> None:
         """After each scheduled run: narrate what changed, note milestones, wake the on-call on an orphan."""
+        result = run.result
         with self.runs_lock:
             self.m.runs += 1
             now = {(f.check, f.subject.id): f for f in result.findings if f.severity in ("warning", "critical")}

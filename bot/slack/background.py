@@ -4,10 +4,12 @@
     background = Background(services, bot_token).start()   # BotServer._setup
     background.stop_scheduling(); shutdown_app(app); background.stop_outbox()   # BotServer.close, on SIGTERM
 
-A scheduled run: the playbook runs against its server (one snapshot, whose queue list also feeds the queue select
-of the incident messages), is recorded, and goes through the incident pipeline, which queues the root messages,
-updates and thread replies in the same transaction as the incident change; the outbox worker sends them. With
-`slack.scheduled_reports: true` the whole report is queued too.
+A scheduled run is `bot.schedule.playbook_runner`, the one the demo runs too: the playbook runs against its server
+(with the store's fleet history and agent versions, and the task owners when it notifies them; one snapshot through
+the shared read window, whose queue list also feeds the queue select of the incident messages), is recorded, and
+goes through the incident pipeline, which queues the root messages, updates and thread replies in the same
+transaction as the incident change; the outbox worker sends them. With `slack.scheduled_reports: true` the whole
+report is queued too.
 
 Nothing here sleeps in a test: `run_playbook`, `run_digest` and `tick_reproduce` can be called directly, and the
 scheduler's `run_job(job_id)` runs any job now.
@@ -15,7 +17,6 @@ scheduler's `run_job(job_id)` runs any job now.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import random
 import threading
@@ -27,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from apscheduler.triggers.interval import IntervalTrigger
 from slack_sdk import WebClient
 
-from bot.schedule import Scheduler
+from bot.schedule import ScheduledRun, Scheduler, playbook_runner
 from bot.slack.client import api_base_url
 from bot.slack.delivery import OutboxWorker, WebClientSender
 
@@ -89,6 +90,12 @@ class Background:
             self._tick_incidents_quietly, trigger=IntervalTrigger(seconds=tick_s), id=INCIDENTS_JOB,
             name="incidents tick", coalesce=True, max_instances=1, misfire_grace_time=30, replace_existing=True,
         )
+        from bot.slack.commands.jobs import result_queues, shared_snapshot
+
+        self._run = playbook_runner(
+            settings, services.store, services.incidents, snapshot=lambda server: shared_snapshot(services, server),
+            while_connected=lambda snap, result: result_queues(services, snap, result), on_result=self._after_run,
+        )
         services.scheduler = self.scheduler
         services.background = self
         self._started = False
@@ -136,29 +143,10 @@ class Background:
 
     # -- jobs ------------------------------------------------------------------------------------------------------
     def run_playbook(self, playbook: Playbook, trigger: str) -> RunResult:
-        """One scheduled run: run, record, incidents (queued messages), and the report when configured."""
-        from bot.slack.commands.jobs import run_with_queues
-        from bot.slack.commands.lookups import pick_server
-        from bot.slack.delivery.reports import queue_run_report
-        from bot.slack.messages.report import ReportOptions
-
-        services = self.services
-        server = pick_server(services.settings, playbook.server)
-        # a fresh event loop in the scheduler's thread: runs never share one
-        result, queues = asyncio.run(run_with_queues(services, playbook, server, trigger))
-        run_id = services.store.record_run(result)
-        assert services.incidents is not None
-        services.incidents.handle_run(result, run_id=run_id)
-        self._after_run()
-        if services.settings.slack.scheduled_reports:
-            maker = services.buttons
-            queue_run_report(
-                services.outbox, services.router, result, playbook, key=str(run_id),
-                opts=ReportOptions(command=services.command), secrets=services.secrets(),
-                buttons=(lambda f: maker.for_finding(f, result.server)) if maker is not None else None,
-                queues=queues,
-            )
-        return result
+        """One scheduled run: `bot.schedule.playbook_runner` (the one the demo uses too: the store's fleet history
+        and agent versions, the owners' DMs, record, incidents), over the shared read window, with the queue list
+        for the buttons, then `_after_run` (charts, Home tabs, the report when configured)."""
+        return self._run(playbook, trigger)
 
     def run_digest(self, trigger: str) -> Any:
         assert self.services.incidents is not None
@@ -171,9 +159,10 @@ class Background:
             log.exception("digest charts failed; the digest went out with its text trends")
         return digest
 
-    def _after_run(self) -> None:
+    def _after_run(self, run: ScheduledRun) -> None:
         """After a scheduled run: a backlog incident's chart once its trend shows; fresh Home tabs for whoever
-        looked recently. Neither may fail the run (it is recorded and its messages queued already)."""
+        looked recently; the report with `slack.scheduled_reports`. None of them may fail the run (it is recorded
+        and its messages queued already)."""
         services = self.services
         try:
             from bot.slack.delivery.charts import post_incident_charts
@@ -187,6 +176,17 @@ class Background:
                 services.home.refresh_after_run()
             except Exception:
                 log.exception("refreshing the Home tabs failed")
+        if services.settings.slack.scheduled_reports:
+            from bot.slack.delivery.reports import queue_run_report
+            from bot.slack.messages.report import ReportOptions
+
+            maker, result = services.buttons, run.result
+            queue_run_report(
+                services.outbox, services.router, result, run.playbook, key=str(run.run_id),
+                opts=ReportOptions(command=services.command), secrets=services.secrets(),
+                buttons=(lambda f: maker.for_finding(f, result.server)) if maker is not None else None,
+                queues=run.gathered or [],
+            )
 
     def tick_reproduce(self) -> list[WatchResult]:
         """Look at every re-run being watched once; post each finished comparison into its thread."""

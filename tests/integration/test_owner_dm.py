@@ -15,8 +15,9 @@ from slack_sdk import WebClient
 
 from bot.config import Settings
 from bot.engine.playbook import CheckEntry, Playbook
-from bot.incidents.owners import owner_target, run_with_owners
+from bot.incidents.owners import owner_target
 from bot.incidents.pipeline import IncidentPipeline
+from bot.schedule import run_once
 from bot.slack.delivery import Outbox, WebClientSender
 from bot.store import Store
 from tests.fakes.slack_api import FakeSlack
@@ -51,7 +52,7 @@ def deliver(sim: Any, slack: FakeSlack, tmp_path: Path, notify: bool) -> dict[st
     """Run the playbook, fold it into incidents, drain the outbox to the fake Slack: channel id -> messages."""
     settings = Settings.model_validate(SETTINGS)
     book = playbook(notify)
-    result = asyncio.run(run_with_owners([book], settings, server_settings(sim)))
+    result = asyncio.run(run_once(book, settings, server_settings(sim), trigger="schedule"))
     store = Store(tmp_path / f"bot-{notify}.db")
     try:
         box = Outbox(store)

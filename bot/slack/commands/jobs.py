@@ -263,28 +263,38 @@ async def _dataset(services: BotServices, req: CommandRequest, parsed: ParsedCom
     return Outcome(render_dataset(view, requested_by=req.user_id, secrets=services.secrets(), button_value=value))
 
 
-async def run_with_queues(
-    services: BotServices, playbook: Playbook, server: ServerSettings, trigger: str, *, asked_at: float | None = None
-) -> tuple[RunResult, list[tuple[str, str]]]:
-    """Run a playbook; with the server's queues when a finding offers a button that can use one (from the run's
-    own snapshot: usually already fetched by the queue checks, so no extra call). Reads go through the shared
-    window, as fresh as the playbook's thresholds need (a scheduled run is asked for when it starts)."""
+def shared_snapshot(services: BotServices, server: ServerSettings, *, asked_at: float | None = None) -> Snapshot:
+    """A snapshot over a new client whose reads go through the process's shared window, as fresh as the playbook's
+    thresholds need (a scheduled run is asked for when it starts). The caller closes its client."""
     from bot.clearml.client import ClearMLClient
-    from bot.engine.runner import run_playbooks
     from bot.engine.snapshot import Snapshot
 
     client = ClearMLClient(server, logins=services.reads.logins)
-    try:
-        snap = Snapshot(client, server, services.settings, window=services.reads, asked_at=asked_at)
-        result = await run_playbooks([playbook], services.settings, server, trigger=trigger, snapshot=snap)
-        if playbook.notify_owner:  # task findings name their owner, for the DM when their incident opens
-            from bot.incidents.owners import attach_owners
+    return Snapshot(client, server, services.settings, window=services.reads, asked_at=asked_at)
 
-            await attach_owners(snap, result.findings)
-        actions = {a for f in result.findings for a in f.actions}
-        queues = await queue_options(services, snap, server.name, actions) if result.findings else []
+
+async def result_queues(services: BotServices, snap: Snapshot, result: RunResult) -> list[tuple[str, str]]:
+    """The server's queues when a finding of `result` offers a button that can use one (from the run's own
+    snapshot: usually already fetched by the queue checks, so no extra call)."""
+    if not result.findings:
+        return []
+    actions = {a for f in result.findings for a in f.actions}
+    return await queue_options(services, snap, snap.server.name, actions)
+
+
+async def run_with_queues(
+    services: BotServices, playbook: Playbook, server: ServerSettings, trigger: str, *, asked_at: float | None = None
+) -> tuple[RunResult, list[tuple[str, str]]]:
+    """Run a playbook (`bot.schedule.run_once`, without the store's history) over the shared read window; with
+    the server's queues when a finding offers a button that can use one."""
+    from bot.schedule import run_once
+
+    snap = shared_snapshot(services, server, asked_at=asked_at)
+    try:
+        result = await run_once(playbook, services.settings, server, trigger=trigger, snapshot=snap)
+        queues = await result_queues(services, snap, result)
     finally:
-        await client.aclose()
+        await snap.client.aclose()
     return result, queues
 
 
