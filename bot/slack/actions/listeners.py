@@ -37,7 +37,6 @@ from bot.slack.actions.messages import (
     render_outcome_reply,
     replace_buttons,
 )
-from bot.slack.delivery.sink import SlackWriteError
 from bot.slack.incidents.service import incident_by_root_ts
 from bot.slack.messages.common import SlackMessage
 from bot.slack.services import BotServices
@@ -224,18 +223,9 @@ def _refresh_incident_root(services: BotServices, incident: int, key: str) -> No
 
 
 def _private(services: BotServices, click: Click, message: SlackMessage) -> None:
-    """Only the clicking user sees it: the action's response_url, else chat.postEphemeral."""
-    if click.response_url:
-        try:
-            services.outbox.respond(click.response_url, message, ephemeral=True)
-            return
-        except SlackWriteError as exc:
-            log.warning("response_url failed (%s): trying chat.postEphemeral", exc.error)
-    if click.channel and click.user:
-        try:
-            services.outbox.ephemeral(click.channel, click.user, message, thread_ts=click.thread_ts)
-        except SlackWriteError as exc:
-            log.warning("could not tell %s: %s", click.user, exc.explain())
+    """Only the clicking user sees it (`SlackSink.tell_privately`)."""
+    services.outbox.tell_privately(message, user=click.user, channel=click.channel, response_url=click.response_url,
+                                   thread_ts=click.thread_ts)
 
 
 async def _private_async(services: BotServices, click: Click, message: SlackMessage) -> None:

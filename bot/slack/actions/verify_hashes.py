@@ -96,17 +96,9 @@ def _tell(services: BotServices, response_url: str | None, channel: str, user: s
     """A private note to the clicking user, sent from the work pool (the listener must return at once)."""
     message = render_input_error(text)
 
-    def send() -> None:
-        try:
-            if response_url:
-                services.outbox.respond(response_url, message, ephemeral=True)
-            elif channel and user:
-                services.outbox.ephemeral(channel, user, message)
-        except SlackWriteError as exc:
-            log.warning("could not tell %s: %s", user, exc.explain())
-
     async def job() -> None:
-        await services.pool.io(send)
+        await services.pool.io(services.outbox.tell_privately, message, user=user, channel=channel,
+                               response_url=response_url)
 
     try:
         services.pool.submit(job, name="dataset verify note")

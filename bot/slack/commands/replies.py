@@ -103,14 +103,6 @@ class Reply:
             return None
 
     def ephemeral(self, message: SlackMessage) -> None:
-        """Only the user sees it: through response_url (works in any channel), else chat.postEphemeral."""
-        if self.request.response_url:
-            try:
-                self.outbox.respond(self.request.response_url, message, ephemeral=True)
-                return
-            except SlackWriteError as exc:
-                log.warning("response_url failed (%s): trying chat.postEphemeral", exc.error)
-        try:
-            self.outbox.ephemeral(self.request.channel_id, self.request.user_id, message)
-        except SlackWriteError as exc:
-            log.error("could not reach user %s at all: %s", self.request.user_id, exc.explain())
+        """Only the user sees it (`SlackSink.tell_privately`: response_url, else chat.postEphemeral)."""
+        self.outbox.tell_privately(message, user=self.request.user_id, channel=self.request.channel_id,
+                                   response_url=self.request.response_url)

@@ -385,6 +385,34 @@ class SlackSink:
         extra = {"thread_ts": thread_ts} if thread_ts else {}
         self._call("chat.postEphemeral", channel, channel=channel, user=user, **self._payload(message), **extra)
 
+    def tell_privately(
+        self,
+        message: SlackMessage,
+        *,
+        user: str,
+        channel: str | None,
+        response_url: str | None = None,
+        thread_ts: str | None = None,
+    ) -> bool:
+        """Only `user` sees it: through `response_url` when there is one (works in any channel, even one the bot is
+        not in), else (or when that fails) chat.postEphemeral in `channel`. Never raises: a failure is logged.
+        Returns whether the message got through."""
+        if response_url:
+            try:
+                self.respond(response_url, message, ephemeral=True)
+                return True
+            except SlackWriteError as exc:
+                log.warning("response_url failed (%s): trying chat.postEphemeral", exc.error)
+        if not (channel and user):
+            log.error("could not reach user %s at all: no response_url and no channel", user or "?")
+            return False
+        try:
+            self.ephemeral(channel, user, message, thread_ts=thread_ts)
+            return True
+        except SlackWriteError as exc:
+            log.error("could not reach user %s at all: %s", user, exc.explain())
+            return False
+
     def respond(
         self,
         response_url: str,

@@ -20,7 +20,6 @@ from bot.actions import Actor
 from bot.actions import audit as audit_mod
 from bot.incidents.tracker import IncidentError
 from bot.slack.actions.messages import render_note
-from bot.slack.delivery.sink import SlackWriteError
 from bot.slack.incidents.messages import ACK_ACTION, RESOLVE_ACTION, SNOOZE_ACTIONS
 from bot.slack.services import BotServices
 from bot.slack.workpool import PoolBusyError
@@ -101,11 +100,4 @@ def press(
 
 
 def _tell(services: BotServices, channel: str, user: str, response_url: str | None, text: str) -> None:
-    message = render_note(text)
-    try:
-        if response_url:
-            services.outbox.respond(response_url, message, ephemeral=True)
-        elif channel and user:
-            services.outbox.ephemeral(channel, user, message)
-    except SlackWriteError as exc:
-        log.warning("could not tell %s: %s", user, exc.explain())
+    services.outbox.tell_privately(render_note(text), user=user, channel=channel, response_url=response_url)
