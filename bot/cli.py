@@ -343,7 +343,11 @@ def cmd_digest(args: argparse.Namespace) -> int:
         digest = digest_now(store, settings, now, since=since,
                             permalink=_permalinks_from(client) if client is not None else None)
         if client is not None:
-            return _post_digest(digest, args.post or digest_channel(settings), client)
+            from bot.slack.commands.lookups import configured_servers
+
+            servers = configured_servers(settings)  # their keys never reach Slack either
+            secrets = [str(client.token or ""), *(s for server in servers for s in server.secrets())]
+            return _post_digest(digest, args.post or digest_channel(settings), client, secrets)
         if args.format == "json":
             json.dump(digest_json(digest), sys.stdout, indent=2)
             print()
@@ -369,26 +373,25 @@ def _permalinks_from(client: Any) -> Callable[[str, str], str | None]:
     return permalink
 
 
-def _post_digest(digest: Any, channel: str | None, client: Any) -> int:
-    from slack_sdk.errors import SlackApiError, SlackClientError
-
+def _post_digest(digest: Any, channel: str | None, client: Any, secrets: list[str]) -> int:
+    """Post the digest through the Slack sink, the one way a direct write leaves (redacted with `secrets`)."""
+    from bot.slack.delivery.sink import SlackSink, SlackWriteError
     from bot.slack.incidents.messages import SlackIncidentRenderer
 
-    token = str(client.token or "")
     if not channel:
         raise UsageError("--post needs a channel: --post '#channel', or set slack.digest.channel or "
                          "slack.default_channel in the config file")
-    message = SlackIncidentRenderer(secrets=lambda: [token]).digest(digest)
+    rendered = SlackIncidentRenderer(secrets=lambda: secrets).digest(digest)
     try:
-        answer = client.chat_postMessage(channel=channel, text=message.text, blocks=message.blocks)
-    except SlackApiError as exc:
-        _err(f"Slack refused the digest for {channel}: {exc.response.get('error')} (invite the bot to the channel, "
-             "or check the token)")
+        posted = SlackSink(client, secrets=lambda: secrets).post(channel, rendered)
+    except SlackWriteError as exc:
+        if exc.error.startswith("connection_error"):
+            _err(f"cannot reach Slack to post the digest: {exc.error.split(': ', 1)[-1]}; try again")
+        else:
+            _err(f"Slack refused the digest for {channel}: {exc.error} (invite the bot to the channel, or check the "
+                 "token)")
         return EXIT_PROBLEMS
-    except SlackClientError as exc:
-        _err(f"cannot reach Slack to post the digest: {type(exc).__name__}; try again")
-        return EXIT_PROBLEMS
-    print(f"Digest posted to {channel} (ts {answer.get('ts')}).")
+    print(f"Digest posted to {channel} (ts {posted.ts}).")
     return EXIT_OK
 
 

@@ -280,10 +280,10 @@ class LiveDemo:
         from bot.slack.delivery import Outbox, OutboxWorker, WebClientSender
         from bot.slack.incidents.messages import SlackIncidentRenderer
 
-        outbox = Outbox(store)
         secrets = [token, *self._server().secrets()]
+        outbox = Outbox(store, secrets=lambda: secrets)  # its rows (and so Slack) never hold one
         client = WebClient(token=token, base_url=api_base_url(settings), timeout=15, retry_handlers=[])
-        worker = OutboxWorker(outbox, WebClientSender(client, secrets=lambda: secrets), idle_s=1.0)
+        worker = OutboxWorker(outbox, WebClientSender(client), idle_s=1.0)
         worker.start()
         self.say.say("💬", f"Slack mode: incidents go to {settings.slack.default_channel} (SLACK_BOT_TOKEN is set)")
 

@@ -13,7 +13,7 @@ import logging
 import os
 import random
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -84,9 +84,13 @@ def create_app(
     client = client or make_web_client(token, settings)
     secrets = [s for s in (token, signing_secret, *(extra_secrets or []), *slack_secrets_from_env()) if s]
     services: BotServices | None = None
-    # late-bound: the outbox redacts with everything the services know (ClearML keys of every server included)
-    outbox = SlackSink(client, secrets=lambda: services.secrets() if services is not None else secrets)
-    outbox.durable = _durable_outbox(store)
+    # late-bound: the Slack writes are redacted with everything the services know (ClearML keys of every server
+    # included): interactive ones by the sink, queued ones by the durable outbox as it writes their rows
+    def known_secrets() -> list[str]:
+        return services.secrets() if services is not None else secrets
+
+    outbox = SlackSink(client, secrets=known_secrets)
+    outbox.durable = _durable_outbox(store, known_secrets)
     pool = pool or WorkPool(quiet_s=0.02)  # a burst of commands is acked before their work starts
     services = BotServices(
         settings=settings,
@@ -148,11 +152,11 @@ def create_app(
     return app
 
 
-def _durable_outbox(store: Store) -> Any:
+def _durable_outbox(store: Store, secrets: Callable[[], Iterable[str]]) -> Any:
     """One per process: at construction it marks messages a killed predecessor was sending as uncertain."""
     from bot.slack.delivery import Outbox as DurableOutbox
 
-    return DurableOutbox(store, rng=random.Random())
+    return DurableOutbox(store, rng=random.Random(), secrets=secrets)
 
 
 def _wire_actions(services: BotServices) -> None:

@@ -63,7 +63,7 @@ class Background:
         # a thread, and checks Slack before re-posting something that may have gone through (bot/slack/delivery).
         self.client = WebClient(token=token, base_url=api_base_url(settings), retry_handlers=[], timeout=15,
                                 logger=logging.getLogger("bot.slack.web.outbox"))
-        self.sender = WebClientSender(self.client, secrets=services.secrets)
+        self.sender = WebClientSender(self.client)  # the rows are redacted as they are queued
         durable.rng = durable.rng or random.Random()  # spread retries after an outage
         self.worker = OutboxWorker(durable, self.sender, clock=clock, idle_s=idle_s)
         playbooks = services.playbooks()

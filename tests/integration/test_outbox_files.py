@@ -43,8 +43,8 @@ def slack() -> Iterator[FakeSlack]:
 def outbox(slack: FakeSlack, store: Store) -> tuple[SlackSink, WebClientSender]:
     client = WebClient(token=slack.bot_token, base_url=slack.base_url, retry_handlers=[])
     facade = SlackSink(client, secrets=lambda: [SECRET])
-    facade.durable = Durable(store)
-    return facade, WebClientSender(client, secrets=lambda: [SECRET])
+    facade.durable = Durable(store, secrets=lambda: [SECRET])  # the rows are redacted as they are written
+    return facade, WebClientSender(client)
 
 
 def test_a_chart_goes_into_the_thread_of_its_root_and_leaves_the_store_once_sent(slack: FakeSlack,
@@ -107,3 +107,28 @@ def test_a_file_without_its_bytes_is_refused(tmp_path: Path) -> None:
     durable = Durable(Store(tmp_path / "s.db"))
     with pytest.raises(OutboxError, match="content_b64"):
         durable.enqueue("f", "#c", "file", {"text": "chart", "file": {"filename": "a.png"}})
+
+
+def test_a_file_queued_without_the_sink_leaves_no_secret_in_the_store_or_slack(slack: FakeSlack,
+                                                                               tmp_path: Path) -> None:
+    """The queue redacts as it writes the row (title, alt text, comment, filename), whoever queued it; the sender
+    sends the row as it is. The bytes are left alone."""
+    import base64
+
+    planted = "PLANTED-known-secret-7781"
+    store = Store(tmp_path / "s.db")
+    durable = Durable(store, secrets=lambda: [planted])
+    durable.enqueue("f1", "#ml-alerts", "file", {
+        "text": f"chart {planted}", "initial_comment": f"from {planted}",
+        "file": {"filename": "queues.png", "title": f"Backlog {planted}", "alt_txt": f"alt {SECRET}",
+                 "content_b64": base64.b64encode(PNG).decode("ascii")}}, now=NOW)
+    row = store.db.execute("SELECT payload FROM outbox WHERE key = 'f1'").fetchone()[0]
+    assert planted not in row and SECRET not in row
+    client = WebClient(token=slack.bot_token, base_url=slack.base_url, retry_handlers=[])
+    assert durable.drain(WebClientSender(client), NOW).sent == 1
+    [shared] = slack.files
+    assert shared["data"] == PNG
+    shown = json.dumps({k: v for k, v in shared.items() if k != "data"})
+    assert planted not in shown and SECRET not in shown and "[REDACTED]" in shared["title"]
+    assert "[REDACTED]" in shared["initial_comment"]
+    store.close()

@@ -190,13 +190,23 @@ def test_updates_and_ephemeral_messages(slack: HistoryFakeSlack, store: Store) -
     assert eph.args["user"] == "U0ALICE" and box.get("eph")["status"] == "sent"  # type: ignore[index]
 
 
-def test_secrets_never_reach_slack(slack: HistoryFakeSlack, store: Store) -> None:
-    box = Outbox(store)
+def test_secrets_never_reach_slack_nor_the_outbox_table(slack: HistoryFakeSlack, store: Store) -> None:
+    """Redaction happens once, where the row is written: neither SQLite nor Slack ever holds the secret (a known
+    one, and a credential-looking one), whether the message came from the incident pipeline or was queued as is."""
     secret = "SIMSECRET-planted-0f9e8d"
-    sender = WebClientSender(client(slack), secrets=lambda: [secret])
+    box = Outbox(store, secrets=lambda: [secret])
+    pipe = IncidentPipeline(store, outbox=box, settings=Settings.model_validate(
+        {"slack": {"default_channel": "#ml-alerts"}}))
+    leaky = dead_worker().model_copy(update={"title": f"Worker gpu-3 silent, its key {secret}",
+                                             "remediation": "Rotate it: see s3://AKIA:hunter2-0f9e8d@bucket/x"})
+    pipe.handle_run(run(leaky, started=at(0)), at(0))
     box.enqueue("leak", "#ml-alerts", "post", {"text": f"key {secret}", "blocks": [
         {"type": "section", "text": {"type": "mrkdwn", "text": f"see s3://AKIA:{secret}@bucket/x"}}]}, now=at(0))
-    box.drain(sender, at(0))
-    (call,) = slack.calls_to("chat.postMessage")
-    assert secret not in call.text_blob and "[REDACTED]" in call.text_blob
-    assert key_of(call) == "leak"  # the dedupe key in the metadata is left alone
+    rows = [r[0] for r in store.db.execute("SELECT payload FROM outbox")]
+    assert len(rows) >= 2 and not [r for r in rows if secret in r or "hunter2" in r]
+    drain_until_empty(box, WebClientSender(client(slack)), at(0))
+    calls = slack.calls_to("chat.postMessage")
+    blob = "\n".join(c.text_blob for c in calls)
+    assert secret not in blob and "hunter2" not in blob and "[REDACTED]" in blob
+    assert "Worker gpu-3 silent" in blob  # the message itself went out
+    assert [key_of(c) for c in calls if key_of(c) == "leak"] == ["leak"]  # the dedupe key in the metadata is kept

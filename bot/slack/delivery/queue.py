@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from bot import metrics
 from bot.errors import BotError
+from bot.redact import redact_tree
 from bot.store import insert, iso, locked, parse_iso, row, rows, schema, transaction, update, utc
 
 if TYPE_CHECKING:
@@ -160,9 +161,15 @@ class Outbox:
         unverifiable: Literal["resend", "fail"] = "resend",
         rng: random.Random | None = None,
         recover: bool = True,
+        secrets: Callable[[], Iterable[str]] | None = None,
     ) -> None:
-        """One Outbox per process: `recover` treats every `sending` row as left over by a crashed process."""
+        """One Outbox per process: `recover` treats every `sending` row as left over by a crashed process.
+
+        `secrets`: the known secrets (ClearML keys, Slack tokens) redacted from every row before it is written, with
+        every credential-looking string (`redact_payload`): a queued message is in SQLite, so this is where bot text
+        leaves for the store and, later, for Slack; the sender sends the rows as they are."""
         self.store = store
+        self.secrets = secrets or (lambda: ())
         self.base_backoff_s = base_backoff_s
         self.max_backoff_s = max_backoff_s
         self.max_age_s = max_age_s
@@ -210,7 +217,7 @@ class Outbox:
         if not str(payload.get("text") or "").strip():
             raise OutboxError("a message needs a top-level `text` (notifications and screen readers use it)")
         now = utc(now)
-        body = json.dumps(plain(payload), default=str)
+        body = json.dumps(redact_payload(plain(payload), self.secrets()), default=str)
         with transaction(self.store) as conn:
             if row(conn, "SELECT id FROM outbox WHERE key = ?", (key,)) is not None:
                 return False
@@ -620,6 +627,18 @@ def plain(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [plain(v) for v in value]
     return value
+
+
+def redact_payload(payload: dict[str, Any], secrets: Iterable[str] = ()) -> dict[str, Any]:
+    """A queued message as it may be stored and sent: every text redacted (`redact_tree`: text, blocks, metadata, a
+    file's filename, title, alt text and initial comment), except a file's bytes (`content_b64` is not text)."""
+    file = payload.get("file")
+    if not (isinstance(file, dict) and "content_b64" in file):
+        return redact_tree(payload, secrets)
+    content = file["content_b64"]
+    redacted = redact_tree({**payload, "file": {k: v for k, v in file.items() if k != "content_b64"}}, secrets)
+    redacted["file"]["content_b64"] = content
+    return redacted
 
 
 def _classify(exc: Exception) -> tuple[int | None, str, float | None]:

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from bot.redact import redact_tree
 from bot.slack.delivery.queue import METADATA_EVENT, OutboxMessage, SendResult
 from bot.targets import is_channel_id, is_dm_target, slack_user_ref
 
@@ -29,19 +27,15 @@ class WebClientSender:
     find a message that may have been sent just before a crash) and `channels:read` + `groups:read` (to turn a
     `#name` into an id)."""
 
-    def __init__(
-        self, client: WebClient, *, max_pages: int = 5, secrets: Callable[[], Iterable[str]] | None = None
-    ) -> None:
+    def __init__(self, client: WebClient, *, max_pages: int = 5) -> None:
         self.client = client
         self.max_pages = max_pages
-        self.secrets = secrets or (lambda: ())
         self._ids: dict[str, str] = {}
 
     def __call__(self, message: OutboxMessage) -> SendResult:
         if message.kind == "file":
             return self._upload(message)
-        # Redacted at the last moment, whatever the renderers did: no credential-looking string reaches Slack.
-        p = redact_tree(message.payload, self.secrets())
+        p = message.payload  # redacted when it was queued (`Outbox.enqueue`): the row is what Slack gets
         common: dict[str, Any] = {"text": p["text"]}
         if p.get("blocks"):
             common["blocks"] = p["blocks"]
@@ -69,18 +63,16 @@ class WebClientSender:
 
     def _upload(self, message: OutboxMessage) -> SendResult:
         """A file (a chart) into a channel or a thread: `files_upload_v2` (files.getUploadURLExternal, the upload,
-        files.completeUploadExternal; scope files:write). The bytes are not text: only the title and alt text are
-        redacted."""
+        files.completeUploadExternal; scope files:write). Title, alt text and comment were redacted when queued."""
         import base64
 
         spec = dict(message.payload["file"])
         content = base64.b64decode(spec.pop("content_b64"))
-        spec = redact_tree(spec, self.secrets())
         channel = message.channel_id or self.channel_id(message.channel)  # the upload takes ids only
         extra: dict[str, Any] = {"thread_ts": message.thread_ts} if message.thread_ts else {}
         comment = message.payload.get("initial_comment")
         if comment:
-            extra["initial_comment"] = redact_tree(comment, self.secrets())
+            extra["initial_comment"] = comment
         self.client.files_upload_v2(channel=channel, content=content, filename=spec.get("filename") or "chart.png",
                                     title=spec.get("title") or None, alt_txt=spec.get("alt_txt") or None, **extra)
         return SendResult(ts=None, channel=channel)

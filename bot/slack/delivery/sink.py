@@ -10,8 +10,10 @@ Two paths:
   SQLite queue with dedupe keys, per-channel order, backoff honouring Retry-After, crash reconciliation), drained
   by its worker thread that `serve` starts. Nobody would notice if one of those were lost, so they must not be.
 
-Every payload is redacted here as a last line of defence, whatever the builders did (for the durable path before
-it is stored, so the store never holds a secret either).
+Every payload is redacted once on its way out, as a last line of defence whatever the builders did: interactive
+writes here (`_payload`, `ack_body`, `publish_home`), queued ones by the durable outbox as it writes the row
+(`queue.redact_payload`, with the same secrets: `create_app` hands them to both), so the store never holds a secret
+either and the sender sends the rows as they are.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import threading
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
@@ -122,6 +124,12 @@ class SlackWriteError(BotError):
         return f"Slack refused the message for {label}: `{self.error}`."
 
 
+class OutgoingMessage(Protocol):
+    """What a write takes: a `SlackMessage`, or the incident pipeline's `Rendered` (blocks as objects or dicts)."""
+
+    def as_payload(self) -> dict[str, Any]: ...
+
+
 @dataclass(frozen=True)
 class Posted:
     """Where a posted message lives: `channel` is the channel id Slack answered with (names become ids)."""
@@ -184,7 +192,6 @@ class SlackSink:
                 payload[name] = value
         if isinstance(payload.get("text"), str):  # the top-level text is mrkdwn to Slack: `<!channel>` there pings
             payload["text"] = fallback_text(payload["text"])
-        payload = redact_tree(payload, self._secrets())
         return durable.enqueue(key, channel, kind, payload, root_key=root_key, supersede=supersede, now=now)
 
     def enqueue_file(
@@ -199,17 +206,15 @@ class SlackSink:
     ) -> bool:
         """Queue a chart upload (files_upload_v2) in the durable outbox: into the thread of the message `root_key`
         names (a digest, an incident root) or `thread_ts`, else into the channel. Title and alt text are redacted
-        here; the PNG bytes are stored base64 until sent, then dropped from the row."""
+        by the queue like every row; the PNG bytes are stored base64 until sent, then dropped from the row."""
         import base64
 
-        if self.durable is None:
-            raise RuntimeError("no durable outbox attached: create_app() attaches one")
-        described = redact_tree({"text": chart.title, "file": {"filename": chart.filename, "title": chart.title,
-                                                                "alt_txt": chart.alt_text}}, self._secrets())
-        described["file"]["content_b64"] = base64.b64encode(chart.png).decode("ascii")
+        described: dict[str, Any] = {"text": chart.title, "file": {
+            "filename": chart.filename, "title": chart.title, "alt_txt": chart.alt_text,
+            "content_b64": base64.b64encode(chart.png).decode("ascii")}}
         if thread_ts:
             described["thread_ts"] = thread_ts
-        return self.durable.enqueue(key, channel, "file", described, root_key=root_key, now=now)
+        return self._queue().enqueue(key, channel, "file", described, root_key=root_key, now=now)
 
     def token_scopes(self) -> set[str] | None:
         """The bot token's scopes (auth.test's X-OAuth-Scopes), asked once; None when Slack does not say."""
@@ -331,8 +336,8 @@ class SlackSink:
         return [str(u) for u in users or []]
 
     # -- payloads ---------------------------------------------------------------------------------------------
-    def _payload(self, message: SlackMessage) -> dict[str, Any]:
-        return redact_tree(message.as_payload(), self._secrets())
+    def _payload(self, message: OutgoingMessage) -> dict[str, Any]:
+        return redact_tree(plain(message.as_payload()), self._secrets())
 
     def ack_body(self, message: SlackMessage, *, ephemeral: bool = True) -> dict[str, Any]:
         """The body for an immediate `ack(...)` reply (not a Web API write, but redacted the same way)."""
@@ -365,7 +370,7 @@ class SlackSink:
 
     # -- writes -----------------------------------------------------------------------------------------------
     def post(
-        self, channel: str, message: SlackMessage, *, thread_ts: str | None = None, reply_broadcast: bool = False
+        self, channel: str, message: OutgoingMessage, *, thread_ts: str | None = None, reply_broadcast: bool = False
     ) -> Posted:
         extra: dict[str, Any] = {}
         if thread_ts:
