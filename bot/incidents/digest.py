@@ -28,7 +28,8 @@ from typing import TYPE_CHECKING, Any, Literal
 from bot.config import DigestSettings
 from bot.durations import format_duration
 from bot.engine.findings import SEVERITY_RANK, Subject
-from bot.incidents.tracker import IncidentTracker, IncidentView, root_key
+from bot.incidents.tracker import IncidentTracker, root_key
+from bot.incidents.views import IncidentView
 from bot.store import insert, iso, parse_iso, row, rows, schema, transaction, utc
 
 if TYPE_CHECKING:

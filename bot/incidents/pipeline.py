@@ -24,12 +24,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import IO, TYPE_CHECKING, Any, Literal, Protocol
 
-from bot.config import SlackSettings
+from bot.config import SlackSettings, TrackerPolicy
 from bot.durations import format_duration
 from bot.engine.findings import SEVERITY_RANK
 from bot.incidents import digest as digest_mod
 from bot.incidents.owners import owner_target
-from bot.incidents.tracker import IncidentTracker, IncidentView, Notification, TrackerPolicy, root_key
+from bot.incidents.tracker import IncidentTracker, root_key
+from bot.incidents.views import IncidentView, Notification
 from bot.routing import NoChannelError, Router
 from bot.store import transaction, utc
 

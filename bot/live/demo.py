@@ -47,7 +47,7 @@ from bot.live.agents import AgentFleet, AgentSpec, ServerRef, agent_missing_reas
 if TYPE_CHECKING:  # the heavy modules are imported when the demo runs, not when the CLI starts
     from bot.config import ServerSettings, Settings
     from bot.engine.runner import RunResult
-    from bot.incidents.tracker import Notification
+    from bot.incidents.views import Notification
     from bot.schedule import ScheduledRun
 
 SCENARIO = "live-demo"

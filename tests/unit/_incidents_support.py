@@ -10,7 +10,7 @@ from typing import Any
 from bot.config import Settings
 from bot.engine.findings import Finding, Subject
 from bot.engine.runner import CheckRun, RunResult
-from bot.incidents.tracker import Notification
+from bot.incidents.views import Notification
 from bot.store import Store
 
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)

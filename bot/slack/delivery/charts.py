@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING
 from bot.charts import render
 from bot.charts.series import backlog_chart, digest_charts
 from bot.incidents.pipeline import digest_key
-from bot.incidents.tracker import IncidentView, root_key
+from bot.incidents.tracker import root_key
+from bot.incidents.views import IncidentView
 from bot.store import utc
 
 if TYPE_CHECKING:

@@ -19,7 +19,8 @@ from bot.clearml.errors import ClearMLError
 from bot.config import DigestSettings, ServerSettings
 from bot.engine.window import ReadWindow, server_identity
 from bot.incidents.digest import TREND_METRICS, Trend, last_recorded
-from bot.incidents.tracker import IncidentView, root_key
+from bot.incidents.tracker import root_key
+from bot.incidents.views import IncidentView
 from bot.redact import redact
 from bot.slack.commands.lookups import Meta, agent_thresholds, open_snapshot, worker_state
 from bot.slack.home.messages import (

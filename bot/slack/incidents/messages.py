@@ -53,7 +53,7 @@ if TYPE_CHECKING:
     from bot.engine.findings import Finding
     from bot.incidents.digest import Digest, DigestIncident
     from bot.incidents.silences import Silence
-    from bot.incidents.tracker import IncidentView, MemberView, Notification
+    from bot.incidents.views import IncidentView, MemberView, Notification
     from bot.schedule import ScheduleInfo
 
 log = logging.getLogger(__name__)

@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING
 
 from bot.actions import runs
 from bot.incidents.pipeline import IncidentPipeline, incident_router
-from bot.incidents.tracker import IncidentView, root_key
+from bot.incidents.tracker import root_key
+from bot.incidents.views import IncidentView
 from bot.slack.actions.messages import STATUS_ICON
 from bot.slack.incidents.messages import SlackIncidentRenderer, TakenAction
 

@@ -10,9 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from bot.config import TrackerPolicy
 from bot.engine.findings import Finding, Subject
 from bot.engine.runner import RunResult
-from bot.incidents.tracker import IncidentTracker, TrackerPolicy, evidence_changes, key_evidence
+from bot.incidents.evidence import evidence_changes, key_evidence
+from bot.incidents.tracker import IncidentTracker
 from bot.store import Store
 from tests.unit._incidents_support import (
     T0,

@@ -14,7 +14,7 @@ from bot.incidents.pipeline import (
     incident_router,
     print_sink,
 )
-from bot.incidents.tracker import IncidentView, Notification
+from bot.incidents.views import IncidentView, Notification
 from bot.slack.delivery import Outbox
 from bot.store import Store
 from tests.unit._incidents_support import (

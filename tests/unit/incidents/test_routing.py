@@ -8,9 +8,8 @@ from typing import Any
 
 import pytest
 
-from bot.config import Settings
+from bot.config import Settings, TrackerPolicy
 from bot.incidents.pipeline import IncidentPipeline, incident_router
-from bot.incidents.tracker import TrackerPolicy
 from bot.routing import Router, normalize_channel
 from bot.slack.delivery import Outbox
 from bot.slack.incidents.messages import SlackIncidentRenderer

@@ -8,15 +8,11 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from bot.config import TrackerPolicy
 from bot.engine.findings import Finding, Subject
+from bot.incidents.evidence import evidence_changes, key_evidence
 from bot.incidents.silences import active_silences, add_silence, matching_silence
-from bot.incidents.tracker import (
-    IncidentError,
-    IncidentTracker,
-    TrackerPolicy,
-    evidence_changes,
-    key_evidence,
-)
+from bot.incidents.tracker import IncidentError, IncidentTracker
 from bot.store import Store, rows, transaction
 from tests.unit._incidents_support import (
     at,
