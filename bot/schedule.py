@@ -371,13 +371,15 @@ async def run_once(
     trigger: str,
     store: Store | None = None,
     snapshot: Snapshot | None = None,
+    offload: Callable[..., Awaitable[Any]] | None = None,
 ) -> RunResult:
     """One run of one playbook: with `store`, the server's recorded fleet history (agents.missing `expected: auto`)
     and agent versions (server.compatibility); with `notify_owner`, each task finding's owner (for the DM when its
     incident opens), read over the same snapshot (its tasks are usually fetched already).
 
     `snapshot`: how to read ClearML (serve: through its shared read window); its caller closes the client. Without
-    one the run opens and closes a client of its own."""
+    one the run opens and closes a client of its own. `offload(fn, *args)`: where the store is read when the run
+    shares its event loop with others (the Slack work pool's `pool.io`: a thread, never the loop)."""
     from bot.clearml.client import ClearMLClient
     from bot.engine.runner import run_playbooks
     from bot.engine.snapshot import Snapshot
@@ -385,12 +387,13 @@ async def run_once(
     if snapshot is None:
         async with ClearMLClient(server) as client:
             return await run_once(playbook, settings, server, trigger=trigger, store=store,
-                                  snapshot=Snapshot(client, server, settings))
+                                  snapshot=Snapshot(client, server, settings), offload=offload)
     history: dict[str, Any] = {}
     if store is not None:
+        read = offload or (lambda fn, *args: fn(*args))
         history = {
-            "fleet_history": lambda window_s: store.pool_history(server.api_url, window_s),
-            "agent_versions": lambda: store.agent_versions(server.api_url),
+            "fleet_history": lambda window_s: read(store.pool_history, server.api_url, window_s),
+            "agent_versions": lambda: read(store.agent_versions, server.api_url),
         }
     result = await run_playbooks([playbook], settings, server, trigger=trigger, snapshot=snapshot, **history)
     if playbook.notify_owner:

@@ -7,12 +7,14 @@ still running at the deadline are reported as `timeout`.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import time
 import traceback
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from pydantic import ValidationError
 
@@ -25,6 +27,7 @@ from bot.engine.snapshot import Snapshot
 from bot.redact import TextScan, redact, redact_tree, scan_texts, tree_texts
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -164,6 +167,12 @@ def error_finding(
     ).model_copy(update={"fingerprint": f"{check_id}|error|{server.api_url}"})
 
 
+async def _resolved(value: T | Awaitable[T]) -> T:
+    if inspect.isawaitable(value):
+        return cast(T, await value)
+    return cast(T, value)
+
+
 async def run_playbooks(
     playbooks: list[Playbook],
     settings: Settings,
@@ -173,8 +182,8 @@ async def run_playbooks(
     trigger: str = "cli",
     snapshot: Snapshot | None = None,
     correlation: bool = True,
-    fleet_history: Callable[[float], list[PoolObservation]] | None = None,
-    agent_versions: Callable[[], dict[str, AgentVersionSeen]] | None = None,
+    fleet_history: Callable[[float], list[PoolObservation] | Awaitable[list[PoolObservation]]] | None = None,
+    agent_versions: Callable[[], dict[str, AgentVersionSeen] | Awaitable[dict[str, AgentVersionSeen]]] | None = None,
 ) -> RunResult:
     """Run every check of `playbooks` against `server`; never raises for ClearML or check failures.
 
@@ -186,7 +195,10 @@ async def run_playbooks(
     when the caller keeps no history (the check then stays silent rather than claim a fresh install).
 
     `agent_versions()`: the clearml-agent versions per worker recorded by earlier runs (`Store.agent_versions`),
-    loaded only when server.compatibility runs; without it, that check reads logs within its per-run cap only."""
+    loaded only when server.compatibility runs; without it, that check reads logs within its per-run cap only.
+
+    Either may return an awaitable: a caller on a shared event loop reads the store in a thread instead of blocking
+    the loop (the Slack work pool's `pool.io`)."""
     load_builtin_checks()
     started_at = datetime.now(UTC)
     t0 = time.perf_counter()
@@ -209,7 +221,7 @@ async def run_playbooks(
         window = _baseline_window(entries)
         if window is not None:
             try:
-                snap.fleet_history = fleet_history(window)
+                snap.fleet_history = await _resolved(fleet_history(window))
             except Exception as exc:  # the store is down: the baseline is unknown, the run goes on
                 snap.fleet_history = None
                 log.warning("fleet history not available for agents.missing: %s", exc)
@@ -217,7 +229,7 @@ async def run_playbooks(
         entry.check == "server.compatibility" for _pb, entry in entries
     ):
         try:
-            snap.known_agent_versions = agent_versions()
+            snap.known_agent_versions = await _resolved(agent_versions())
         except Exception as exc:  # the store is down: versions are read from logs again, within the cap
             log.warning("recorded agent versions not available for server.compatibility: %s", exc)
     runs: list[CheckRun] = []

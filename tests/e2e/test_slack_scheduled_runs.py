@@ -1,6 +1,7 @@
-"""A scheduled run under `serve` is the same run as the demo's (bot/schedule.playbook_runner): it reads the
-store's history. Here agents.missing with its learned baseline (`expected: auto`): after a week of the usual fleet,
-a pool that is gone is posted to Slack as an incident ("usually 6"). Without the history the check stays silent.
+"""A scheduled run under `serve` is the same run as the demo's (bot/schedule.playbook_runner), and `/clearml run` is
+the same run too: both read the store's history. Here agents.missing with its learned baseline (`expected: auto`):
+after a week of the usual fleet, a pool that is gone is posted to Slack as an incident ("usually 6"), and the typed
+run says so too. Without the history the check stays silent.
 
 `serve --http` in process against the simulator and the fake Slack; the test runs the scheduled job itself."""
 
@@ -84,4 +85,9 @@ def test_a_scheduled_run_under_serve_reports_the_pool_that_is_gone(
         [root] = wait_until(posted, what="the missing pool posted as an incident")
         shown = str(root["text"]) + json.dumps(root.get("blocks") or [], ensure_ascii=False)
         assert "usually 6" in shown and "runner-*" in shown
+
+        # typed in Slack, the same playbook reads the same history (on the work pool's I/O threads)
+        bot.command("run pools")
+        answer = slack.wait_for("chat.update", predicate=lambda c: "pools on prod" in str(c.args.get("text")))[0]
+        assert "usually 6" in json.dumps(answer.args, ensure_ascii=False)
 

@@ -285,13 +285,15 @@ async def result_queues(services: BotServices, snap: Snapshot, result: RunResult
 async def run_with_queues(
     services: BotServices, playbook: Playbook, server: ServerSettings, trigger: str, *, asked_at: float | None = None
 ) -> tuple[RunResult, list[tuple[str, str]]]:
-    """Run a playbook (`bot.schedule.run_once`, without the store's history) over the shared read window; with
-    the server's queues when a finding offers a button that can use one."""
+    """Run a playbook (`bot.schedule.run_once`: the store's history read on the pool's I/O threads, as a scheduled
+    run reads it) over the shared read window; with the server's queues when a finding offers a button that can use
+    one."""
     from bot.schedule import run_once
 
     snap = shared_snapshot(services, server, asked_at=asked_at)
     try:
-        result = await run_once(playbook, services.settings, server, trigger=trigger, snapshot=snap)
+        result = await run_once(playbook, services.settings, server, trigger=trigger, snapshot=snap,
+                                store=services.store, offload=services.pool.io)
         queues = await result_queues(services, snap, result)
     finally:
         await snap.client.aclose()
