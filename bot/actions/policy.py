@@ -4,10 +4,11 @@ guarded thing a Slack user can do, with one user-group cache.
 Rules (config `actions.allow.<x>.users` / `.usergroups`, Slack ids):
 - remediation actions (all mutating) and `verify_hashes` are allowed to nobody until the config names users or user
   groups for them (deny by default);
-- incident operations (`resolve` on an incident's root, `/clearml silence` and `unsilence`) are for anyone who can
-  see them unless `actions.allow.<x>` names users or user groups, then only those (allow by default): a manual
-  resolve hides a live problem until its grace period ends, a silence mutes a check for everybody. Acknowledge and
-  snooze only change who is notified and are not checked;
+- incident operations (`resolve` on an incident's root, `/clearml silence` and `unsilence`, `/clearml digest` into
+  another channel) are for anyone who can see them unless `actions.allow.<x>` names users or user groups, then only
+  those (allow by default): a manual resolve hides a live problem until its grace period ends, a silence mutes a
+  check for everybody. Acknowledge and snooze only change who is notified and are not checked;
+- any other key under `actions.allow` is a config error (a misspelt restriction must not leave a button open);
 - everything else (read-only commands) is for everyone;
 - user-group membership comes from a resolver the Slack side provides (it calls usergroups.users.list), cached for
   `ttl_s` for all of the above alike, so a burst of clicks costs one API call and concurrent clicks share one
@@ -48,7 +49,6 @@ MUTATING_ACTIONS = frozenset(ACTION_IDS)
 # the config, like an action: nobody until `actions.allow.verify_hashes` names users or user groups.
 VERIFY_HASHES = "verify_hashes"
 GUARDED_ACTIONS = MUTATING_ACTIONS | {VERIFY_HASHES}
-# Allowed to anyone unless `actions.allow.<op>` restricts them.
 # Open to anyone unless `actions.allow.<x>` names users or user groups: incident buttons and commands, and
 # posting a digest into another channel (`/clearml digest #channel`).
 INCIDENT_OPERATIONS = frozenset({"resolve", "silence", "digest"})
