@@ -42,10 +42,12 @@ from bot.slack.services import BotServices
 from bot.store import StoreError
 
 if TYPE_CHECKING:
+    from bot.actions import Actor
     from bot.config import ServerSettings
     from bot.engine.playbook import Playbook
     from bot.engine.runner import RunResult
     from bot.engine.snapshot import Snapshot
+    from bot.store import Store
 
 log = logging.getLogger(__name__)
 V = TypeVar("V")
@@ -318,9 +320,24 @@ async def _run(services: BotServices, req: CommandRequest, parsed: ParsedCommand
     return Outcome(message, thread)
 
 
+async def _authorized(services: BotServices, req: CommandRequest, action: str, subject: str) -> tuple[Actor, Store]:
+    """The typing user as an actor, and the store the audit rows go to; a refusal is audited and raised as the
+    user's answer. On the work pool's loop: the thread that owns the actions' store connection."""
+    from bot.actions import Actor
+    from bot.actions import audit as audit_mod
+
+    actor = Actor(id=req.user_id, via="slack")
+    permission = await services.authorizer.authorize(actor, action)
+    store = services.action_store or services.store
+    if not permission.allowed:
+        audit_mod.record(store, actor=actor, action=action, server="", subject=subject, outcome="denied",
+                         error=permission.reason)
+        raise LookupInputError(f"Not allowed: {permission.reason}.")
+    return actor, store
+
+
 async def _silence(services: BotServices, req: CommandRequest, parsed: ParsedCommand) -> Outcome:
     """Mute notifications matching a pattern for a while; the answer replaces the placeholder in the channel."""
-    from bot.actions import Actor
     from bot.actions import audit as audit_mod
     from bot.incidents.silences import SilenceError, add_silence, parse_silence_args
     from bot.slack.incidents.messages import render_silence_added
@@ -330,14 +347,7 @@ async def _silence(services: BotServices, req: CommandRequest, parsed: ParsedCom
         pattern, seconds, reason = parse_silence_args(" ".join(parsed.args))
     except SilenceError as exc:
         raise LookupInputError(str(exc)) from None
-    actor = Actor(id=req.user_id, via="slack")
-    permission = await services.authorizer.authorize(actor, "silence")
-    store = services.action_store or services.store
-    # audit rows are written here, on the loop thread that owns the actions' store connection
-    if not permission.allowed:
-        audit_mod.record(store, actor=actor, action="silence", server="", subject=pattern, outcome="denied",
-                         error=permission.reason)
-        raise LookupInputError(f"Not allowed: {permission.reason}.")
+    actor, store = await _authorized(services, req, "silence", pattern)
     now = now_utc()
     silence = await services.pool.io(add_silence, services.store, pattern, seconds, reason=reason,
                                      by=f"<@{req.user_id}>", now=now)
@@ -383,16 +393,9 @@ async def _digest(services: BotServices, req: CommandRequest, parsed: ParsedComm
         blocks = [b if isinstance(b, Block) else Block.parse(b) for b in rendered.blocks or []]
         return Outcome(SlackMessage(text=rendered.text, blocks=[b for b in blocks if b is not None]))
     # another channel: for anyone unless actions.allow.digest restricts it; audited like a silence
-    from bot.actions import Actor
     from bot.actions import audit as audit_mod
 
-    actor = Actor(id=req.user_id, via="slack")
-    permission = await services.authorizer.authorize(actor, "digest")
-    store = services.action_store or services.store
-    if not permission.allowed:
-        audit_mod.record(store, actor=actor, action="digest", server="", subject=target, outcome="denied",
-                         error=permission.reason)
-        raise LookupInputError(f"Not allowed: {permission.reason}.")
+    actor, store = await _authorized(services, req, "digest", target)
     # through the durable outbox, like the scheduled digest (its errors are logged by the worker)
     await services.pool.io(services.outbox.enqueue, f"digest:on-demand:{target}:{now.isoformat()}", target, "post",
                            rendered.as_payload(), now=now)
