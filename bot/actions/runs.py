@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bot.actions.base import Actor
-from bot.store import Store, locked, rows, schema
+from bot.store import Store, execute_idempotent, locked, rows, schema
 
 STALE_AFTER_S = 1800.0
 RETRYABLE = ("failed", "refused")
@@ -108,7 +108,8 @@ def claim(
     with locked(store) as conn:  # the store's lock; each statement is atomic on its own (across processes too)
         # INSERT OR IGNORE rather than catching the constraint error: under contention sqlite3 sometimes
         # reports the UNIQUE violation as a plain DatabaseError, which let a second caller through.
-        inserted = conn.execute(
+        inserted = execute_idempotent(
+            conn,
             "insert or ignore into action_runs (key, action, server, subject, actor_id, actor_name, via, started_at, "
             "context, status) values (?, ?, ?, ?, ?, ?, ?, ?, ?, 'running')",
             (key, *values),
@@ -117,7 +118,8 @@ def claim(
             return None
         stale = (now - timedelta(seconds=STALE_AFTER_S)).astimezone(UTC).isoformat()
         # Re-claim a retryable or abandoned run; the WHERE makes it atomic against a concurrent re-claim.
-        cursor = conn.execute(
+        cursor = execute_idempotent(
+            conn,
             "update action_runs set action = ?, server = ?, subject = ?, actor_id = ?, actor_name = ?, via = ?, "
             "started_at = ?, context = ?, status = 'running', finished_at = null, outcome = null "
             f"where key = ? and (status in ({', '.join('?' * len(RETRYABLE))}) "

@@ -19,7 +19,7 @@ from bot.store.core import (
     store_hint,
 )
 from bot.store.records import AgentVersionSeen, PoolCount, PoolObservation
-from bot.store.sql import insert, iso, locked, parse_iso, row, rows, transaction, update, utc
+from bot.store.sql import execute_idempotent, insert, iso, locked, parse_iso, row, rows, transaction, update, utc
 
 __all__ = [
     "AGENT_VERSIONS_KEEP_S",
@@ -30,6 +30,7 @@ __all__ = [
     "RunRecord",
     "Store",
     "StoreError",
+    "execute_idempotent",
     "insert",
     "iso",
     "locked",

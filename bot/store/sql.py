@@ -11,6 +11,7 @@ the outbox in one commit).
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -50,6 +51,21 @@ def locked(store: Store) -> Iterator[sqlite3.Connection]:
     INSERT OR IGNORE claim, a conditional UPDATE)."""
     with store._lock:
         yield store.db.conn
+
+
+def execute_idempotent(conn: sqlite3.Connection, sql: str, args: Sequence[Any] = (), *, attempts: int = 100,
+                       pause_s: float = 0.02) -> sqlite3.Cursor:
+    """One statement that may safely run twice (INSERT OR IGNORE, a conditional UPDATE), tried again while SQLite
+    answers "database is locked" at once instead of waiting for the busy timeout, as it does when several
+    connections have just opened the file or changed its schema."""
+    for attempt in range(attempts):
+        try:
+            return conn.execute(sql, tuple(args))
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == attempts - 1:
+                raise
+            time.sleep(pause_s)
+    raise AssertionError("unreachable")
 
 
 def rows(conn: sqlite3.Connection, sql: str, args: Sequence[Any] = ()) -> list[dict[str, Any]]:
