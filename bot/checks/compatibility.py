@@ -251,7 +251,7 @@ async def _inventory(snap: Snapshot, params: CompatibilityParams) -> Inventory:
             unread.append((worker_id, task_id, task_name))
     inv.agents_unread = max(0, len(unread) - params.agent_logs)
     for worker_id, task_id, task_name in unread[: params.agent_logs]:
-        lines = await _log_head(snap, task_id, params.log_lines)
+        lines = await snap.task_log(task_id, params.log_lines, head=True)
         inv.logs_read += 1
         found: str | None = None
         for line in lines:
@@ -275,20 +275,6 @@ def _still_valid(
     if registered_at is not None and registered_at > seen.seen_at:
         return False  # the agent restarted since (an upgrade is a restart)
     return (snap.now - seen.seen_at).total_seconds() < recheck_after
-
-
-async def _log_head(snap: Snapshot, task_id: str, lines: int) -> list[str]:
-    """The first `lines` console lines of a task (oldest first)."""
-
-    async def fetch() -> list[str]:
-        data = await snap.client.call(
-            "events.get_task_log", {"task": task_id, "batch_size": lines, "navigate_earlier": False}
-        )
-        events = [e for e in data.get("events") or [] if isinstance(e, dict)]
-        events.sort(key=lambda e: e.get("timestamp") or 0)
-        return [str(e.get("msg", "")) for e in events]
-
-    return await snap.memoized(("log_head", task_id, lines), fetch)
 
 
 # ------------------------------------------------------------------------------------------------ matching

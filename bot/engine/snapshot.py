@@ -279,18 +279,18 @@ class Snapshot:
 
         return await self._once(("tasks_by_id", tuple(ids), fields), fetch, shared=True)
 
-    async def task_log(self, task_id: str, lines: int = 100) -> list[str]:
-        """The last `lines` console lines of a task, oldest first."""
+    async def task_log(self, task_id: str, lines: int = 100, *, head: bool = False) -> list[str]:
+        """The last `lines` console lines of a task (`head`: the first ones), oldest first."""
 
         async def fetch() -> list[str]:
             data = await self.client.call(
-                "events.get_task_log", {"task": task_id, "batch_size": lines, "navigate_earlier": True}
+                "events.get_task_log", {"task": task_id, "batch_size": lines, "navigate_earlier": not head}
             )
             events = [e for e in data.get("events") or [] if isinstance(e, dict)]
             events.sort(key=lambda e: e.get("timestamp") or 0)
             return [str(e.get("msg", "")) for e in events]
 
-        return await self._once(("log", task_id, lines), fetch, shared=True)
+        return await self._once(("log_head" if head else "log", task_id, lines), fetch, shared=True)
 
     async def queue_metrics(
         self, window: timedelta, interval_s: int, queue_ids: Iterable[str]
