@@ -102,21 +102,25 @@ def test_a_playbook_cannot_point_storage_probes_at_an_arbitrary_host(
     assert recorder.requests
 
 
+def _dataset_artifacts(sim: SimServer, name: str) -> Iterator[dict[str, Any]]:
+    """The artifact records of the dataset versions whose name contains `name`, to rewrite as a ClearML user who can
+    edit tasks could (the caller holds the simulator's lock)."""
+    for doc in sim.state.tasks.values():
+        if name not in str(doc.get("name")):
+            continue
+        artifacts = (doc.get("execution") or {}).get("artifacts") or []
+        yield from (artifacts.values() if isinstance(artifacts, dict) else artifacts)
+
+
 def _point_dataset_at(sim: SimServer, name: str, url: str) -> int:
-    """Rewrite a dataset version's artifact URIs (state.json and chunks) to `url`, as a ClearML user who can edit
-    tasks could; returns how many were changed."""
+    """Rewrite a dataset version's artifact URIs (state.json and chunks) to `url`; returns how many were changed."""
     changed = 0
     with sim.state.lock:
-        for doc in sim.state.tasks.values():
-            if name not in str(doc.get("name")):
-                continue
-            artifacts = (doc.get("execution") or {}).get("artifacts") or []
-            items = artifacts.values() if isinstance(artifacts, dict) else artifacts
-            for artifact in items:
-                uri = str(artifact.get("uri") or "")
-                if uri.startswith(sim.files_url):
-                    artifact["uri"] = url + uri[len(sim.files_url):]
-                    changed += 1
+        for artifact in _dataset_artifacts(sim, name):
+            uri = str(artifact.get("uri") or "")
+            if uri.startswith(sim.files_url):
+                artifact["uri"] = url + uri[len(sim.files_url):]
+                changed += 1
     return changed
 
 
@@ -415,15 +419,10 @@ def test_the_incident_thread_mentions_only_people_the_bot_recorded(tmp_path: Pat
 def _set_dataset_uris(sim: SimServer, name: str, state_uri: str, chunk_uri: str) -> None:
     """Rewrite a dataset version's state and chunk artifact URIs, as a ClearML user who can edit tasks could."""
     with sim.state.lock:
-        for doc in sim.state.tasks.values():
-            if name not in str(doc.get("name")):
-                continue
-            artifacts = (doc.get("execution") or {}).get("artifacts") or []
-            items = artifacts.values() if isinstance(artifacts, dict) else artifacts
-            for artifact in items:
-                key = str(artifact.get("key"))
-                artifact["uri"] = state_uri if key == "state" else chunk_uri if key.startswith("data") else \
-                    artifact.get("uri")
+        for artifact in _dataset_artifacts(sim, name):
+            key = str(artifact.get("key"))
+            artifact["uri"] = state_uri if key == "state" else chunk_uri if key.startswith("data") else \
+                artifact.get("uri")
 
 
 @pytest.mark.parametrize(("state_uri", "chunk_uri"), [
