@@ -165,50 +165,61 @@ def zip_bytes(files: dict[str, bytes]) -> bytes:
     return buffer.getvalue()
 
 
-def test_integrity_reads_chunks_from_s3(sim_factory: Any, moto_server: str) -> None:  # noqa: F811
-    host = moto_server.split("://", 1)[1]
-    s3 = boto3.client("s3", endpoint_url=moto_server, region_name="eu-west-1")
+S3_DSID = "5e5e5e5e5e5e4e5e8e5e5e5e5e5e5e5e"
+S3_FILES = {"a.txt": b"alpha" * 100, "sub/b.bin": bytes(range(256)) * 10}
+S3_PREFIX = f"vision/.datasets/s3-ds/s3-ds.{S3_DSID}/artifacts"
+
+
+def s3_dataset(endpoint: str, *, stored: bytes | None = None) -> tuple[Any, dict[str, Any]]:
+    """One completed dataset version (S3_FILES) whose state.json and chunk live in bucket `datasets` on the moto
+    server at `endpoint`: its S3 client and the scenario (projects and the version's task). `stored`: the chunk as
+    the object store holds it (default: the true files zipped)."""
+    host = endpoint.split("://", 1)[1]
+    s3 = boto3.client("s3", endpoint_url=endpoint, region_name="eu-west-1")
     s3.create_bucket(Bucket="datasets", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
-    dsid = "5e5e5e5e5e5e4e5e8e5e5e5e5e5e5e5e"
-    files = {"a.txt": b"alpha" * 100, "sub/b.bin": bytes(range(256)) * 10}
-    chunk = zip_bytes(files)
-    base = f"s3://{host}/datasets/vision/.datasets/s3-ds/s3-ds.{dsid}/artifacts"
+    chunk = zip_bytes(S3_FILES) if stored is None else stored
     state = {
-        "id": dsid, "dirty": False, "file_count": 2, "total_size": sum(len(v) for v in files.values()),
-        "dependency_graph": {dsid: []}, "dataset_link_entries": [],
+        "id": S3_DSID, "dirty": False, "file_count": 2, "total_size": sum(len(v) for v in S3_FILES.values()),
+        "dependency_graph": {S3_DSID: []}, "dataset_link_entries": [],
         "dataset_file_entries": [
             {"relative_path": k, "hash": hashlib.sha256(v).hexdigest(), "size": len(v), "artifact_name": "data",
-             "parent_dataset_id": dsid} for k, v in files.items()
+             "parent_dataset_id": S3_DSID} for k, v in S3_FILES.items()
         ],
     }
     state_blob = json.dumps(state).encode()
-    prefix = f"vision/.datasets/s3-ds/s3-ds.{dsid}/artifacts"
-    s3.put_object(Bucket="datasets", Key=f"{prefix}/state/state.json", Body=state_blob)
-    s3.put_object(Bucket="datasets", Key=f"{prefix}/data/dataset.{dsid}.zip", Body=chunk)
+    s3.put_object(Bucket="datasets", Key=f"{S3_PREFIX}/state/state.json", Body=state_blob)
+    s3.put_object(Bucket="datasets", Key=f"{S3_PREFIX}/data/dataset.{S3_DSID}.zip", Body=chunk)
+    base = f"s3://{host}/datasets/{S3_PREFIX}"
     scenario = {
-        "name": "s3-dataset",
         "projects": [{"name": "vision"}, {"name": "vision/.datasets", "system_tags": ["hidden"]},
                      {"name": "vision/.datasets/s3-ds", "system_tags": ["hidden", "dataset"]}],
         "tasks": [{
-            "id": dsid, "name": "s3-ds", "project": "vision/.datasets/s3-ds", "type": "data_processing",
+            "id": S3_DSID, "name": "s3-ds", "project": "vision/.datasets/s3-ds", "type": "data_processing",
             "status": "completed", "status_changed": "-1d", "system_tags": ["dataset"],
             "runtime": {"version": "1.0.0", "ds_file_count": 2},
             "execution": {"artifacts": [
                 {"key": "state", "type": "dict", "uri": f"{base}/state/state.json",
                  "hash": hashlib.sha256(state_blob).hexdigest(), "content_size": len(state_blob)},
-                {"key": "data", "type": "custom", "uri": f"{base}/data/dataset.{dsid}.zip",
+                {"key": "data", "type": "custom", "uri": f"{base}/data/dataset.{S3_DSID}.zip",
                  "hash": hashlib.sha256(chunk).hexdigest(), "content_size": len(chunk)},
             ]},
         }],
     }
-    sim = sim_factory(scenario=scenario)
+    return s3, scenario
+
+
+def test_integrity_reads_chunks_from_s3(sim_factory: Any, moto_server: str) -> None:  # noqa: F811
+    host = moto_server.split("://", 1)[1]
+    s3, scenario = s3_dataset(moto_server)
+    chunk = zip_bytes(S3_FILES)
+    sim = sim_factory(scenario={"name": "s3-dataset", **scenario})
     settings = Settings(storage=[StorageTarget(url=f"s3://{host}/datasets", secure=False)])
     [ok] = of(run(sim, ("datasets.integrity", {"verify": "hash"}), settings=settings), "datasets.integrity")
     assert ok.severity == "ok", ok
     assert ok.evidence["files_verified"] == 2 and ok.evidence["bytes_downloaded"] == len(chunk)
     # the object store silently serves other bytes for one file
-    s3.put_object(Bucket="datasets", Key=f"{prefix}/data/dataset.{dsid}.zip",
-                  Body=zip_bytes({"a.txt": b"ALPHA" * 100, "sub/b.bin": files["sub/b.bin"]}))
+    s3.put_object(Bucket="datasets", Key=f"{S3_PREFIX}/data/dataset.{S3_DSID}.zip",
+                  Body=zip_bytes({"a.txt": b"ALPHA" * 100, "sub/b.bin": S3_FILES["sub/b.bin"]}))
     [bad] = of(run(sim, ("datasets.integrity", {"verify": "hash"}), settings=settings), "datasets.integrity")
     assert bad.severity == "critical" and [m["path"] for m in bad.evidence["mismatched"]] == ["a.txt"]
 

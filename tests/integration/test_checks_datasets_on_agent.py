@@ -7,7 +7,6 @@ the simulator's chunks through the file server."""
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import os
 import subprocess
@@ -15,7 +14,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import boto3
 import httpx
 
 from bot.config import Settings
@@ -24,7 +22,7 @@ from bot.engine.playbook import CheckEntry, Playbook
 from bot.engine.runner import run_playbooks
 from tests.fakes.moto_server import _moto_server_process, moto_server  # noqa: F401
 from tests.helpers import cityscapes_datasets, server_settings, sim_data, sim_request
-from tests.integration.test_checks_datasets import zip_bytes
+from tests.integration.test_checks_datasets import S3_FILES, s3_dataset, zip_bytes
 
 CHECK = "datasets.integrity"
 QUEUE = "data-near-storage"
@@ -219,36 +217,9 @@ def test_the_agent_reads_s3_chunks_with_its_own_credentials(sim_factory: Any, mo
     bot has no storage configured at all; the agent's clearml.conf (sdk.aws.s3.credentials for that host) lets the
     script read them, and boto3 is declared as the task's requirement."""
     host = moto_server.split("://", 1)[1]
-    s3 = boto3.client("s3", endpoint_url=moto_server, region_name="eu-west-1")
-    s3.create_bucket(Bucket="datasets", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
-    dsid = "5e5e5e5e5e5e4e5e8e5e5e5e5e5e5e5e"
-    files = {"a.txt": b"alpha" * 100, "sub/b.bin": bytes(range(256)) * 10}
-    prefix = f"vision/.datasets/s3-ds/s3-ds.{dsid}/artifacts"
-    state = {"id": dsid, "dirty": False, "dependency_graph": {dsid: []}, "dataset_link_entries": [],
-             "dataset_file_entries": [{"relative_path": k, "hash": hashlib.sha256(v).hexdigest(), "size": len(v),
-                                       "artifact_name": "data", "parent_dataset_id": dsid} for k, v in files.items()]}
-    state_blob = json.dumps(state).encode()
-    stored = zip_bytes({"a.txt": b"ALPHA" * 100, "sub/b.bin": files["sub/b.bin"]})  # the store rewrote a.txt
-    s3.put_object(Bucket="datasets", Key=f"{prefix}/state/state.json", Body=state_blob)
-    s3.put_object(Bucket="datasets", Key=f"{prefix}/data/dataset.{dsid}.zip", Body=stored)
-    base = f"s3://{host}/datasets/{prefix}"
-    sim = sim_factory({
-        "name": "s3-on-agent",
-        "projects": [{"name": "vision"}, {"name": "vision/.datasets", "system_tags": ["hidden"]},
-                     {"name": "vision/.datasets/s3-ds", "system_tags": ["hidden", "dataset"]}],
-        "queues": [{"name": QUEUE}],
-        "tasks": [{
-            "id": dsid, "name": "s3-ds", "project": "vision/.datasets/s3-ds", "type": "data_processing",
-            "status": "completed", "status_changed": "-1d", "system_tags": ["dataset"],
-            "runtime": {"version": "1.0.0", "ds_file_count": 2},
-            "execution": {"artifacts": [
-                {"key": "state", "type": "dict", "uri": f"{base}/state/state.json",
-                 "hash": hashlib.sha256(state_blob).hexdigest(), "content_size": len(state_blob)},
-                {"key": "data", "type": "custom", "uri": f"{base}/data/dataset.{dsid}.zip",
-                 "hash": hashlib.sha256(stored).hexdigest(), "content_size": len(stored)},
-            ]},
-        }],
-    })
+    stored = zip_bytes({"a.txt": b"ALPHA" * 100, "sub/b.bin": S3_FILES["sub/b.bin"]})  # the store rewrote a.txt
+    _, scenario = s3_dataset(moto_server, stored=stored)
+    sim = sim_factory({"name": "s3-on-agent", "queues": [{"name": QUEUE}], **scenario})
     run(sim)
     [task] = verification_tasks(sim)
     assert task["script"]["requirements"] == {"pip": "boto3\n"}
