@@ -56,10 +56,13 @@ def zoo(sim_factory: Callable[..., SimServer]) -> SimServer:
     return sim_factory("incident-zoo")
 
 
-def write_config(tmp_path: Path, sim: SimServer, slack: HistoryFakeSlack) -> dict[str, Any]:
+def write_config(tmp_path: Path, sim: SimServer, slack: HistoryFakeSlack,
+                 playbook_texts: dict[str, str] | None = None) -> dict[str, Any]:
+    """The bot's config for these tests; `playbook_texts`: name -> YAML of the playbooks (default: the zoo's)."""
     playbooks = tmp_path / "playbooks"
     playbooks.mkdir(exist_ok=True)
-    (playbooks / "zoo.yaml").write_text(ZOO_PLAYBOOK.lstrip(), encoding="utf-8")
+    for name, text in (playbook_texts or {"zoo": ZOO_PLAYBOOK}).items():
+        (playbooks / f"{name}.yaml").write_text(text.lstrip(), encoding="utf-8")
     return {
         "servers": {"prod": {"api": sim.api_url, "web": sim.web_url, "files": sim.files_url,
                              "credentials_env": ["E2E_SIM_KEY", "E2E_SIM_SECRET"], "retries": 0, "timeout": 5}},

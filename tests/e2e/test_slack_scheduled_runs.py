@@ -15,9 +15,7 @@ from typing import Any
 
 import pytest
 
-from bot.sim.server import SimServer
-from tests.e2e.test_slack_incidents import CHANNEL, in_process, roots
-from tests.fakes.slack_history import HistoryFakeSlack
+from tests.e2e.test_slack_incidents import CHANNEL, in_process, roots, write_config
 from tests.helpers import alerts_slack, services, wait_until
 from tests.integration.test_signal_baseline import mixed_fleet, without
 
@@ -29,20 +27,6 @@ checks:
   - check: agents.missing
     params: {expected: auto}
 """
-
-
-def config(tmp_path: Path, sim: SimServer, slack: HistoryFakeSlack) -> dict[str, Any]:
-    playbooks = tmp_path / "playbooks"
-    playbooks.mkdir()
-    (playbooks / "pools.yaml").write_text(PLAYBOOK.lstrip(), encoding="utf-8")
-    return {
-        "servers": {"prod": {"api": sim.api_url, "web": sim.web_url, "files": sim.files_url,
-                             "credentials_env": ["E2E_SIM_KEY", "E2E_SIM_SECRET"], "retries": 0, "timeout": 5}},
-        "store": str(tmp_path / "state" / "store.db"),
-        "playbooks": str(playbooks),
-        "slack": {"api_url": slack.base_url, "default_channel": "#ml-alerts", "digest": {"schedule": "0 0 1 1 *"}},
-        "incidents": {"settle": "0s"},
-    }
 
 
 def a_week_of_the_last_pools(store_path: Path) -> None:
@@ -61,7 +45,8 @@ def test_a_scheduled_run_under_serve_reports_the_pool_that_is_gone(
 ) -> None:
     fleet = mixed_fleet()
     sim = sim_factory(scenario=fleet)
-    with alerts_slack(CHANNEL) as slack, in_process(config(tmp_path, sim, slack), sim, slack, clean_env) as bot:
+    with alerts_slack(CHANNEL) as slack, in_process(
+            write_config(tmp_path, sim, slack, {"pools": PLAYBOOK}), sim, slack, clean_env) as bot:
         s = services(bot)
         assert s.scheduler is not None and s.outbox.durable is not None
         assert s.scheduler.run_job("playbook:pools", "test") == "ok"  # the fleet as usual: recorded
