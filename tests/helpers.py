@@ -138,3 +138,37 @@ def alerts_slack(channel_id: str) -> Iterator[HistoryFakeSlack]:
         fake.add_channel("ml-alerts", channel_id=channel_id)
         yield fake
     assert fake.web_api_methods() <= set(METHOD_SCOPES), fake.web_api_methods() - set(METHOD_SCOPES)
+
+
+def block_actions_body(
+    action_id: str,
+    value: str,
+    *,
+    user: str,
+    channel: str,
+    message_ts: str,
+    block_id: str,
+    blocks: list[dict[str, Any]],
+    response_url: str,
+    message_text: str = "a message with buttons",
+    thread_ts: str | None = None,
+    state: dict[str, Any] | None = None,
+    action_ts: str | None = None,
+) -> dict[str, Any]:
+    """A `block_actions` payload as Slack sends it when `user` clicks button `action_id` (value `value`) of the
+    channel message `message_ts`, whose blocks (`blocks`, the clicked message's as Slack sends them) hold it."""
+    return {
+        "type": "block_actions",
+        "user": {"id": user, "username": user.lower()[2:], "team_id": "T0FAKETEAM"},
+        "api_app_id": "A0FAKE",
+        "team": {"id": "T0FAKETEAM"},
+        "channel": {"id": channel},
+        "container": {"type": "message", "message_ts": message_ts, "channel_id": channel, "is_ephemeral": False},
+        "message": {"ts": message_ts, "text": message_text, "blocks": blocks,
+                    **({"thread_ts": thread_ts} if thread_ts else {})},
+        "state": {"values": state or {}},
+        "response_url": response_url,
+        "trigger_id": "1.2.3",
+        "actions": [{"type": "button", "action_id": action_id, "block_id": block_id, "value": value,
+                     "action_ts": action_ts or str(time.time())}],
+    }

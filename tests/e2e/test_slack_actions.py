@@ -22,6 +22,7 @@ from bot.slack.app import services_of
 from bot.slack.serve import BotServer
 from tests.e2e.conftest import FAILED_TASK, USER, HttpBot, bot_env, sim_settings
 from tests.fakes.slack_api import Call, FakeSlack
+from tests.helpers import block_actions_body
 
 COMPLETED_TASK = "a1000000000000000000000000000003"  # eval-bert, completed, in the basic scenario
 BOB, CAROL, MALLORY = "U0BOB", "U0CAROL", "U0MALLORY"
@@ -112,21 +113,11 @@ def click(
         state = {block_id: {"act_queue": {"type": "static_select",
                                           "selected_option": {"value": queue_id, "text": {"text": queue}}}}}
     response_url = bot.slack.response_url()
-    payload = {
-        "type": "block_actions",
-        "user": {"id": user, "username": user.lower()[2:], "team_id": "T0FAKETEAM"},
-        "api_app_id": "A0FAKE",
-        "team": {"id": "T0FAKETEAM"},
-        "channel": {"id": channel},
-        "container": {"type": "message", "message_ts": ts, "channel_id": channel, "is_ephemeral": False},
-        "message": {"ts": ts, "text": message.args.get("text"), "blocks": blocks,
-                    **({"thread_ts": thread_ts} if thread_ts else {})},
-        "state": {"values": state},
-        "response_url": response_url,
-        "trigger_id": "1.2.3",
-        "actions": [{"type": "button", "action_id": element["action_id"], "block_id": block_id,
-                     "value": value if value is not None else element["value"], "action_ts": str(time.time())}],
-    }
+    payload = block_actions_body(
+        element["action_id"], value if value is not None else element["value"], user=user, channel=channel,
+        message_ts=ts, block_id=block_id, blocks=blocks, response_url=response_url,
+        message_text=message.args.get("text"), thread_ts=thread_ts, state=state,
+    )
     assert bot.action(payload).status_code == 200
     return response_url
 

@@ -18,6 +18,7 @@ from bot.slack.services import BotServices
 from bot.slack.workpool import PoolBusyError, WorkPool
 from tests.e2e.conftest import USER
 from tests.fakes.slack_api import Call, FakeSlack
+from tests.helpers import block_actions_body
 
 T = TypeVar("T")
 ServicesFactory = Callable[[Settings], BotServices]  # the `services_for` fixture (tests/unit/slack/conftest.py)
@@ -111,26 +112,15 @@ def button_body(
     blocks: list[dict[str, Any]] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """A `block_actions` payload as Slack sends it for a button in a channel message, and its one action."""
-    action = {"type": "button", "action_id": action_id, "block_id": block_id, "value": value,
-              "action_ts": "1700000001.000200"}
-    body = {
-        "type": "block_actions",
-        "user": {"id": user, "username": user.lower()[2:], "team_id": "T0FAKETEAM"},
-        "api_app_id": "A0FAKE",
-        "team": {"id": "T0FAKETEAM"},
-        "channel": {"id": channel},
-        "container": {"type": "message", "message_ts": message_ts, "channel_id": channel, "is_ephemeral": False},
-        "message": {"ts": message_ts, "text": "a message with buttons",
-                    "blocks": blocks if blocks is not None else [
-                        {"type": "actions", "block_id": block_id,
-                         "elements": [{"type": "button", "action_id": action_id, "value": value,
-                                       "text": {"type": "plain_text", "text": "Do it"}}]}]},
-        "state": {"values": {}},
-        "response_url": response_url or "",
-        "trigger_id": "1.2.3",
-        "actions": [action],
-    }
-    return body, action
+    body = block_actions_body(
+        action_id, value, user=user, channel=channel, message_ts=message_ts, block_id=block_id,
+        response_url=response_url or "", action_ts="1700000001.000200",
+        blocks=blocks if blocks is not None else [
+            {"type": "actions", "block_id": block_id,
+             "elements": [{"type": "button", "action_id": action_id, "value": value,
+                           "text": {"type": "plain_text", "text": "Do it"}}]}],
+    )
+    return body, body["actions"][0]
 
 
 def private_notes(slack: FakeSlack, response_url: str) -> list[Call]:
