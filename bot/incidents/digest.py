@@ -30,7 +30,7 @@ from bot.durations import format_duration
 from bot.engine.findings import SEVERITY_RANK, Subject
 from bot.incidents.tracker import IncidentTracker, root_key
 from bot.incidents.views import IncidentView
-from bot.store import insert, iso, parse_iso, row, rows, schema, transaction, utc
+from bot.store import insert, iso, locked, parse_iso, row, rows, schema, transaction, utc
 
 if TYPE_CHECKING:
     from bot.engine.runner import RunResult
@@ -354,9 +354,9 @@ def build_digest(
 
 def last_recorded(store: Store) -> tuple[dict[str, Any], dict[str, Any] | None] | None:
     """The last recorded digest's row and the one before it (None: no digest yet), for trends outside a digest
-    (the App Home)."""
+    (the App Home). Plain reads: drawing the Home never takes SQLite's write lock."""
     try:
-        with transaction(store) as conn:
+        with locked(store) as conn:
             last = row(conn, "SELECT * FROM digests ORDER BY at DESC, id DESC LIMIT 1")
             if last is None:
                 return None

@@ -528,8 +528,9 @@ class Outbox:
 
     def key_of_posted(self, channel_id: str, ts: str, like: str) -> str | None:
         """The key of the post now at (channel id, ts) whose key matches the SQL LIKE pattern `like` (e.g.
-        "incident:%:root": which incident a click in a thread belongs to); None when none is."""
-        with transaction(self.store) as conn:
+        "incident:%:root": which incident a click in a thread belongs to); None when none is. A plain read: a click
+        never takes SQLite's write lock."""
+        with locked(self.store) as conn:
             found = rows(conn, "SELECT key, channel_id FROM outbox WHERE ts = ? AND kind = 'post' AND key LIKE ?",
                          (ts, like))
         return next((str(r["key"]) for r in found if not r["channel_id"] or r["channel_id"] == channel_id), None)
