@@ -12,14 +12,11 @@ from __future__ import annotations
 
 import gc
 
-_settled = False
-
 
 def settle_startup_heap() -> bool:
-    """Freeze what startup built; once per process (later calls do nothing). True when this call froze it."""
-    global _settled
-    if _settled:
+    """Freeze what startup built; once per process (later calls do nothing: the heap is frozen already). True when
+    this call froze it."""
+    if gc.get_freeze_count():
         return False
     gc.freeze()
-    _settled = True
     return True
