@@ -9,11 +9,10 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from bot.routing import NoChannelError, Router
-from bot.slack.delivery.sink import Posted, SlackSink, SlackWriteError
+from bot.slack.delivery.sink import SlackSink
 from bot.slack.messages.report import FindingButtons, ReportOptions, render_run
 
 if TYPE_CHECKING:
@@ -21,19 +20,6 @@ if TYPE_CHECKING:
     from bot.engine.runner import RunResult
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class DeliveryResult:
-    channel: str
-    reasons: list[str]
-    posted: Posted | None = None
-    error: SlackWriteError | None = None
-
-    @property
-    def problem(self) -> str:
-        """The clear message naming the channel, or "" when it was posted."""
-        return self.error.explain() if self.error else ""
 
 
 def queue_run_report(
