@@ -6,7 +6,6 @@ on hand-made findings and reused by the CLI, scheduled runs and incident threads
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -100,10 +99,6 @@ class SlackMessage:
         if self.metadata:
             body["metadata"] = self.metadata
         return body
-
-    def all_text(self) -> str:
-        """Everything a user could read in this message (for tests that search for secrets)."""
-        return self.text + "\n" + json.dumps(self.blocks_as_dicts())
 
 
 # -- text helpers -------------------------------------------------------------------------------------------
